@@ -1,0 +1,26 @@
+# Sourced by the other scripts: create (or reuse) ./.venv and install stcsnn into it.
+# Usage: source scripts/_env.sh EXTRAS      (e.g. "cli,viz" or "dev")
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${STCSNN_VENV:-$ROOT/.venv}"
+EXTRAS="${1:-cli,viz}"
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[stcsnn] creating virtual environment $VENV"
+    python3 -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+# An unpinned `torch` makes pip fetch a multi-GB CUDA build; when no torch is importable we install
+# the CPU wheel explicitly (STCSNN_TORCH overrides, e.g. STCSNN_TORCH="torch==2.5.1").
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    echo "[stcsnn] installing PyTorch (${STCSNN_TORCH:-torch==2.13.0})"
+    "$PY" -m pip install -q "${STCSNN_TORCH:-torch==2.13.0}"
+fi
+# Reinstall only when pyproject.toml changed since the last install (fast re-runs).
+STAMP="$VENV/.stcsnn-installed-$EXTRAS"
+if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || ! "$PY" -c "import stcsnn" >/dev/null 2>&1; then
+    echo "[stcsnn] installing stcsnn[$EXTRAS] (editable)"
+    "$PY" -m pip install -q -e "$ROOT[$EXTRAS]"
+    touch "$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"
+cd "$ROOT"

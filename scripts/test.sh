@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Run the whole test suite (CPU, offline). Extra arguments go to pytest, e.g. `scripts/test.sh -m "not slow"`.
+source "$(dirname "$0")/_env.sh" dev
+ruff check src tests benchmarks
+python -m pytest -q "$@"

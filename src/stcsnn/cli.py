@@ -1,0 +1,53 @@
+"""The ``stcsnn`` command line.
+
+Each area of the package contributes its own subcommands through an ``add_commands(subparsers)`` function
+(listed in ``COMMAND_MODULES``); every handler receives the parsed ``argparse.Namespace`` and returns an exit
+code. Expected failures raise :class:`stcsnn.errors.StcsnnError` and are printed as one ``error:`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from stcsnn import __version__
+from stcsnn.errors import StcsnnError
+
+# Modules that define ``add_commands(subparsers)``; order is the order of ``stcsnn --help``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "stcsnn.neurons.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stcsnn",
+        description="Spatio-temporal predictive learning with spiking neural networks (STC neurons).",
+    )
+    parser.add_argument("--version", action="version", version=f"stcsnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except StcsnnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""The cell interface every neuron implements, and the pieces they share.
+
+A cell maps one time step of input ``x`` (B, C_in, H, W) and its state to spikes and a new state::
+
+    spike, state = cell(x, state)        # state=None means fresh zeros
+
+which is ``current = cell.synapse(x)`` followed by ``cell.update(current, state)``. Nothing is hidden in the
+module: the state is a NamedTuple the caller carries, so there is no ``reset_net`` to forget.
+
+The generic STC wrapper (:class:`stcsnn.neurons.stc.STC`) relies on one more contract of ``update``:
+``update(current, state, temporal_gain, spatial_gain)`` multiplies the membrane term carried over from the
+past by ``temporal_gain`` and the input current by ``spatial_gain`` (both ``None`` means 1). Every state has a
+field ``s``, the spikes of the previous step (the autapse's input). A user-defined neuron that follows this
+contract becomes an STC neuron with ``STC(MyNeuron(...))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from stcsnn.errors import StcsnnError, StcsnnTypeError
+from stcsnn.neurons.surrogate import Surrogate
+
+#: GroupNorm groups used by every synapse and pathway (the reference implementation's choice).
+GROUPS = 16
+
+
+def gain(x: Tensor, g: Tensor | None) -> Tensor:
+    """``x * g``, or ``x`` itself when there is no gain (keeps the plain neuron bit-exact)."""
+    return x if g is None else x * g
+
+
+class Synapse(nn.Module):
+    """``I[t] = GN(Wx * X[t])``: a k x k convolution (stride 1, same padding, no bias) and GroupNorm(16)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5, groups: int = GROUPS) -> None:
+        super().__init__()
+        check_channels(out_channels, groups, "hidden_channels")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise StcsnnError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.norm = nn.GroupNorm(groups, out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.conv(x))
+
+
+def check_channels(channels: int, groups: int, what: str) -> None:
+    if channels <= 0 or channels % groups:
+        raise StcsnnError(f"{what} must be a positive multiple of {groups} (GroupNorm groups), got {channels}")
+
+
+def check_input(x: Any, in_channels: int) -> None:
+    """Raise a clear error unless ``x`` is a floating (B, in_channels, H, W) tensor."""
+    if not isinstance(x, Tensor):
+        raise StcsnnTypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise StcsnnTypeError(f"expected a floating-point input tensor, got dtype {x.dtype}")
+    if x.dim() != 4:
+        raise StcsnnError(f"expected input of shape (B, C, H, W) (rank 4), got rank {x.dim()} {tuple(x.shape)}")
+    if x.shape[1] != in_channels:
+        raise StcsnnError(f"expected input with {in_channels} channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+
+
+def check_state(state: NamedTuple, expected_shape: tuple[int, ...], cls: type) -> None:
+    if not isinstance(state, cls):
+        raise StcsnnTypeError(f"expected a {cls.__name__} state, got {type(state).__name__}")
+    for name, t in zip(state._fields, state):
+        if tuple(t.shape) != expected_shape:
+            raise StcsnnError(
+                f"state field {name!r} has shape {tuple(t.shape)}, expected {expected_shape} "
+                "(a state from another input size or another cell?)"
+            )
+
+
+class SpikingCell(nn.Module):
+    """Base class: owns the synapse and the surrogate; subclasses define ``State`` and ``update``."""
+
+    State: type = NamedTuple  # overridden by subclasses
+    #: Options a subclass accepts beyond the common ones (used by the registry to validate configs).
+    options: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        kernel_size: int = 5,
+        surrogate: str = "sigmoid",
+        alpha: float | None = None,
+        strict_threshold: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.hidden_channels = hidden_channels
+        self.kernel_size = kernel_size
+        self.synapse = Synapse(in_channels, hidden_channels, kernel_size)
+        self.spike_fn = Surrogate(surrogate, alpha, strict=strict_threshold)
+
+    def init_state(self, current: Tensor) -> NamedTuple:
+        """Fresh zero state shaped like ``current`` (B, hidden, H, W)."""
+        zero = torch.zeros_like(current)
+        return self.State(*([zero] * len(self.State._fields)))
+
+    def update(
+        self,
+        current: Tensor,
+        state: NamedTuple,
+        temporal_gain: Tensor | None = None,
+        spatial_gain: Tensor | None = None,
+    ) -> tuple[Tensor, NamedTuple]:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, state: NamedTuple | None = None) -> tuple[Tensor, NamedTuple]:
+        check_input(x, self.in_channels)
+        current = self.synapse(x)
+        if state is None:
+            state = self.init_state(current)
+        else:
+            check_state(state, tuple(current.shape), self.State)
+        return self.update(current, state)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.hidden_channels}, kernel_size={self.kernel_size}"

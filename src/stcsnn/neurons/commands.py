@@ -1,0 +1,41 @@
+"""``stcsnn neurons`` and ``stcsnn demo``."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from stcsnn.neurons.registry import build_neuron, list_neurons
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("neurons", help="list the registered neurons")
+    p.set_defaults(func=_neurons)
+    p = sub.add_parser("demo", help="step every neuron over a random input and print spike rates")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_demo)
+
+
+def _neurons(args: argparse.Namespace) -> int:
+    rows = list_neurons()
+    width = max(len(n) for n, _ in rows)
+    for name, desc in rows:
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    torch.manual_seed(args.seed)
+    x = torch.rand(args.steps, 2, 4, 16, 16) * 2
+    for name, _ in list_neurons():
+        cell = build_neuron(name, in_channels=4, hidden_channels=16, kernel_size=3)
+        state, rates = None, []
+        with torch.no_grad():
+            for t in range(args.steps):
+                s, state = cell(x[t], state)
+                rates.append(s.mean().item())
+        print(f"{name:<10} mean spike rate {sum(rates) / len(rates):.3f}  per step "
+              + " ".join(f"{r:.2f}" for r in rates))
+    return 0
