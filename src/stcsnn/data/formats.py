@@ -1,0 +1,194 @@
+"""Readers for the on-disk formats, each checking what it reads: IDX (MNIST), .npy, .npz.
+
+All failures are :class:`~stcsnn.errors.DataError` naming the file, what was expected, what was found and how
+to fix it.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stcsnn.errors import DataError
+
+IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+             0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def require_file(path: Path, what: str, fix: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"{path}: expected {what}, found no such file; {fix}")
+    return path
+
+
+def read_idx(path: str | os.PathLike[str], ndim: int | None = None) -> np.ndarray:
+    """An IDX file (gzip-compressed or not, detected from its first bytes) as a read-only array.
+
+    IDX: 2 zero bytes, a type code (0x08 = uint8), the number of dimensions, then one big-endian uint32 per
+    dimension and the values. ``ndim`` is the expected number of dimensions (3 for image files).
+    """
+    path = Path(path)
+    st = path.stat() if path.is_file() else None
+    if st is None:
+        raise DataError(f"{path}: expected an IDX file, found no such file")
+    return _read_idx_cached(str(path), st.st_size, st.st_mtime_ns, ndim)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_idx_cached(path_str: str, size: int, mtime: int, ndim: int | None) -> np.ndarray:
+    path = Path(path_str)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head == b"\x1f\x8b":
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            raw = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: expected a readable (optionally gzip-compressed) IDX file, found a corrupt "
+                        f"or truncated file ({exc}); download it again") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
+        raise DataError(f"{path}: expected an IDX file (magic 0x0000 + type code + ndim, e.g. 0x00000803 for "
+                        f"images), found first bytes {raw[:4].hex() or 'none'}; this is not an IDX file")
+    dtype = np.dtype(IDX_TYPES[raw[2]])
+    nd = raw[3]
+    if ndim is not None and nd != ndim:
+        raise DataError(f"{path}: expected an IDX file with {ndim} dimensions (magic "
+                        f"0x{0x800 + ndim:08x}), found {nd} (magic 0x{int.from_bytes(raw[:4], 'big'):08x}); "
+                        "is this a labels file instead of an images file?")
+    header = 4 + 4 * nd
+    if len(raw) < header:
+        raise DataError(f"{path}: expected an IDX header of {header} bytes, found {len(raw)} bytes; "
+                        "the file is truncated, download it again")
+    dims = tuple(int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(nd))
+    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != expected:
+        state = "truncated" if len(raw) < expected else "followed by extra bytes"
+        raise DataError(f"{path}: expected {expected} bytes (uncompressed) for an IDX array of shape {dims}, "
+                        f"found {len(raw)}; the file is {state}, download it again")
+    arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)
+    arr.flags.writeable = False
+    return arr
+
+
+def npy_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """``(shape, dtype, fortran_order, data_offset)`` of a .npy file, after checking that the file size
+    matches the header (truncated copies are refused)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            offset = f.tell()
+    except FileNotFoundError:
+        raise DataError(f"{path}: expected a .npy file, found no such file") from None
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: expected a .npy file with a valid header, found a corrupt or non-npy file "
+                        f"({exc}); download or save it again") from None
+    if dtype.hasobject:
+        raise DataError(f"{path}: expected a numeric array, found dtype {dtype} (Python objects); save the "
+                        "data as a numeric array")
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = path.stat().st_size
+    if size != expected:
+        state = (f"truncated ({size / max(expected, 1):.1%} of the expected size)" if size < expected
+                 else "followed by extra bytes")
+        raise DataError(f"{path}: expected {expected} bytes for a {dtype} array of shape {shape} (as its "
+                        f"header says), found {size} bytes; the file is {state}, download or save it again")
+    return tuple(shape), dtype, bool(fortran), offset
+
+
+def load_npy(path: str | os.PathLike[str], mmap: bool = True) -> np.ndarray:
+    """A .npy file, size-checked against its header, memory-mapped read-only by default (no pickles)."""
+    npy_header(path)
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: expected a readable .npy file, found an unreadable one ({exc}); "
+                        "download or save it again") from None
+
+
+def npz_keys(path: str | os.PathLike[str]) -> list[str]:
+    """The array names in an .npz archive (checking that it is a readable zip archive)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return list(z.files)
+    except FileNotFoundError:
+        raise DataError(f"{path}: expected an .npz archive, found no such file") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: expected an .npz (zip) archive, found a corrupt or truncated file ({exc}); "
+                        "download or save it again") from None
+
+
+def npz_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """``{name: (shape, dtype)}`` of the arrays in an .npz archive, read from their headers only."""
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for member in z.namelist():
+                if member.endswith(".npy"):
+                    with z.open(member) as f:
+                        version = np.lib.format.read_magic(f)
+                        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                else np.lib.format.read_array_header_2_0)
+                        shape, _, dtype = read(f)
+                    out[member[:-4]] = (tuple(shape), dtype)
+    except FileNotFoundError:
+        raise DataError(f"{path}: expected an .npz archive, found no such file") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: expected an .npz (zip) archive, found a corrupt or truncated file ({exc}); "
+                        "download or save it again") from None
+    return out
+
+
+def load_npz(path: str | os.PathLike[str], keys: list[str] | tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of an .npz archive; a missing key or a corrupt member is a DataError."""
+    have = npz_keys(path)
+    missing = [k for k in keys if k not in have]
+    if missing:
+        raise DataError(f"{path}: expected arrays {', '.join(keys)}, found {', '.join(have) or 'none'} "
+                        f"(missing {', '.join(missing)}); is this the right file?")
+    out = {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for k in keys:
+                out[k] = z[k]
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: expected readable arrays in the .npz archive, found a corrupt member "
+                        f"({exc}); download or save it again") from None
+    return out
+
+
+def check_values(arr: np.ndarray, lo: float, hi: float, what: str, fix: str, tol: float = 0.0,
+                 chunk: int = 256) -> tuple[float, float]:
+    """Check (in chunks along axis 0) that ``arr`` is finite and within [lo - tol, hi + tol]; return
+    (min, max). ``what`` names the data in messages."""
+    vmin, vmax = np.inf, -np.inf
+    if arr.size == 0:
+        raise DataError(f"{what}: expected data, found an empty array of shape {arr.shape}")
+    for start in range(0, arr.shape[0], chunk):
+        block = np.asarray(arr[start: start + chunk])
+        if block.dtype.kind == "f" and not np.isfinite(block).all():
+            bad = int(np.count_nonzero(~np.isfinite(block)))
+            raise DataError(f"{what}: expected finite values, found {bad} NaN/infinite value(s) in entries "
+                            f"{start}..{start + len(block) - 1}; clean the data (e.g. np.nan_to_num) first")
+        vmin, vmax = min(vmin, float(block.min())), max(vmax, float(block.max()))
+    if vmin < lo - tol or vmax > hi + tol:
+        raise DataError(f"{what}: expected values in [{lo:g}, {hi:g}], found [{vmin:g}, {vmax:g}]; {fix}")
+    return vmin, vmax
+
+
+def describe(arr: Any) -> str:
+    return f"{getattr(arr, 'dtype', type(arr).__name__)} {tuple(getattr(arr, 'shape', ()))}"
