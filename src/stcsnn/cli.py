@@ -18,6 +18,9 @@ from stcsnn.errors import StcsnnError
 # Modules that define ``add_commands(subparsers)``; order is the order of ``stcsnn --help``.
 COMMAND_MODULES: tuple[str, ...] = (
     "stcsnn.neurons.commands",
+    "stcsnn.data.commands",
+    "stcsnn.train.commands",
+    "stcsnn.models.commands",
 )
 
 

@@ -1,0 +1,55 @@
+"""``stcsnn import-official``: convert a checkpoint of the paper's reference implementation."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stcsnn.errors import CheckpointError
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import-official",
+        help="convert a checkpoint of the STC paper's reference code (OpenSTL fork) to an stcsnn checkpoint",
+        description="Convert the state_dict of a reference <Neuron>_Model (or a dict holding one under "
+                    "'state_dict'; DDP 'module.' prefixes are stripped) into an stcsnn checkpoint that "
+                    "`stcsnn eval` / `stcsnn predict` read. The config gives the architecture; the "
+                    "reference's behaviours (PLIF input gain, frozen GLIF gates) are selected and recorded.",
+    )
+    p.add_argument("checkpoint", metavar="CKPT", help="the reference .pth (loaded with weights_only=True)")
+    p.add_argument("--config", required=True,
+                   help="YAML config describing the model (neuron, hidden_channels, ...)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (dotted for nesting; value parsed as YAML); repeatable")
+    p.add_argument("--out", required=True, metavar="OUT.pt",
+                   help="the stcsnn checkpoint to write (atomically)")
+    p.set_defaults(func=_import_official)
+
+
+def _import_official(args: argparse.Namespace) -> int:
+    from stcsnn.config import load_config, parse_overrides
+    from stcsnn.models.official import import_official, reference_config
+    from stcsnn.train.checkpoint import atomic_torch_save, check_writable, model_checkpoint
+
+    cfg = load_config(args.config, parse_overrides(args.set))
+    src, out = Path(args.checkpoint), Path(args.out)
+    if out.exists() and src.exists() and out.resolve() == src.resolve():
+        raise CheckpointError(f"--out {str(out)!r} is the input checkpoint; write the import to another file")
+    check_writable(out)
+    ref_cfg = reference_config(cfg)
+    model, info = import_official(src, cfg)
+    for key, value in info["behaviours"].items():
+        name = key.split(".", 1)[1]
+        if name in cfg.neuron_options and cfg.neuron_options[name] != value:
+            print(f"note: {key} set to {value!r} (the reference's behaviour), the config had "
+                  f"{cfg.neuron_options[name]!r}")
+    atomic_torch_save(model_checkpoint(model, ref_cfg, imported_from=info), out)
+    chosen = ", ".join(f"{k}={v!r}" for k, v in info["behaviours"].items()) or "none needed"
+    ignored = len(info["ignored_keys"])
+    print(f"imported {info['reference_model']} ({cfg.neuron}, {len(model.cells)} layers, hidden "
+          f"{model.hidden_channels}) from {str(src)!r}: {info['source_keys']} keys"
+          + (f", {ignored} unused by the reference's forward ignored" if ignored else ""))
+    print(f"reference behaviours: {chosen}")
+    print(f"wrote {str(out)!r}")
+    return 0

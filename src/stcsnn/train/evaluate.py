@@ -1,0 +1,108 @@
+"""Evaluation the way the field reports it: fully autoregressive after the inputs, OpenSTL metrics, streamed.
+
+The model sees only the ``input_frames`` observed frames of each test sequence; the targets are used only by
+the metrics. Metrics accumulate batch by batch on the model's device (see :mod:`stcsnn.metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from stcsnn.metrics import MetricAccumulator
+
+
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset: Dataset, cfg, device: torch.device,
+             max_batches: int | None = None, keep: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Metrics of ``model`` on ``dataset`` and the first ``keep`` samples (inputs, truth, prediction)."""
+    model.eval()
+    acc = MetricAccumulator()
+    kept: dict[str, list[np.ndarray]] = {"inputs": [], "truth": [], "pred": []}
+    rates = []
+    loader = make_loader(dataset, cfg.eval_batch_size or cfg.batch_size, cfg.num_workers)
+    n_kept = 0
+    for i, (inputs, targets) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        inputs, targets = inputs.to(device), targets.to(device)
+        out = model.rollout(inputs, inputs.shape[1], targets.shape[1])
+        pred = out.frames[:, -targets.shape[1]:].float()
+        acc.update(pred, targets)
+        rates.append(out.rates.cpu())
+        if n_kept < keep:
+            take = min(keep - n_kept, inputs.shape[0])
+            for key, t in (("inputs", inputs), ("truth", targets), ("pred", pred)):
+                kept[key].append(t[:take].float().cpu().numpy())
+            n_kept += take
+    results = acc.compute()
+    results["firing_rate"] = torch.stack(rates).mean(0).tolist() if rates else []
+    model.train()
+    samples = {k: np.concatenate(v) for k, v in kept.items() if v}
+    return results, samples
+
+
+def write_report(out_dir: str | os.PathLike, results: dict[str, Any], meta: dict[str, Any],
+                 samples: dict[str, np.ndarray] | None = None, stem: str = "report") -> list[Path]:
+    """``report.json`` + ``report.md`` (+ ``predictions.png``) in ``out_dir``; returns the written paths."""
+    from stcsnn.train.checkpoint import atomic_write_text
+    from stcsnn.viz import prediction_grid, write_png
+
+    out_dir = Path(out_dir)
+    payload = {**meta, "metrics": {k: results[k] for k in ("mse", "mae", "ssim", "psnr") if k in results},
+               "per_horizon": results.get("per_horizon", {}), "firing_rate": results.get("firing_rate", [])}
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
+    atomic_write_text(paths[0], json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    atomic_write_text(paths[1], report_markdown(payload))
+    if samples:
+        png = out_dir / ("predictions.png" if stem == "report" else f"{stem}_predictions.png")
+        write_png(png, prediction_grid(samples["inputs"], samples["truth"], samples["pred"]))
+        paths.append(png)
+    return paths
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return str(x)
+
+
+def report_markdown(payload: dict[str, Any]) -> str:
+    m = payload["metrics"]
+    lines = [
+        f"# Evaluation: {payload.get('neuron', '?')} on {payload.get('dataset', '?')} ({payload.get('split', '?')})",
+        "",
+        f"checkpoint: `{payload.get('checkpoint', '?')}`, samples: {payload.get('num_samples', '?')}",
+        "",
+        "| MSE | MAE | SSIM | PSNR |",
+        "|---:|---:|---:|---:|",
+        f"| {m.get('mse', float('nan')):.4f} | {m.get('mae', float('nan')):.4f} | {m.get('ssim', float('nan')):.4f} "
+        f"| {m.get('psnr', float('nan')):.3f} |",
+        "",
+        "MSE and MAE are per-frame sums over channels and pixels (OpenSTL's convention); SSIM and PSNR are on",
+        "predictions clipped to [0, 1]. See `stcsnn.metrics` for the definitions.",
+        "",
+    ]
+    horizon = payload.get("per_horizon") or {}
+    if horizon:
+        names = [k for k in ("mse", "mae", "ssim", "psnr") if k in horizon]
+        lines += ["## Per predicted frame", "", "| frame | " + " | ".join(n.upper() for n in names) + " |",
+                  "|---:|" + "---:|" * len(names)]
+        for t in range(len(horizon[names[0]])):
+            lines.append(f"| {t + 1} | " + " | ".join(f"{horizon[n][t]:.4f}" for n in names) + " |")
+        lines.append("")
+    if payload.get("firing_rate"):
+        lines.append("Firing rate per layer: " + ", ".join(f"{r:.3f}" for r in payload["firing_rate"]))
+        lines.append("")
+    return "\n".join(lines)

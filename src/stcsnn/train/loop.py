@@ -1,0 +1,422 @@
+"""The training loop: one loop for CPU, one GPU and many GPUs (DDP under torchrun).
+
+Distributed runs are detected from the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``):
+every rank builds the same model from the same seed, draws the same global batch order and the same
+scheduled-sampling mask, and takes its own contiguous slice of each global batch (``batch_size`` is the
+*global* batch and must divide by the number of processes). Gradients are averaged by DDP, so N processes
+follow the same trajectory as one process with the same global batch. Rank 0 alone logs and writes files;
+evaluation also runs on rank 0.
+
+Run directory: ``config.yaml`` (resolved), ``metrics.csv`` (one row per epoch), ``last.pt`` (everything needed
+to resume bit for bit), ``best.pt`` (best validation MSE, never chosen on the test split), and at the end
+``report.json``, ``report.md`` and ``predictions.png`` for the test split.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from stcsnn.config import Config, dump_config, make_config
+from stcsnn.errors import ConfigError, StcsnnError
+from stcsnn.models import build_model
+from stcsnn.train.checkpoint import FORMAT, VERSION, atomic_torch_save, atomic_write_text, read_checkpoint
+from stcsnn.train.evaluate import evaluate, write_report
+from stcsnn.train.schedule import learning_rate, sampling_mask
+
+
+class TrainingError(StcsnnError):
+    """The run cannot go on (non-finite loss, mismatched resume)."""
+
+
+# Keys that may differ between a run and its resumption (they do not change the trajectory).
+RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "log_every", "val_every", "save_every_steps",
+                     "max_test_batches", "num_visualize", "compile"}
+
+
+@dataclass
+class Runtime:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
+        return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
+    if name != "cpu":
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return torch.device("cpu")
+
+
+def setup_runtime(cfg: Config) -> Runtime:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(cfg.device, local_rank)
+    if world > 1:
+        import torch.distributed as dist
+
+        if cfg.batch_size % world:
+            raise ConfigError(f"batch_size {cfg.batch_size} (global) must divide by the {world} processes")
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    return Runtime(rank, world, local_rank, device)
+
+
+class RolloutLoss(nn.Module):
+    """Training objective: MSE between the rollout and the true next frames (all of them, or the future ones)."""
+
+    def __init__(self, model: nn.Module, cfg: Config) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        out = self.model.rollout(frames, cfg.input_frames, cfg.output_frames, mask, reverse=cfg.sampling == "reverse")
+        pred, target = out.frames, frames[:, 1:]
+        if cfg.loss == "future":
+            pred, target = pred[:, cfg.input_frames - 1:], frames[:, cfg.input_frames:]
+        return F.mse_loss(pred.float(), target), out.rates
+
+
+def epoch_batches(n: int, batch: int, epoch: int, seed: int, limit: int | None) -> list[list[int]]:
+    """The global batches of one epoch: a permutation seeded by (seed, epoch), cut into full batches."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    count = n // batch
+    if limit:
+        count = min(count, limit)
+    return [perm[i * batch:(i + 1) * batch] for i in range(count)]
+
+
+class Progress:
+    """A progress bar on a terminal, plain periodic lines otherwise."""
+
+    def __init__(self, enabled: bool, every: int, stream=sys.stderr) -> None:
+        self.enabled = enabled
+        self.tty = enabled and stream.isatty()
+        self.every = max(1, every)
+        self.stream = stream
+        self.start = time.time()
+
+    def update(self, epoch: int, epochs: int, i: int, n: int, step: int, total: int, **values: float) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.time() - self.start
+        rate = step / elapsed if elapsed > 0 else 0.0
+        left = (total - step) / rate if rate > 0 else float("nan")
+        stats = " ".join(f"{k} {v:.4g}" for k, v in values.items())
+        line = f"epoch {epoch + 1}/{epochs} [{i + 1}/{n}] {stats} {rate:.2f} it/s left {_fmt_time(left)}"
+        if self.tty:
+            width = 24
+            done = int(width * (i + 1) / n)
+            self.stream.write("\r" + "#" * done + "." * (width - done) + " " + line + "\x1b[K")
+            self.stream.flush()
+        elif (i + 1) % self.every == 0 or i + 1 == n:
+            print(line, file=self.stream, flush=True)
+
+    def end_epoch(self, text: str) -> None:
+        if self.enabled:
+            if self.tty:
+                self.stream.write("\n")
+            print(text, file=self.stream, flush=True)
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def build_splits(cfg: Config) -> dict[str, Any]:
+    from stcsnn.data import build_dataset
+
+    opts = dict(cfg.data_options)
+    opts.setdefault("input_frames", cfg.input_frames)
+    opts.setdefault("output_frames", cfg.output_frames)
+    return {split: build_dataset(cfg.dataset, split, root=cfg.data_root, **opts) for split in ("train", "val", "test")}
+
+
+def resolve_frame_shape(cfg: Config, dataset) -> Config:
+    """Record the dataset's frame shape in the config (so checkpoints rebuild their model without data)."""
+    shape = list(dataset.frame_shape)
+    if cfg.frame_shape is not None and list(cfg.frame_shape) != shape:
+        raise ConfigError(f"frame_shape {cfg.frame_shape} does not match the dataset {cfg.dataset!r}: {shape}")
+    return make_config({**cfg.to_dict(), "frame_shape": shape})
+
+
+class Trainer:
+    def __init__(self, cfg: Config, out_dir: str | os.PathLike, resume: str | None = None,
+                 progress: bool = True) -> None:
+        self.out = Path(out_dir)
+        self.progress_enabled = progress
+        ckpt = self._resume_checkpoint(cfg, resume)
+        if ckpt is not None:
+            saved = make_config(ckpt["config"])
+            changed = {k for k, v in cfg.to_dict().items() if k != "frame_shape" and saved.to_dict()[k] != v}
+            if changed - RESUMABLE_CHANGES:
+                key = sorted(changed - RESUMABLE_CHANGES)[0]
+                raise TrainingError(f"cannot resume {self.out}: its run has {key}={saved.to_dict()[key]!r}, "
+                                    f"the config now says {cfg.to_dict()[key]!r} (use another --out)")
+            cfg = make_config({**saved.to_dict(), **{k: cfg.to_dict()[k] for k in changed}})
+        self.rt = setup_runtime(cfg)
+        self.splits = build_splits(cfg)
+        cfg = resolve_frame_shape(cfg, self.splits["train"])
+        self.cfg = cfg
+        if cfg.input_frames + cfg.output_frames < 2 or cfg.output_frames < 1:
+            raise ConfigError("need output_frames >= 1")
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg).to(self.rt.device)
+        if cfg.compile:
+            for cell in self.model.cells:
+                cell.update = torch.compile(cell.update)
+        self.objective: nn.Module = RolloutLoss(self.model, cfg)
+        if self.rt.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
+            self.objective = DistributedDataParallel(self.objective, device_ids=ids)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.mask_rng = torch.Generator().manual_seed(cfg.seed)
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and self.rt.device.type == "cuda" else None
+        self.epoch, self.batch, self.step = 0, 0, 0
+        self.best_val = math.inf
+        self.history: list[dict[str, Any]] = []
+        self.stop_requested = False
+        if ckpt is not None:
+            self._load_state(ckpt)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _resume_checkpoint(self, cfg: Config, resume: str | None) -> dict | None:
+        last = self.out / "last.pt"
+        if resume is None:
+            if last.exists():
+                raise TrainingError(f"{self.out} already holds a run (last.pt); resume it with --resume auto "
+                                    "or choose another --out")
+            return None
+        if resume == "auto":
+            return read_checkpoint(last) if last.exists() else None
+        return read_checkpoint(resume)
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "version": VERSION, "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch, "batch": self.batch, "step": self.step, "best_val_mse": self.best_val,
+            "history": self.history,
+            "rng": {"torch": torch.get_rng_state(), "mask": self.mask_rng.get_state()},
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+        }
+
+    def _load_state(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.epoch, self.batch, self.step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
+        self.best_val = ckpt["best_val_mse"]
+        self.history = list(ckpt["history"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.mask_rng.set_state(ckpt["rng"]["mask"])
+        if self.scaler and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+
+    def save(self, name: str = "last.pt") -> None:
+        if self.rt.main:
+            atomic_torch_save(self._state(), self.out / name)
+
+    def _write_csv(self) -> None:
+        if not self.history:
+            return
+        buf = io.StringIO()
+        fields = list(self.history[-1].keys())
+        writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.history)
+        atomic_write_text(self.out / "metrics.csv", buf.getvalue())
+
+    # ------------------------------------------------------------------ training
+    def _on_sigint(self, signum, frame) -> None:
+        if self.stop_requested:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        print("\ninterrupt: finishing this step, saving last.pt (Ctrl-C again to abort)", file=sys.stderr)
+
+    def fit(self) -> int:
+        """Train to ``cfg.epochs``, then write the test report. Returns an exit code (130 when interrupted)."""
+        cfg, rt = self.cfg, self.rt
+        if rt.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, self.out / "config.yaml")
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        try:
+            interrupted = self._train_epochs()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if interrupted:
+            if rt.main:
+                print(f"saved {self.out / 'last.pt'} at epoch {self.epoch + 1}, step {self.step}; "
+                      f"resume with: stcsnn train --out {self.out} --resume auto", file=sys.stderr)
+            return 130
+        if rt.main:
+            self.test_report()
+        if rt.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+        return 0
+
+    def _train_epochs(self) -> bool:
+        cfg, rt = self.cfg, self.rt
+        train_set = self.splits["train"]
+        per_rank = cfg.batch_size // rt.world
+        progress = Progress(self.progress_enabled and rt.main, cfg.log_every)
+        n_batches = len(epoch_batches(len(train_set), cfg.batch_size, 0, cfg.seed, cfg.steps_per_epoch))
+        if n_batches == 0:
+            raise ConfigError(f"the {cfg.dataset!r} training split has {len(train_set)} sequences, fewer than "
+                              f"one batch of {cfg.batch_size}")
+        total_steps = n_batches * cfg.epochs
+        progress_start = self.step
+        progress.start = time.time()
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp or "")
+        while self.epoch < cfg.epochs:
+            t0 = time.time()
+            lr = learning_rate(cfg, self.epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(self.epoch)
+            batches = epoch_batches(len(train_set), cfg.batch_size, self.epoch, cfg.seed, cfg.steps_per_epoch)
+            mine = [b[rt.rank * per_rank:(rt.rank + 1) * per_rank] for b in batches[self.batch:]]
+            loader = DataLoader(train_set, batch_sampler=mine, num_workers=cfg.num_workers)
+            loss_sum = torch.zeros((), dtype=torch.float64)
+            rate_sum, seen, eta = None, 0, float("nan")
+            for inputs, targets in loader:
+                frames = torch.cat([inputs, targets], 1).to(rt.device, non_blocking=True)
+                mask, eta = sampling_mask(cfg, self.step + 1, cfg.batch_size, self.mask_rng)
+                if mask is not None:
+                    mask = mask[rt.rank * per_rank:(rt.rank + 1) * per_rank].to(rt.device)
+                autocast = (torch.autocast(rt.device.type, dtype=amp_dtype) if amp_dtype else nullcontext())
+                with autocast:
+                    loss, rates = self.objective(frames, mask)
+                global_loss = loss.detach().float()
+                if rt.distributed:
+                    import torch.distributed as dist
+
+                    dist.all_reduce(global_loss)
+                    global_loss /= rt.world
+                if not torch.isfinite(global_loss):
+                    raise TrainingError(
+                        f"loss became {global_loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}; "
+                        f"stopped without saving, the last good checkpoint {self.out / 'last.pt'} is untouched "
+                        "(lower lr, set grad_clip, or use amp: null)")
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.scaler:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.unscale_(self.optimizer)
+                else:
+                    loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                if self.scaler:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
+                self.step += 1
+                self.batch += 1
+                seen += 1
+                loss_sum += global_loss.double().cpu()
+                rate_sum = rates.detach().cpu() if rate_sum is None else rate_sum + rates.detach().cpu()
+                progress.update(self.epoch, cfg.epochs, self.batch - 1, len(batches), self.step - progress_start,
+                                total_steps - progress_start, loss=global_loss.item(), eta=eta, lr=lr)
+                if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
+                    self.save()
+                if self.stop_requested:
+                    self.save()
+                    return True
+            train_loss = (loss_sum / max(seen, 1)).item()
+            self.epoch, self.batch = self.epoch + 1, 0
+            row: dict[str, Any] = {"epoch": self.epoch, "step": self.step, "train_loss": train_loss}
+            if rt.main and (self.epoch % cfg.val_every == 0 or self.epoch == cfg.epochs):
+                results, _ = evaluate(self.model, self.splits["val"], cfg, rt.device, cfg.max_val_batches)
+                row.update({f"val_{k}": results[k] for k in ("mse", "mae", "ssim", "psnr")})
+                if results["mse"] < self.best_val:
+                    self.best_val = results["mse"]
+                    atomic_torch_save(self._state(), self.out / "best.pt")
+            row.update({"lr": lr, "eta": eta})
+            rates = (rate_sum / max(seen, 1)).tolist() if rate_sum is not None else []
+            row.update({f"rate_l{i}": r for i, r in enumerate(rates)})
+            row["seconds"] = time.time() - t0
+            self.history.append(row)
+            if rt.main:
+                self._write_csv()
+                self.save()
+                val = f" val_mse {row['val_mse']:.3f} val_ssim {row['val_ssim']:.4f}" if "val_mse" in row else ""
+                progress.end_epoch(f"epoch {self.epoch}/{cfg.epochs} train_loss {train_loss:.5f}{val} "
+                                   f"lr {lr:.2e} eta {eta:.3f} ({row['seconds']:.1f}s)")
+            if self.stop_requested:
+                return True
+        return False
+
+    def test_report(self) -> list[Path]:
+        """Evaluate ``best.pt`` (or the final weights if no validation ran) on the test split."""
+        cfg = self.cfg
+        best = self.out / "best.pt"
+        name = "last.pt"
+        if best.exists():
+            self.model.load_state_dict(read_checkpoint(best)["model"])
+            name = "best.pt"
+        results, samples = evaluate(self.model, self.splits["test"], cfg, self.rt.device, cfg.max_test_batches,
+                                    keep=cfg.num_visualize)
+        meta = {"split": "test", "checkpoint": str(self.out / name), "dataset": cfg.dataset, "neuron": cfg.neuron,
+                "num_samples": len(self.splits["test"]) if cfg.max_test_batches is None else
+                min(len(self.splits["test"]), cfg.max_test_batches * (cfg.eval_batch_size or cfg.batch_size))}
+        paths = write_report(self.out, results, meta, samples)
+        m = results
+        print(f"test ({name}): MSE {m['mse']:.4f}  MAE {m['mae']:.4f}  SSIM {m['ssim']:.4f}  PSNR {m['psnr']:.3f}")
+        print("wrote " + ", ".join(str(p) for p in paths))
+        return paths
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def train(cfg: Config, out_dir: str | os.PathLike, resume: str | None = None, progress: bool = True) -> int:
+    """Python entry point of ``stcsnn train``."""
+    return Trainer(cfg, out_dir, resume, progress).fit()
