@@ -20,6 +20,7 @@ structure of the reference implementation); both give the same numbers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -90,6 +91,7 @@ class SpikingPredictor(nn.Module):
         n_future: int,
         mask: Tensor | None = None,
         reverse: bool = False,
+        observer: Callable[[int, int, Tensor, NamedTuple], None] | None = None,
     ) -> Rollout:
         """Run ``input_frames + n_future - 1`` steps.
 
@@ -98,6 +100,8 @@ class SpikingPredictor(nn.Module):
         the true frame. Scheduled: ``mask`` is (B, n_future - 1) for the inputs of steps ``input_frames ..``;
         reverse (PredRNN-v2): (B, input_frames + n_future - 2) for the inputs of steps ``1 ..``.
         Without a mask the model never reads a frame after ``input_frames``.
+        ``observer(t, layer, spikes, state)``, if given, is called after every neuron update (for analysis:
+        e.g. ``state.v.retain_grad()`` to read gradients through time).
         """
         self.check_frames(frames)
         if n_future < 1 or input_frames < 1:
@@ -128,6 +132,8 @@ class SpikingPredictor(nn.Module):
                     if states[l] is None:
                         states[l] = cell.init_state(currents[:, t])
                     s, states[l] = cell.update(currents[:, t], states[l])
+                    if observer is not None:
+                        observer(t, l, s, states[l])
                     seq.append(s)
                 spikes = torch.stack(seq, 1)
                 rate_sums[l] += spikes.detach().mean(dim=(0, 2, 3, 4)).sum()
@@ -146,6 +152,8 @@ class SpikingPredictor(nn.Module):
                 if states[l] is None:
                     states[l] = cell.init_state(current)
                 net, states[l] = cell.update(current, states[l])
+                if observer is not None:
+                    observer(t, l, net, states[l])
                 rate_sums[l] += net.detach().mean()
             prev = self.readout(net)
             outputs.append(prev.unsqueeze(1))

@@ -162,8 +162,9 @@ class STCPLIF(_STCCell):
 
     def update(self, current, state, temporal_gain=None, spatial_gain=None):
         g_a, g_b = self.autapse(state.s)
-        h = (torch.sigmoid(self.w) * state.v * gain(g_a, temporal_gain)
-             + self.input_coefficient() * current * gain(g_b, spatial_gain))
+        # Same association as PLIF.update under STC (k * (V * gain)), so STC(PLIF) == STCPLIF bit for bit.
+        h = (torch.sigmoid(self.w) * (state.v * gain(g_a, temporal_gain))
+             + self.input_coefficient() * (current * gain(g_b, spatial_gain)))
         return fire_soft_reset(h, self.spike_fn)
 
 
@@ -191,7 +192,7 @@ class STCLMH(_STCCell):
         d = ((torch.sigmoid(self.d_u) - 0.5) * state.d + (torch.sigmoid(self.s_u) - 0.5) * state.v
              + current * gain(g_b, spatial_gain))
         h = ((torch.sigmoid(self.d_p) + 0.5) * d
-             + (torch.sigmoid(self.s_p) + 0.5) * state.v * gain(g_a, temporal_gain))
+             + (torch.sigmoid(self.s_p) + 0.5) * (state.v * gain(g_a, temporal_gain)))  # as LMH under STC
         s = self.spike_fn(h - 1.0)
         return s, TwoCompartmentState(d, h - s.detach(), s)
 
