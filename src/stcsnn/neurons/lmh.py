@@ -38,4 +38,4 @@ class LMH(SpikingCell):
         )
         h = (torch.sigmoid(self.d_p) + 0.5) * d + (torch.sigmoid(self.s_p) + 0.5) * gain(state.v, temporal_gain)
         s = self.spike_fn(h - 1.0)
-        return s, TwoCompartmentState(d, h - s, s)
+        return s, TwoCompartmentState(d, h - s.detach(), s)

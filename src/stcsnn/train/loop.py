@@ -215,6 +215,9 @@ class Trainer:
         self.epoch, self.batch, self.step = 0, 0, 0
         self.best_val = math.inf
         self.history: list[dict[str, Any]] = []
+        # running sums of the epoch in progress, saved with mid-epoch checkpoints so a resumed epoch logs the
+        # same train loss as an uninterrupted one
+        self.partial: dict[str, Any] = {"loss_sum": 0.0, "seen": 0, "rate_sum": None, "eta": float("nan")}
         self.stop_requested = False
         if ckpt is not None:
             self._load_state(ckpt)
@@ -236,7 +239,7 @@ class Trainer:
             "format": FORMAT, "version": VERSION, "config": self.cfg.to_dict(),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch, "batch": self.batch, "step": self.step, "best_val_mse": self.best_val,
-            "history": self.history,
+            "history": self.history, "partial": self.partial,
             "rng": {"torch": torch.get_rng_state(), "mask": self.mask_rng.get_state()},
             "scaler": self.scaler.state_dict() if self.scaler else None,
         }
@@ -247,6 +250,7 @@ class Trainer:
         self.epoch, self.batch, self.step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
         self.best_val = ckpt["best_val_mse"]
         self.history = list(ckpt["history"])
+        self.partial = dict(ckpt["partial"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.mask_rng.set_state(ckpt["rng"]["mask"])
         if self.scaler and ckpt.get("scaler"):
@@ -321,11 +325,10 @@ class Trainer:
             batches = epoch_batches(len(train_set), cfg.batch_size, self.epoch, cfg.seed, cfg.steps_per_epoch)
             mine = [b[rt.rank * per_rank:(rt.rank + 1) * per_rank] for b in batches[self.batch:]]
             loader = DataLoader(train_set, batch_sampler=mine, num_workers=cfg.num_workers)
-            loss_sum = torch.zeros((), dtype=torch.float64)
-            rate_sum, seen, eta = None, 0, float("nan")
+            part = self.partial
             for inputs, targets in loader:
                 frames = torch.cat([inputs, targets], 1).to(rt.device, non_blocking=True)
-                mask, eta = sampling_mask(cfg, self.step + 1, cfg.batch_size, self.mask_rng)
+                mask, part["eta"] = sampling_mask(cfg, self.step + 1, cfg.batch_size, self.mask_rng)
                 if mask is not None:
                     mask = mask[rt.rank * per_rank:(rt.rank + 1) * per_rank].to(rt.device)
                 autocast = (torch.autocast(rt.device.type, dtype=amp_dtype) if amp_dtype else nullcontext())
@@ -357,17 +360,21 @@ class Trainer:
                     self.optimizer.step()
                 self.step += 1
                 self.batch += 1
-                seen += 1
-                loss_sum += global_loss.double().cpu()
-                rate_sum = rates.detach().cpu() if rate_sum is None else rate_sum + rates.detach().cpu()
+                part["seen"] += 1
+                part["loss_sum"] += global_loss.item()
+                r = rates.detach().cpu()
+                part["rate_sum"] = r if part["rate_sum"] is None else part["rate_sum"] + r
                 progress.update(self.epoch, cfg.epochs, self.batch - 1, len(batches), self.step - progress_start,
-                                total_steps - progress_start, loss=global_loss.item(), eta=eta, lr=lr)
+                                total_steps - progress_start, loss=global_loss.item(), eta=part["eta"], lr=lr)
                 if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
                     self.save()
                 if self.stop_requested:
                     self.save()
                     return True
-            train_loss = (loss_sum / max(seen, 1)).item()
+            seen, eta = max(part["seen"], 1), part["eta"]
+            train_loss = part["loss_sum"] / seen
+            rates = (part["rate_sum"] / seen).tolist() if part["rate_sum"] is not None else []
+            self.partial = {"loss_sum": 0.0, "seen": 0, "rate_sum": None, "eta": float("nan")}
             self.epoch, self.batch = self.epoch + 1, 0
             row: dict[str, Any] = {"epoch": self.epoch, "step": self.step, "train_loss": train_loss}
             if rt.main and (self.epoch % cfg.val_every == 0 or self.epoch == cfg.epochs):
@@ -377,7 +384,6 @@ class Trainer:
                     self.best_val = results["mse"]
                     atomic_torch_save(self._state(), self.out / "best.pt")
             row.update({"lr": lr, "eta": eta})
-            rates = (rate_sum / max(seen, 1)).tolist() if rate_sum is not None else []
             row.update({f"rate_l{i}": r for i, r in enumerate(rates)})
             row["seconds"] = time.time() - t0
             self.history.append(row)
