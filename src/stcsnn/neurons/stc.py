@@ -144,8 +144,10 @@ class STCPLIF(_STCCell):
     .. math::
         H[t] = \sigma(w)\,V[t-1]\,(1 + \tanh A[t]) + g_{in}\,I[t]\,(1 + \tanh B[t])
 
-    then fire and soft reset as PLIF; ``g_in`` as in :class:`~stcsnn.neurons.lif.PLIF` (``input_gain``).
-    Parameters: synapse, autapse, scalar ``w`` (init 0).
+    then fire and soft reset as PLIF; ``g_in`` as in :class:`~stcsnn.neurons.lif.PLIF` (``input_gain``; the
+    reference implementation uses ``1 - sigmoid(w)`` here, unlike its plain PLIF).
+    State: :class:`~stcsnn.neurons.lif.MembraneState` ``(v, s)``. Parameters: synapse, autapse, scalar ``w``
+    (init 0).
     """
 
     State = MembraneState
