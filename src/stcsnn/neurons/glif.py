@@ -57,6 +57,9 @@ class GLIF(SpikingCell):
         c = self.hidden_channels
         for name, value in GLIF_INIT.items():
             setattr(self, name, nn.Parameter(torch.full((c,), _logit(value))))
+        if not train_gates:  # frozen gates are constants: no gradient, no optimizer update, DDP-safe
+            for name in ("alpha", "beta", "gamma"):
+                getattr(self, name).requires_grad_(False)
 
     def coefficient(self, name: str) -> Tensor:
         raw = getattr(self, name)

@@ -99,7 +99,14 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     ckpt = read_checkpoint(path)
     cfg = make_config(ckpt["config"])
     model = build_model(cfg)
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError as exc:  # same keys, other shapes
+        sizes = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not match its model ({cfg.neuron}, hidden {cfg.hidden_channels}): "
+            f"{'; '.join(sizes[:3]) or str(exc).splitlines()[0]}"
+        ) from None
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint {str(path)!r} does not match its model ({cfg.neuron}, hidden {cfg.hidden_channels}): "

@@ -75,6 +75,9 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, overrides)
         out = args.out or str(Path("runs") / Path(args.config).stem)
+    from stcsnn.train.checkpoint import check_writable
+
+    check_writable(Path(out) / "config.yaml")
     return train(cfg, out, args.resume, progress=not args.quiet)
 
 
@@ -86,16 +89,17 @@ def _device(name: str) -> torch.device:
 
 def _eval(args: argparse.Namespace) -> int:
     from stcsnn.config import make_config, parse_overrides
-    from stcsnn.train.checkpoint import load_model
+    from stcsnn.train.checkpoint import check_writable, load_model
     from stcsnn.train.evaluate import evaluate, write_report
     from stcsnn.train.loop import build_splits
 
     device = _device(args.device)
     model, cfg = load_model(args.checkpoint, device)
     cfg = make_config(cfg.to_dict(), parse_overrides(args.set))
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent
+    check_writable(out / "report.json")
     dataset = build_splits(cfg)[args.split]
     results, samples = evaluate(model, dataset, cfg, device, cfg.max_test_batches, keep=cfg.num_visualize)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent
     meta = {"split": args.split, "checkpoint": str(args.checkpoint), "dataset": cfg.dataset, "neuron": cfg.neuron,
             "num_samples": len(dataset)}
     stem = "report" if args.split == "test" else f"report_{args.split}"
@@ -145,11 +149,15 @@ def _predict(args: argparse.Namespace) -> int:
     if cfg.frame_shape and list(frames.shape[3:]) != list(cfg.frame_shape[1:]):
         print(f"note: frames are {frames.shape[3]}x{frames.shape[4]}, the model was trained on "
               f"{cfg.frame_shape[1]}x{cfg.frame_shape[2]}", file=sys.stderr)
-    n_out = args.frames or cfg.output_frames
+    n_out = args.frames if args.frames is not None else cfg.output_frames
     if n_out < 1:
         raise StcsnnError(f"--frames must be >= 1, got {n_out}")
+    if args.batch_size < 1:
+        raise StcsnnError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not args.output.endswith(".npy"):
         raise StcsnnError(f"--output must be a .npy path, got {args.output!r}")
+    if Path(args.output).is_dir():
+        raise StcsnnError(f"--output {args.output!r} is a directory; expected a .npy file path")
     check_writable(args.output)
     preds = []
     with torch.no_grad():
@@ -161,7 +169,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     buf = io.BytesIO()
     np.save(buf, out)
-    atomic_write_bytes(args.output, buf.getvalue())
+    try:
+        atomic_write_bytes(args.output, buf.getvalue())
+    except OSError as exc:  # the previous file, if any, is left as it was
+        raise StcsnnError(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
     print(f"wrote {args.output}: {out.shape} float32 ({frames.shape[1]} input frames -> {n_out} predicted)")
     return 0
 

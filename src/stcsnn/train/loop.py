@@ -123,7 +123,8 @@ def epoch_batches(n: int, batch: int, epoch: int, seed: int, limit: int | None) 
 class Progress:
     """A progress bar on a terminal, plain periodic lines otherwise."""
 
-    def __init__(self, enabled: bool, every: int, stream=sys.stderr) -> None:
+    def __init__(self, enabled: bool, every: int, stream=None) -> None:
+        stream = sys.stderr if stream is None else stream  # looked up now: sys.stderr may have been replaced
         self.enabled = enabled
         self.tty = enabled and stream.isatty()
         self.every = max(1, every)
@@ -230,9 +231,16 @@ class Trainer:
                 raise TrainingError(f"{self.out} already holds a run (last.pt); resume it with --resume auto "
                                     "or choose another --out")
             return None
-        if resume == "auto":
-            return read_checkpoint(last) if last.exists() else None
-        return read_checkpoint(resume)
+        path = last if resume == "auto" else Path(resume)
+        if resume == "auto" and not last.exists():
+            return None
+        ckpt = read_checkpoint(path)
+        lacking = [k for k in ("model", "optimizer", "epoch", "batch", "step", "best_val_mse", "history", "rng")
+                   if k not in ckpt]
+        if lacking:
+            raise TrainingError(f"checkpoint {str(path)!r} holds no training state (no {', '.join(lacking)}): "
+                                "it can be evaluated or used to predict, not resumed")
+        return ckpt
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -245,12 +253,16 @@ class Trainer:
         }
 
     def _load_state(self, ckpt: dict[str, Any]) -> None:
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError) as exc:  # mismatched keys or shapes
+            raise TrainingError(f"cannot resume from this checkpoint, its weights do not fit its config: "
+                                f"{' '.join(str(exc).split())[:300]}") from None
         self.epoch, self.batch, self.step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
         self.best_val = ckpt["best_val_mse"]
         self.history = list(ckpt["history"])
-        self.partial = dict(ckpt["partial"])
+        self.partial = dict(ckpt.get("partial") or self.partial)
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.mask_rng.set_state(ckpt["rng"]["mask"])
         if self.scaler and ckpt.get("scaler"):

@@ -13,12 +13,14 @@ from stcsnn.config import Config
 
 
 def learning_rate(cfg: Config, epoch: int) -> float:
-    """The reference's schedule (timm cosine, stepped per epoch): linear warm-up from ``warmup_lr`` to ``lr``
-    over ``warmup_epochs``, then cosine from ``lr`` down to ``min_lr`` at ``epochs``."""
+    """The reference's schedule (timm ``CosineLRScheduler(t_initial=epochs, warmup_t=warmup_epochs,
+    warmup_lr_init=warmup_lr)`` as OpenSTL builds it, stepped per epoch): linear warm-up from ``warmup_lr``
+    towards ``lr`` over ``warmup_epochs``, then the cosine of the whole run, ``min_lr + (lr - min_lr) / 2 *
+    (1 + cos(pi * epoch / epochs))`` (timm's default ``warmup_prefix=False``: the warm-up epochs count in the
+    cosine), ``min_lr`` from ``epochs`` on."""
     if epoch < cfg.warmup_epochs:
         return cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * epoch / cfg.warmup_epochs
-    span = max(1, cfg.epochs - cfg.warmup_epochs)
-    progress = min(1.0, (epoch - cfg.warmup_epochs) / span)
+    progress = min(1.0, epoch / cfg.epochs)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
