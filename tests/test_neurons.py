@@ -282,7 +282,7 @@ def case_id(case):
 
 def test_registry_lists_every_neuron():
     names = [n for n, _ in list_neurons()]
-    assert sorted(names) == sorted(ALL_NAMES)
+    assert set(ALL_NAMES) <= set(names)  # plus any ANN baseline cells (convlstm)
     assert all(desc.strip() for _, desc in list_neurons())
 
 

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stcsnn.data.commands",
     "stcsnn.train.commands",
     "stcsnn.models.commands",
+    "stcsnn.analysis.commands",
 )
 
 

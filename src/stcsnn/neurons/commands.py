@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from stcsnn.neurons.registry import build_neuron, list_neurons
+from stcsnn.neurons.registry import build_neuron, get_spec, list_neurons
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +30,8 @@ def _demo(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     x = torch.rand(args.steps, 2, 4, 16, 16) * 2
     for name, _ in list_neurons():
+        if getattr(get_spec(name).cls, "is_ann", False):
+            continue  # ANN baselines emit real values, not spikes
         cell = build_neuron(name, in_channels=4, hidden_channels=16, kernel_size=3)
         state, rates = None, []
         with torch.no_grad():

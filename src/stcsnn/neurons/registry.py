@@ -12,6 +12,7 @@ from typing import Any
 
 from stcsnn.errors import StcsnnError
 from stcsnn.neurons.base import SpikingCell
+from stcsnn.neurons.convlstm import ConvLSTMCell
 from stcsnn.neurons.glif import GLIF
 from stcsnn.neurons.lif import IF, LIF, PLIF
 from stcsnn.neurons.lmh import LMH
@@ -57,6 +58,7 @@ register_neuron("stc_plif", STCPLIF, "STC-PLIF: the STC circuit on a parametric 
 register_neuron("stc_lmh", STCLMH, "STC-LM-H: the STC circuit on an LM-H neuron")
 register_neuron("stc_glif", GLIF, "STC-GLIF: generic STC wrapper over GLIF", generic_stc=True)
 register_neuron("stc_tclif", TCLIF, "STC-TC-LIF: generic STC wrapper over TC-LIF", generic_stc=True)
+register_neuron("convlstm", ConvLSTMCell, "ANN baseline: ConvLSTM (Shi et al. 2015, as in OpenSTL), not spiking")
 
 
 def get_spec(name: str) -> NeuronSpec:
