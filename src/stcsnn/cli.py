@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stcsnn.data.commands",
     "stcsnn.train.commands",
     "stcsnn.models.commands",
+    "stcsnn.bench",
     "stcsnn.analysis.commands",
 )
 
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Spatio-temporal predictive learning with spiking neural networks (STC neurons).",
     )
     parser.add_argument("--version", action="version", version=f"stcsnn {__version__}")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for PyTorch (default: PyTorch's choice; 1 is faster on a busy machine)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
@@ -43,6 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except StcsnnError as exc:
@@ -51,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `stcsnn neurons | head`: the reader left, nothing to report
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover
