@@ -33,5 +33,5 @@ def build_model(cfg) -> SpikingPredictor:
         raise ConfigError(f"patch_size {cfg.patch_size} must divide the frame size {h}x{w} of {cfg.dataset!r}")
     return SpikingPredictor(
         cfg.neuron, c, cfg.hidden_channels, cfg.kernel_size, cfg.patch_size, cfg.gradient_detach,
-        cfg.neuron_options,
+        cfg.neuron_options, checkpoint_steps=cfg.checkpoint_steps,
     )

@@ -11,11 +11,36 @@ The model runs ``T_in + n_future - 1`` steps and outputs frames 2..T_in+n_future
 frames the input is the model's own previous prediction (fully autoregressive), unless a scheduled-sampling
 mask says to feed the true frame (training only).
 
-Speed: the input frames are known before the run, so over that prefix the model is evaluated *layer by
-layer* -- each layer's synaptic convolution runs once over all prefix frames as one batch, then only the
-cheap elementwise neuron update steps through time. From the first predicted frame on it steps frame by frame,
-since each input depends on the previous output. ``fast=False`` steps everything one frame at a time (the
-structure of the reference implementation); both give the same numbers.
+The readable, one-step-at-a-time form of these equations is :func:`stcsnn.models.reference.reference_rollout`
+(separate pathway convolutions, no fusion); this module computes the same numbers faster (``fast=True``, the
+default):
+
+* **layer by layer over the observed prefix**: the input frames are known before the run, so each layer's
+  synaptic convolution runs once over all prefix frames as one batch, then only the neuron update steps
+  through time. From the first predicted frame on it steps frame by frame (each input depends on the
+  previous output).
+* **fused pathways**: the two STC pathway convolutions are one grouped convolution
+  (:class:`stcsnn.neurons.stc.Autapse`).
+* **fused neuron updates**: one autograd node per neuron step with a hand-written backward
+  (:mod:`stcsnn.models.fused`; bit-identical forward).
+* **channels-last convolutions** (``channels_last``): the convolutions batched over the prefix frames and,
+  in training, the grouped pathway convolution run on NHWC inputs, where oneDNN is faster (the grouped one
+  about 1.8x forward + backward on CPU); the elementwise work stays NCHW (its pathway halves are contiguous
+  there), so each such convolution converts its input and output.
+* **activation checkpointing over time** (``checkpoint_steps = K > 0``, training only): the rollout runs in
+  chunks of K steps under :func:`torch.utils.checkpoint.checkpoint`, keeping only the states between chunks
+  (the last chunk, whose backward comes first, is not checkpointed); the backward recomputes one chunk at a
+  time, so memory grows with K instead of the sequence length, for about one more forward pass of time.
+  Results are the same as without.
+
+``fast=False`` steps everything one frame at a time through the neuron modules themselves
+(``cell.synapse`` + ``cell.update``): the plain module path, a second reference.
+
+Not here (GPU-only, nothing to test them on when this was written): CUDA graphs for inference. bf16 autocast
+is the trainer's ``amp: bf16`` (the fast path runs under it; ``stcsnn bench --amp bf16`` measures it). A cell
+whose ``update`` is replaced on the instance (the trainer's ``--compile`` wraps ``cell.update`` in
+``torch.compile``) runs that ``update`` instead of the fused one; on a CPU that measured about 1.2x slower
+than the fused updates for STC-LIF.
 """
 
 from __future__ import annotations
@@ -25,10 +50,15 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from stcsnn.errors import StcsnnError, StcsnnTypeError
+from stcsnn.models.fused import fused_update, has_fused
 from stcsnn.models.patch import from_patches, to_patches
+from stcsnn.neurons.base import Synapse
 from stcsnn.neurons.registry import build_neuron, get_spec
+
+Observer = Callable[[int, int, Tensor, NamedTuple], None]
 
 
 class Rollout(NamedTuple):
@@ -48,6 +78,7 @@ class SpikingPredictor(nn.Module):
         patch_size: int = 4,
         gradient_detach: bool = False,
         neuron_options: dict | None = None,
+        checkpoint_steps: int = 0,
     ) -> None:
         super().__init__()
         self.neuron = neuron
@@ -63,7 +94,16 @@ class SpikingPredictor(nn.Module):
             build_neuron(neuron, widths[i], widths[i + 1], kernel_size, **options) for i in range(len(widths) - 1)
         )
         self.readout = nn.Conv2d(self.hidden_channels[-1], patch_channels, 1, bias=False)
+        #: layer-by-layer prefix, fused updates, channels-last; False: the plain module path, frame by frame
         self.fast = True
+        #: channels-last (NHWC) convolutions, fast path only: True -- where it measured faster (the convolutions
+        #: batched over frames; in training also the grouped pathway convolution); False; "all"; or a tuple of
+        #: kinds from ("batched", "grouped", "step")
+        self.channels_last: bool | str | tuple[str, ...] = True
+        #: > 0: activation checkpointing over chunks of this many time steps (when gradients are recorded)
+        self.checkpoint_steps = int(checkpoint_steps)
+        if self.checkpoint_steps < 0:
+            raise StcsnnError(f"checkpoint_steps must be >= 0, got {checkpoint_steps}")
 
     # ------------------------------------------------------------------ checks
     def check_frames(self, frames: Tensor, what: str = "frames") -> None:
@@ -91,7 +131,7 @@ class SpikingPredictor(nn.Module):
         n_future: int,
         mask: Tensor | None = None,
         reverse: bool = False,
-        observer: Callable[[int, int, Tensor, NamedTuple], None] | None = None,
+        observer: Observer | None = None,
     ) -> Rollout:
         """Run ``input_frames + n_future - 1`` steps.
 
@@ -101,7 +141,7 @@ class SpikingPredictor(nn.Module):
         reverse (PredRNN-v2): (B, input_frames + n_future - 2) for the inputs of steps ``1 ..``.
         Without a mask the model never reads a frame after ``input_frames``.
         ``observer(t, layer, spikes, state)``, if given, is called after every neuron update (for analysis:
-        e.g. ``state.v.retain_grad()`` to read gradients through time).
+        e.g. ``state.v.retain_grad()`` to read gradients through time); it turns activation checkpointing off.
         """
         self.check_frames(frames)
         if n_future < 1 or input_frames < 1:
@@ -118,51 +158,146 @@ class SpikingPredictor(nn.Module):
                                   f"got mask {tuple(mask.shape)} and {frames.shape[1]} frames")
             mask = mask.to(frames.dtype).view(*mask.shape[:2], 1, 1, 1)
         p = self.patch_size
-        x = to_patches(frames, p)
+        run = _Run(self, to_patches(frames, p), input_frames, mask, reverse, observer)
+        # steps [0, prefix) are teacher-forced from the start: evaluated layer by layer
         prefix = (1 if (reverse and mask is not None) else input_frames) if self.fast else 0
+        k = self.checkpoint_steps
+        use_ckpt = k > 0 and observer is None and torch.is_grad_enabled()
         states: list = [None] * len(self.cells)
         rate_sums = torch.zeros(len(self.cells), device=frames.device)
         outputs: list[Tensor] = []
-        if prefix:
-            spikes = x[:, :prefix]
-            for l, cell in enumerate(self.cells):
-                currents = _time_batched(cell.synapse, spikes)
-                seq = []
-                for t in range(prefix):
-                    if states[l] is None:
-                        states[l] = cell.init_state(currents[:, t])
-                    s, states[l] = cell.update(currents[:, t], states[l])
-                    if observer is not None:
-                        observer(t, l, s, states[l])
-                    seq.append(s)
-                spikes = torch.stack(seq, 1)
-                rate_sums[l] += spikes.detach().mean(dim=(0, 2, 3, 4)).sum()
-            outputs.append(_time_batched(self.readout, spikes))
-        prev = outputs[-1][:, -1] if outputs else None
-        for t in range(prefix, steps):
-            if t < input_frames and not (reverse and mask is not None and t > 0):
-                net = x[:, t]
-            elif mask is None:
-                net = prev
+        prev: Tensor | None = None
+        t = 0
+        while t < steps:
+            end = prefix if t < prefix else steps
+            if use_ckpt:
+                end = min(end, t + k)
+            fn = run.prefix if t < prefix else run.sequential
+            if use_ckpt and end < steps:  # the last chunk's backward comes first: no point recomputing it
+                out, prev, states, rates = checkpoint(fn, t, end, prev, states, use_reentrant=False)
             else:
-                m = mask[:, t - 1] if reverse else mask[:, t - input_frames]
-                net = m * x[:, t] + (1 - m) * prev
-            for l, cell in enumerate(self.cells):
-                current = cell.synapse(net)
-                if states[l] is None:
-                    states[l] = cell.init_state(current)
-                net, states[l] = cell.update(current, states[l])
-                if observer is not None:
-                    observer(t, l, net, states[l])
-                rate_sums[l] += net.detach().mean()
-            prev = self.readout(net)
-            outputs.append(prev.unsqueeze(1))
+                out, prev, states, rates = fn(t, end, prev, states)
+            outputs.append(out)
+            rate_sums = rate_sums + rates
+            t = end
         out = torch.cat(outputs, 1) if len(outputs) > 1 else outputs[0]
         return Rollout(from_patches(out, p), rate_sums / steps)
 
 
-def _time_batched(module: nn.Module, seq: Tensor) -> Tensor:
-    """Apply a per-frame module to (B, T, C, H, W) as one batch of B*T frames."""
-    b, t = seq.shape[:2]
-    out = module(seq.reshape(b * t, *seq.shape[2:]))
-    return out.reshape(b, t, *out.shape[1:])
+class _Run:
+    """One rollout's inputs; ``prefix`` / ``sequential`` evaluate steps ``[t0, t1)`` from the given states and
+    return ``(outputs (B, t1 - t0, C, H, W), last output (B, C, H, W), states, spike-rate sums (L,))``."""
+
+    def __init__(self, model: SpikingPredictor, x: Tensor, input_frames: int, mask: Tensor | None, reverse: bool,
+                 observer: Observer | None) -> None:
+        self.model = model
+        self.x = x
+        self.input_frames = input_frames
+        self.mask = mask
+        self.reverse = reverse
+        self.observer = observer
+        self.fast = model.fast
+        policy = model.channels_last if model.fast else False
+        if policy is True:  # measured on CPU: the grouped one pays for its conversions only with a backward
+            policy = ("batched", "grouped") if torch.is_grad_enabled() else ("batched",)
+        self.cl_kinds = ("batched", "grouped", "step") if policy == "all" else tuple(policy or ())
+
+    # ------------------------------------------------------------------ pieces
+    def conv(self, conv: nn.Module, x: Tensor, kind: str = "step") -> Tensor:
+        """``conv(x)``, on channels-last input where that is faster (``kind``: "batched" -- over many frames,
+        "grouped" -- the pathway convolution, "step" -- a dense convolution of one frame); the result and the
+        gradient of ``x`` in the default layout. (Always through the module: its hooks -- the energy counter's
+        -- see every call.)"""
+        if kind not in self.cl_kinds:
+            return conv(x)
+        return conv(_ToChannelsLast.apply(x)).contiguous()
+
+    def synapse(self, cell: nn.Module, x: Tensor, kind: str = "step") -> Tensor:
+        syn = cell.synapse
+        if type(syn) is Synapse:
+            return syn.norm(self.conv(syn.conv, x, kind))
+        if type(syn) is nn.Conv2d:
+            return self.conv(syn, x, kind)
+        return syn(x)
+
+    def update(self, cell: nn.Module, current: Tensor, state):
+        if state is None:
+            state = cell.init_state(current)
+        if self.fast and has_fused(cell):
+            autapse = getattr(cell, "autapse", None)
+            pathways = None if autapse is None else self.pathways(autapse, state.s)
+            return fused_update(cell, current, state, pathways)
+        return cell.update(current, state)
+
+    def pathways(self, autapse: nn.Module, prev: Tensor) -> Tensor:
+        """``GN(W * S[t-1])`` of the fused pathways (before tanh)."""
+        if autapse.gradient_detach:
+            prev = prev.detach()
+        return autapse.norm(self.conv(autapse.conv, prev, "grouped"))
+
+    def time_batched(self, fn: Callable[[Tensor], Tensor], seq: Tensor) -> Tensor:
+        """Apply a per-frame function to (B, T, C, H, W) as one batch of B*T frames."""
+        b, t = seq.shape[:2]
+        out = fn(seq.reshape(b * t, *seq.shape[2:]))
+        return out.reshape(b, t, *out.shape[1:])
+
+    def input(self, t: int, prev: Tensor | None) -> Tensor:
+        mask, x = self.mask, self.x
+        if t < self.input_frames and not (self.reverse and mask is not None and t > 0):
+            return x[:, t]
+        if mask is None:
+            return prev
+        m = mask[:, t - 1] if self.reverse else mask[:, t - self.input_frames]
+        return m * x[:, t] + (1 - m) * prev
+
+    # ------------------------------------------------------------------ chunks
+    def prefix(self, t0: int, t1: int, prev, states: list):
+        """Teacher-forced steps, layer by layer: each synaptic convolution over all frames of the chunk at once."""
+        model, observer = self.model, self.observer
+        states = list(states)
+        rates = torch.zeros(len(model.cells), device=self.x.device)
+        spikes = self.x[:, t0:t1]
+        for l, cell in enumerate(model.cells):
+            currents = self.time_batched(lambda z, cell=cell: self.synapse(cell, z, "batched"), spikes)
+            seq = []
+            # unbind, not currents[:, i]: the backward of T selects would zero-fill T full-size buffers
+            for i, current in enumerate(currents.unbind(1)):
+                s, states[l] = self.update(cell, current, states[l])
+                if observer is not None:
+                    observer(t0 + i, l, s, states[l])
+                seq.append(s)
+            spikes = torch.stack(seq, 1)
+            rates[l] = spikes.detach().mean(dim=(0, 2, 3, 4)).sum()
+        out = self.time_batched(lambda z: self.conv(model.readout, z, "batched"), spikes)
+        return out, out[:, -1], states, rates
+
+    def sequential(self, t0: int, t1: int, prev, states: list):
+        """Steps whose input may depend on the previous output: one frame at a time through all layers."""
+        model, observer = self.model, self.observer
+        states = list(states)
+        rates = torch.zeros(len(model.cells), device=self.x.device)
+        outputs = []
+        for t in range(t0, t1):
+            net = self.input(t, prev)
+            for l, cell in enumerate(model.cells):
+                current = self.synapse(cell, net) if self.fast else cell.synapse(net)
+                net, states[l] = self.update(cell, current, states[l])
+                if observer is not None:
+                    observer(t, l, net, states[l])
+                rates[l] += net.detach().mean()
+            prev = self.conv(model.readout, net)
+            outputs.append(prev)
+        return torch.stack(outputs, 1), prev, states, rates
+
+
+class _ToChannelsLast(torch.autograd.Function):
+    """``x`` in channels-last memory format; the gradient comes back in the default (contiguous) format, so the
+    elementwise neuron updates never mix layouts."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return grad.contiguous()
