@@ -25,13 +25,6 @@ T_IN, T_OUT = 3, 3
 STEPS = T_IN + T_OUT - 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def small(neuron: str, hidden=(16,)):
     cfg = make_config({"neuron": neuron, "hidden_channels": list(hidden), "kernel_size": 3, "patch_size": 2,

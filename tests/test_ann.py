@@ -22,13 +22,6 @@ from stcsnn.train.checkpoint import atomic_torch_save, load_model, model_checkpo
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def ref_cell(x, h, c, w_x, w_h, forget_bias=0.0):
     """OpenSTL ConvLSTMCell.forward (no layer norm)."""

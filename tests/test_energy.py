@@ -15,15 +15,6 @@ from stcsnn.analysis.energy import E_AC_PJ, E_MAC_PJ, count_operations
 from stcsnn.cli import main
 from stcsnn.models import SpikingPredictor
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # frames 1 x 8 x 8, patch 2 -> 4 channels of 4 x 4; 2 input frames + 2 future -> 3 steps; batch 2
 B, T_IN, N_FUT, STEPS, HW = 2, 2, 2, 3, 4 * 4
 

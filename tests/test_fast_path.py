@@ -32,14 +32,6 @@ B, T_IN, T_OUT, SIZE = 2, 4, 4, 16
 MASKS = ("none", "scheduled", "reverse")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def make_model(name: str, dtype=torch.float32, seed: int = 0) -> SpikingPredictor:
     torch.manual_seed(seed)

@@ -52,14 +52,6 @@ FIELDS = {"if": ("v", "s"), "lif": ("v", "s"), "plif": ("v", "s"), "glif": ("u",
 GATES = ("alpha", "beta", "gamma")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ------------------------------------------------------------------------------------------------ reference
 

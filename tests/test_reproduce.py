@@ -8,7 +8,6 @@ import importlib.util
 import math
 
 import pytest
-import torch
 
 import stcsnn.train.loop as loop
 from stcsnn.analysis.reproduce import aggregate, plan_grid, run_grid
@@ -27,13 +26,6 @@ MICRO = {
 }
 MODELS = ["lif", "convlstm"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def read_csv(path):

@@ -54,13 +54,6 @@ from test_neurons import (  # noqa: E402
 STC_NAMES = ("stc_lif", "stc_plif", "stc_lmh", "stc_glif", "stc_tclif")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ------------------------------------------------------------------------------------------------ fusion
 
