@@ -10,10 +10,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 # An unpinned `torch` makes pip fetch a multi-GB CUDA build; when no torch is importable we install
-# the CPU wheel explicitly (STCSNN_TORCH overrides, e.g. STCSNN_TORCH="torch==2.5.1").
+# the CPU wheel explicitly. STCSNN_TORCH overrides the pip arguments, e.g. on a machine without a local CPU wheel:
+#   STCSNN_TORCH="torch --index-url https://download.pytorch.org/whl/cpu" bash scripts/test.sh
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     echo "[stcsnn] installing PyTorch (${STCSNN_TORCH:-torch==2.13.0})"
-    "$PY" -m pip install -q "${STCSNN_TORCH:-torch==2.13.0}"
+    # shellcheck disable=SC2086  # word splitting wanted: STCSNN_TORCH may hold several pip arguments
+    "$PY" -m pip install -q ${STCSNN_TORCH:-torch==2.13.0}
 fi
 # Reinstall only when pyproject.toml changed since the last install (fast re-runs).
 STAMP="$VENV/.stcsnn-installed-$EXTRAS"
