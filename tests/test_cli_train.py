@@ -152,6 +152,21 @@ def test_resume_auto_of_a_finished_run_does_nothing_more(run, tmp_path, capsys):
     assert all(torch.equal(after["model"][k], before["model"][k]) for k in before["model"])
 
 
+def test_resume_a_run_directory_without_its_config_file(run, tmp_path, capsys):
+    """`stcsnn train --out DIR --resume auto` continues from DIR/last.pt's own config (here: more epochs)."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for p in run.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    before = read_checkpoint(copy / "last.pt")
+    assert main(["train", "--out", str(copy), "--resume", "auto", "--set", "epochs=3", "--quiet"]) == 0
+    after = read_checkpoint(copy / "last.pt")
+    assert after["epoch"] == 3 and after["step"] == before["step"] * 3 // 2
+    assert after["config"]["neuron"] == TINY["neuron"]
+    capsys.readouterr()
+    assert "--resume auto" in one_error(capsys, main(["train", "--out", str(tmp_path / "none"), "--resume", "auto"]))
+
+
 # ----------------------------------------------------------------------------------------------- eval
 
 def test_eval_writes_a_report(run, tmp_path, capsys):

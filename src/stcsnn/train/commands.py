@@ -66,12 +66,18 @@ def _train(args: argparse.Namespace) -> int:
     if args.compile:
         overrides["compile"] = True
     if args.config is None:
-        if args.resume in (None, "auto"):
-            raise StcsnnError("stcsnn train needs --config FILE (or --resume PATH to a checkpoint)")
+        # no config: continue a run from its checkpoint (--resume PATH, or --resume auto with --out DIR)
+        if args.resume == "auto" and args.out and (Path(args.out) / "last.pt").exists():
+            source = Path(args.out) / "last.pt"
+        elif args.resume not in (None, "auto"):
+            source = Path(args.resume)
+        else:
+            raise StcsnnError("stcsnn train needs --config FILE, or --resume PATH to a checkpoint, or "
+                              "--out DIR --resume auto for a run directory that holds last.pt")
         from stcsnn.config import make_config
 
-        cfg = make_config(read_checkpoint(args.resume)["config"], overrides)
-        out = args.out or str(Path(args.resume).parent)
+        cfg = make_config(read_checkpoint(source)["config"], overrides)
+        out = args.out or str(source.parent)
     else:
         cfg = load_config(args.config, overrides)
         out = args.out or str(Path("runs") / Path(args.config).stem)
