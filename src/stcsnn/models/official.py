@@ -29,18 +29,16 @@ tell TC-LIF from LM-H (both cells hold ``t_m, s_u, s_p, d_u, d_p``): the config'
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from stcsnn.errors import CheckpointError, ConfigError
 from stcsnn.neurons.stc import fuse_pathways
+from stcsnn.train.checkpoint import safe_load
 
 #: Where the format comes from (recorded in imported checkpoints).
 REFERENCE = "wangtianyi1874/stclif (OpenSTL fork), openstl/models/convlif_model.py"
@@ -77,29 +75,8 @@ _CELL_KEY = re.compile(r"^cell_list\.(\d+)\.(.+)$")
 # ---------------------------------------------------------------------------------------------- reading
 def read_official(path: str | os.PathLike) -> dict[str, Tensor]:
     """The reference ``state_dict`` at ``path``, loaded with ``weights_only=True`` (never runs code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"reference checkpoint {str(path)!r} not found")
-    data = path.read_bytes()
-    try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, a pickle holding code or foreign classes, not a torch file
-        raise CheckpointError(
-            f"{str(path)!r} cannot be read as a PyTorch checkpoint with weights_only=True "
-            f"({len(data)} bytes): {_load_reason(exc)} "
-            "(truncated, or not a state_dict saved by the reference?)"
-        ) from None
+    obj = safe_load(path, "reference checkpoint", "truncated, or not a state_dict saved by the reference?")
     return unwrap_state_dict(obj, str(path))
-
-
-def _load_reason(exc: Exception) -> str:
-    """The informative part of torch.load's (long, multi-line) error message."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    unsupported = re.search(r"Unsupported global: GLOBAL \S+", text)
-    if unsupported:
-        return f"it holds a Python object that weights_only loading refuses ({unsupported.group(0)})"
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return first.split(". ")[0][:160]
 
 
 def unwrap_state_dict(obj: Any, where: str = "the input") -> dict[str, Tensor]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -71,20 +72,35 @@ def check_writable(path: str | os.PathLike) -> None:
         raise CheckpointError(f"cannot write to {str(folder)!r}: {exc.strerror or exc}") from None
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint dict safely; clear errors for missing, truncated or foreign files."""
+def load_reason(exc: Exception) -> str:
+    """The informative part of torch.load's (long, multi-line) error message."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    unsupported = re.search(r"Unsupported global: GLOBAL \S+", text)
+    if unsupported:
+        return f"it holds a Python object that weights_only loading refuses ({unsupported.group(0)})"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first.split(". ")[0][:200]
+
+
+def safe_load(path: str | os.PathLike, what: str, hint: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU (never runs code from the file), with one clear error
+    line for a missing, truncated or foreign file: ``{what} 'path' ... ({hint})``."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} not found")
+        raise CheckpointError(f"{what} {str(path)!r} not found")
     data = path.read_bytes()
     try:
-        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle refusing a non-tensor object, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, a pickle holding code or foreign classes, not a torch file
         raise CheckpointError(
-            f"checkpoint {str(path)!r} cannot be read ({len(data)} bytes): {first[:200]} "
-            "(truncated or not a checkpoint saved by stcsnn?)"
+            f"{what} {str(path)!r} cannot be read with weights_only=True ({len(data)} bytes): "
+            f"{load_reason(exc)} ({hint})"
         ) from None
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint dict safely; clear errors for missing, truncated or foreign files."""
+    ckpt = safe_load(path, "checkpoint", "truncated or not a checkpoint saved by stcsnn?")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(
