@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stcsnn.device import pick_device
 from stcsnn.errors import StcsnnError
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -57,16 +58,6 @@ DEFAULT_REPEATS = {"small": 10, "paper": 5}
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise StcsnnError("--device cuda requested but CUDA is not available")
-    return torch.device(name)
 
 
 def _sync(device) -> None:
@@ -140,7 +131,7 @@ def build(spec: dict[str, Any]):
     from stcsnn.models import SpikingPredictor
 
     cfg = CONFIGS[spec["config"]]
-    device = _device(spec["device"])
+    device = pick_device(spec["device"])
     torch.manual_seed(0)
     c, h, w = cfg["frame_shape"]
     model = SpikingPredictor(spec["neuron"], c, cfg["hidden_channels"], cfg["kernel_size"], cfg["patch_size"],
@@ -262,7 +253,7 @@ def conv_roof(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     cfg = CONFIGS[spec["config"]]
-    device = _device(spec["device"])
+    device = pick_device(spec["device"])
     c, h, w = cfg["frame_shape"]
     p, k = cfg["patch_size"], cfg["kernel_size"]
     widths = [p * p * c, *cfg["hidden_channels"]]
@@ -347,7 +338,7 @@ def machine_info(device_name: str) -> dict[str, Any]:
                     break
     except OSError:
         pass
-    dev = _device(device_name)
+    dev = pick_device(device_name)
     info["device"] = str(dev)
     if dev.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(dev)
@@ -367,7 +358,7 @@ def run_benchmark(configs: list[str], neurons: list[str], device: str = "auto", 
                   log=print, progress=None, skip_roof: bool = False) -> dict[str, Any]:
     """Run the benchmark; returns the JSON-able results (see :func:`markdown` for the table).
     ``progress(results)``, if given, is called after every measurement (to write partial results)."""
-    dev = _device(device)
+    dev = pick_device(device)
     for cfg in configs:
         if cfg not in CONFIGS:
             raise StcsnnError(f"unknown benchmark config {cfg!r}: expected one of {', '.join(CONFIGS)}")

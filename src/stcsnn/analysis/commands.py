@@ -7,6 +7,7 @@ import shlex
 
 import torch
 
+from stcsnn.device import pick_device
 from stcsnn.errors import StcsnnError
 
 
@@ -79,11 +80,6 @@ def _missing_analysis() -> int:
     raise StcsnnError("stcsnn analyze needs an analysis: gradients or dynamics (see stcsnn analyze --help)")
 
 
-def _device(name: str) -> torch.device:
-    from stcsnn.train.loop import pick_device
-
-    return pick_device(name)
-
 
 def _split_names(text: str | None) -> list[str] | None:
     if text is None:
@@ -111,7 +107,7 @@ def _energy(args: argparse.Namespace) -> int:
 
     if args.batches < 1:
         raise StcsnnError(f"--batches must be >= 1, got {args.batches}")
-    device = _device(args.device)
+    device = pick_device(args.device)
     out = out_dir(args.out, "runs/energy")
     model, cfg, dataset = resolve_model(args.config, args.set, args.checkpoint, device, args.split)
     size = args.batch_size or cfg.eval_batch_size or cfg.batch_size
@@ -137,7 +133,7 @@ def _gradients(args: argparse.Namespace) -> int:
     from stcsnn.analysis.common import batch_indices, get_batch, out_dir, resolve_model, write_csv
     from stcsnn.analysis.gradients import FIELDS, gradient_rows, histogram_rows, plot_gradients, trace_gradients
 
-    device = _device(args.device)
+    device = pick_device(args.device)
     out = out_dir(args.out, "runs/analysis/gradients")
     if args.checkpoint is not None:
         if args.neurons is not None:
@@ -192,7 +188,7 @@ def _dynamics(args: argparse.Namespace) -> int:
 
     if args.raster_neurons < 1:
         raise StcsnnError(f"--raster-neurons must be >= 1, got {args.raster_neurons}")
-    device = _device(args.device)
+    device = pick_device(args.device)
     out = out_dir(args.out, "runs/analysis/dynamics")
     model, cfg, dataset = resolve_model(args.config, args.set, args.checkpoint, device, args.split)
     if not 0 <= args.sample < len(dataset):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stcsnn.device import pick_device
 from stcsnn.errors import DataError, StcsnnError
 
 
@@ -87,11 +88,6 @@ def _train(args: argparse.Namespace) -> int:
     return train(cfg, out, args.resume, progress=not args.quiet)
 
 
-def _device(name: str) -> torch.device:
-    from stcsnn.train.loop import pick_device
-
-    return pick_device(name)
-
 
 def _eval(args: argparse.Namespace) -> int:
     from stcsnn.config import make_config, parse_overrides
@@ -99,7 +95,7 @@ def _eval(args: argparse.Namespace) -> int:
     from stcsnn.train.evaluate import evaluate, write_report
     from stcsnn.train.loop import build_splits
 
-    device = _device(args.device)
+    device = pick_device(args.device)
     model, cfg = load_model(args.checkpoint, device)
     cfg = make_config(cfg.to_dict(), parse_overrides(args.set))
     out = Path(args.out) if args.out else Path(args.checkpoint).parent
@@ -149,7 +145,7 @@ def load_frames(path: str, channels: int | None = None, what: str = "input") -> 
 def _predict(args: argparse.Namespace) -> int:
     from stcsnn.train.checkpoint import atomic_write_bytes, check_writable, load_model
 
-    device = _device(args.device)
+    device = pick_device(args.device)
     model, cfg = load_model(args.checkpoint, device)
     frames = load_frames(args.input, model.frame_channels)
     if cfg.frame_shape and list(frames.shape[3:]) != list(cfg.frame_shape[1:]):
@@ -207,7 +203,7 @@ def _visualize(args: argparse.Namespace) -> int:
         ckpt = src / "best.pt" if src.is_dir() else src
         if src.is_dir() and not ckpt.exists():
             ckpt = src / "last.pt"
-        device = _device(args.device)
+        device = pick_device(args.device)
         model, cfg = load_model(ckpt, device)
         test = build_splits(cfg)["test"]
         keep = max(idx) + 1

@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from stcsnn.config import Config, dump_config, make_config
+from stcsnn.device import pick_device
 from stcsnn.errors import ConfigError, StcsnnError
 from stcsnn.models import build_model
 from stcsnn.train.checkpoint import FORMAT, VERSION, atomic_torch_save, atomic_write_text, read_checkpoint
@@ -62,18 +63,6 @@ class Runtime:
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
-        return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
-    if name != "cpu":
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    return torch.device("cpu")
 
 
 def setup_runtime(cfg: Config) -> Runtime:
