@@ -18,8 +18,9 @@ from stcsnn.analysis.dynamics import gain_rows, rate_rows, trace_dynamics
 from stcsnn.analysis.gradients import gradient_rows, trace_gradients
 from stcsnn.cli import main
 from stcsnn.config import make_config
+from stcsnn.io import atomic_torch_save
 from stcsnn.models import build_model
-from stcsnn.train.checkpoint import atomic_torch_save, model_checkpoint
+from stcsnn.models.loading import model_checkpoint
 
 T_IN, T_OUT = 3, 3
 STEPS = T_IN + T_OUT - 1

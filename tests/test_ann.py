@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from stcsnn.cli import main
 from stcsnn.config import make_config
 from stcsnn.errors import StcsnnError
+from stcsnn.io import atomic_torch_save
 from stcsnn.models import SpikingPredictor, build_model, from_patches, to_patches
+from stcsnn.models.loading import load_model, model_checkpoint
 from stcsnn.neurons import build_neuron, get_spec, list_neurons
 from stcsnn.neurons.convlstm import ConvLSTMCell, LSTMState
-from stcsnn.train.checkpoint import atomic_torch_save, load_model, model_checkpoint
 
 DT = torch.float64
 

@@ -18,7 +18,7 @@ from stcsnn import __version__
 from stcsnn.cli import main
 from stcsnn.config import load_config, make_config
 from stcsnn.models import build_model
-from stcsnn.train.checkpoint import load_model, model_checkpoint, read_checkpoint
+from stcsnn.models.loading import load_model, model_checkpoint, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -409,7 +409,7 @@ def test_predict_output_that_cannot_be_written(run, inputs, tmp_path, capsys):
 
 def test_predict_does_not_overwrite_a_good_output_on_a_late_failure(run, inputs, tmp_path, capsys, monkeypatch):
     """A failure while the prediction is being written leaves the previous file as it was."""
-    import stcsnn.train.checkpoint as ck
+    import stcsnn.io as ck
 
     np.save(tmp_path / "in.npy", inputs)
     good = tmp_path / "p.npy"

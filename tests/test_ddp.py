@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from stcsnn.train.checkpoint import read_checkpoint
+from stcsnn.models.loading import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

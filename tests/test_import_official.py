@@ -26,7 +26,7 @@ import yaml
 from torch import Tensor, nn
 
 from stcsnn.cli import main
-from stcsnn.train.checkpoint import load_model, read_checkpoint
+from stcsnn.models.loading import load_model, read_checkpoint
 
 GROUPS = 16
 B, T_IN, T_OUT, SIZE = 2, 3, 3, 16

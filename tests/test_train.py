@@ -15,10 +15,12 @@ import pytest
 import torch
 import yaml
 
+from stcsnn import io as io_mod
 from stcsnn.config import make_config
 from stcsnn.errors import CheckpointError
-from stcsnn.train import checkpoint as ckpt_mod
-from stcsnn.train.checkpoint import atomic_torch_save, read_checkpoint
+from stcsnn.io import atomic_torch_save
+from stcsnn.models import loading as loading_mod
+from stcsnn.models.loading import read_checkpoint
 from stcsnn.train.loop import Trainer, TrainingError, epoch_batches, train
 from stcsnn.train.schedule import learning_rate, reverse_sampling_etas, sampling_eta, sampling_mask
 
@@ -347,18 +349,18 @@ def half_then_crash(monkeypatch, fail_on: int = 1):
         f.flush()
         raise OSError(28, "No space left on device (simulated)")
 
-    monkeypatch.setattr(ckpt_mod.torch, "save", fake_save)
+    monkeypatch.setattr(io_mod.torch, "save", fake_save)
     return calls
 
 
 def test_crash_during_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "last.pt"
-    old = {"format": ckpt_mod.FORMAT, "version": 1, "w": torch.arange(10.0)}
+    old = {"format": loading_mod.FORMAT, "version": 1, "w": torch.arange(10.0)}
     atomic_torch_save(old, target)
     before = target.read_bytes()
     half_then_crash(monkeypatch)
     with pytest.raises(OSError, match="simulated"):
-        atomic_torch_save({"format": ckpt_mod.FORMAT, "version": 1, "w": torch.zeros(10**5)}, target)
+        atomic_torch_save({"format": loading_mod.FORMAT, "version": 1, "w": torch.zeros(10**5)}, target)
     assert target.read_bytes() == before
     assert torch.equal(read_checkpoint(target)["w"], torch.arange(10.0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no stray temporary file
@@ -375,7 +377,7 @@ def test_crash_mid_training_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     cfg = tiny_cfg(epochs=1, save_every_steps=1)
     out = tmp_path / "run"
     snapshots = {}
-    real = ckpt_mod.atomic_torch_save
+    real = io_mod.atomic_torch_save
 
     def spy(obj, path):
         real(obj, path)

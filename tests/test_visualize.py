@@ -8,8 +8,9 @@ import torch
 
 from stcsnn.cli import main
 from stcsnn.config import make_config
+from stcsnn.io import atomic_torch_save
 from stcsnn.models import build_model
-from stcsnn.train.checkpoint import atomic_torch_save, model_checkpoint
+from stcsnn.models.loading import model_checkpoint
 from stcsnn.viz import heatmap, prediction_grid
 
 PNG = b"\x89PNG\r\n\x1a\n"

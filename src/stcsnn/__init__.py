@@ -27,6 +27,6 @@ def build_model(cfg):
 
 def load_model(path, device="cpu"):
     """``model, cfg = stcsnn.load_model("runs/quickstart/best.pt")``."""
-    from stcsnn.train.checkpoint import load_model as _load
+    from stcsnn.models.loading import load_model as _load
 
     return _load(path, device)

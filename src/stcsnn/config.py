@@ -237,6 +237,6 @@ def parse_overrides(items: typing.Sequence[str] | None) -> dict[str, str]:
 
 
 def dump_config(cfg: Config, path: str | os.PathLike) -> None:
-    from stcsnn.train.checkpoint import atomic_write_text
+    from stcsnn.io import atomic_write_text
 
     atomic_write_text(path, _yaml().safe_dump(cfg.to_dict(), sort_keys=False))

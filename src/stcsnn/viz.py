@@ -33,7 +33,7 @@ def heatmap(values: np.ndarray) -> np.ndarray:
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write a uint8 (H, W) grey or (H, W, 3) RGB image as PNG (atomically)."""
-    from stcsnn.train.checkpoint import atomic_write_bytes
+    from stcsnn.io import atomic_write_bytes
 
     img = np.ascontiguousarray(image, dtype=np.uint8)
     if img.ndim == 2:

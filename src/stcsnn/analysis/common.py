@@ -35,7 +35,7 @@ def resolve_model(config: str | None, overrides: Sequence[str] | None, checkpoin
     ``neuron`` replaces the config's neuron for a fresh model (neuron options it does not take are dropped).
     A checkpoint whose architecture differs from the config is an error naming the first differing key.
     """
-    from stcsnn.train.checkpoint import load_model
+    from stcsnn.models.loading import load_model
 
     if config is None and checkpoint is None:
         raise StcsnnError("give --config FILE (a fresh, seeded model) or --checkpoint CKPT (trained weights)")
@@ -129,7 +129,7 @@ def batch_indices(dataset, batch_size: int, batch: int = 0) -> list[int]:
 
 def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], fields: Sequence[str] | None = None) -> Path:
     """Write ``rows`` as CSV (atomically); floats with full precision."""
-    from stcsnn.train.checkpoint import atomic_write_text
+    from stcsnn.io import atomic_write_text
 
     fields = list(fields or (rows[0].keys() if rows else []))
     buf = io.StringIO()
@@ -148,7 +148,7 @@ def _cell(v: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> Path:
-    from stcsnn.train.checkpoint import atomic_write_text
+    from stcsnn.io import atomic_write_text
 
     atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default, allow_nan=False) + "\n")
     return Path(path)
@@ -187,7 +187,7 @@ def pyplot():
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
     """Save a matplotlib figure as PNG (atomically) and close it."""
-    from stcsnn.train.checkpoint import atomic_write_bytes
+    from stcsnn.io import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -219,7 +219,7 @@ def summary(x: torch.Tensor, prefix: str) -> dict[str, float]:
 
 
 def out_dir(path: str | None, default: str) -> Path:
-    from stcsnn.train.checkpoint import check_writable
+    from stcsnn.io import check_writable
 
     out = Path(path or default)
     check_writable(out / "x")

@@ -168,7 +168,7 @@ def cell_energy(cell: Cell, max_samples: int = 16) -> dict[str, Any]:
     """Operation counts of the cell's evaluated weights on its first test batch (cached in energy.json)."""
     from stcsnn.analysis.common import batch_indices, build_split, get_batch
     from stcsnn.analysis.energy import count_operations
-    from stcsnn.train.checkpoint import load_model
+    from stcsnn.models.loading import load_model
 
     cache = cell.run_dir / "energy.json"
     if cache.is_file():
@@ -284,7 +284,7 @@ def write_results(name: str, cells: list[Cell], root: Path, command: str | None 
         raise StcsnnError(f"no finished runs under {root}")
     table = aggregate(rows)
     root.mkdir(parents=True, exist_ok=True)
-    from stcsnn.train.checkpoint import atomic_write_text
+    from stcsnn.io import atomic_write_text
 
     paths = [write_csv(root / "runs.csv", rows, [k for k in rows[0] if k != "per_horizon"])]
     paths.append(write_csv(root / "results.csv", table))

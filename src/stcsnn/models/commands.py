@@ -29,8 +29,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _import_official(args: argparse.Namespace) -> int:
     from stcsnn.config import load_config, parse_overrides
+    from stcsnn.io import atomic_torch_save, check_writable
+    from stcsnn.models.loading import model_checkpoint
     from stcsnn.models.official import import_official, reference_config
-    from stcsnn.train.checkpoint import atomic_torch_save, check_writable, model_checkpoint
 
     cfg = load_config(args.config, parse_overrides(args.set))
     src, out = Path(args.checkpoint), Path(args.out)

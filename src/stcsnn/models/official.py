@@ -37,8 +37,8 @@ from typing import Any
 from torch import Tensor
 
 from stcsnn.errors import CheckpointError, ConfigError
+from stcsnn.io import safe_load
 from stcsnn.neurons.stc import fuse_pathways
-from stcsnn.train.checkpoint import safe_load
 
 #: Where the format comes from (recorded in imported checkpoints).
 REFERENCE = "wangtianyi1874/stclif (OpenSTL fork), openstl/models/convlif_model.py"

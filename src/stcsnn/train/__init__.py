@@ -1,6 +1,6 @@
 """Training, evaluation and checkpoints."""
 
-from stcsnn.train.checkpoint import load_model, read_checkpoint
+from stcsnn.models.loading import load_model, read_checkpoint
 from stcsnn.train.evaluate import evaluate, write_report
 from stcsnn.train.loop import Trainer, train
 

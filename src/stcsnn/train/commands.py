@@ -57,7 +57,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from stcsnn.config import load_config, parse_overrides
-    from stcsnn.train.checkpoint import read_checkpoint
+    from stcsnn.models.loading import read_checkpoint
     from stcsnn.train.loop import train
 
     overrides = parse_overrides(args.set)
@@ -82,7 +82,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, overrides)
         out = args.out or str(Path("runs") / Path(args.config).stem)
-    from stcsnn.train.checkpoint import check_writable
+    from stcsnn.io import check_writable
 
     check_writable(Path(out) / "config.yaml")
     return train(cfg, out, args.resume, progress=not args.quiet)
@@ -91,7 +91,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from stcsnn.config import make_config, parse_overrides
-    from stcsnn.train.checkpoint import check_writable, load_model
+    from stcsnn.io import check_writable
+    from stcsnn.models.loading import load_model
     from stcsnn.train.evaluate import evaluate, write_report
     from stcsnn.train.loop import build_splits
 
@@ -143,7 +144,8 @@ def load_frames(path: str, channels: int | None = None, what: str = "input") -> 
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from stcsnn.train.checkpoint import atomic_write_bytes, check_writable, load_model
+    from stcsnn.io import atomic_write_bytes, check_writable
+    from stcsnn.models.loading import load_model
 
     device = pick_device(args.device)
     model, cfg = load_model(args.checkpoint, device)
@@ -196,7 +198,7 @@ def _visualize(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else src.parent
         stem = src.stem
     else:
-        from stcsnn.train.checkpoint import load_model
+        from stcsnn.models.loading import load_model
         from stcsnn.train.evaluate import evaluate
         from stcsnn.train.loop import build_splits
 

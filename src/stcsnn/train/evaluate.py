@@ -56,7 +56,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, cfg, device: torch.device
 def write_report(out_dir: str | os.PathLike, results: dict[str, Any], meta: dict[str, Any],
                  samples: dict[str, np.ndarray] | None = None, stem: str = "report") -> list[Path]:
     """``report.json`` + ``report.md`` (+ ``predictions.png``) in ``out_dir``; returns the written paths."""
-    from stcsnn.train.checkpoint import atomic_write_text
+    from stcsnn.io import atomic_write_text
     from stcsnn.viz import prediction_grid, write_png
 
     out_dir = Path(out_dir)

@@ -34,8 +34,9 @@ from torch.utils.data import DataLoader
 from stcsnn.config import Config, dump_config, make_config
 from stcsnn.device import pick_device
 from stcsnn.errors import ConfigError, StcsnnError
+from stcsnn.io import atomic_torch_save, atomic_write_text
 from stcsnn.models import build_model
-from stcsnn.train.checkpoint import FORMAT, VERSION, atomic_torch_save, atomic_write_text, read_checkpoint
+from stcsnn.models.loading import FORMAT, VERSION, read_checkpoint
 from stcsnn.train.evaluate import evaluate, write_report
 from stcsnn.train.schedule import learning_rate, sampling_mask
 

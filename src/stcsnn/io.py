@@ -1,8 +1,9 @@
-"""Checkpoints that lose nothing: atomic writes, safe loading, and model + config round trips.
+"""File helpers every layer may use: atomic writes, writability checks, safe (weights-only) loading.
 
-A checkpoint is a plain dict of tensors and Python scalars, loaded with ``torch.load(..., weights_only=True)``:
-opening one never runs code from it. Every write goes to a temporary file in the same folder, is flushed and
-fsync'ed, then renamed over the target, so a crash mid-write leaves the previous file intact.
+This module sits at the bottom of the package (it imports only :mod:`stcsnn.errors`), so that configs, figures,
+models and the trainer can all write files without importing each other. Every write goes to a temporary file in
+the same folder, is flushed and fsync'ed, then renamed over the target: a crash mid-write leaves the previous
+file intact. Loading uses ``torch.load(..., weights_only=True)``: opening a file never runs code from it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ from typing import Any
 import torch
 
 from stcsnn.errors import CheckpointError
-
-FORMAT = "stcsnn-checkpoint"
-VERSION = 1
 
 
 def _atomic_write(path: str | os.PathLike, write) -> None:
@@ -96,44 +94,3 @@ def safe_load(path: str | os.PathLike, what: str, hint: str) -> Any:
             f"{what} {str(path)!r} cannot be read with weights_only=True ({len(data)} bytes): "
             f"{load_reason(exc)} ({hint})"
         ) from None
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint dict safely; clear errors for missing, truncated or foreign files."""
-    ckpt = safe_load(path, "checkpoint", "truncated or not a checkpoint saved by stcsnn?")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(
-            f"{str(path)!r} is not an stcsnn checkpoint (format {found!r}); "
-            "for the paper's reference checkpoints use `stcsnn import-official`"
-        )
-    return ckpt
-
-
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """``model, cfg = load_model("runs/x/best.pt")``: the model (eval mode) and its config."""
-    from stcsnn.config import make_config
-    from stcsnn.models import build_model
-
-    ckpt = read_checkpoint(path)
-    cfg = make_config(ckpt["config"])
-    model = build_model(cfg)
-    try:
-        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-    except RuntimeError as exc:  # same keys, other shapes
-        sizes = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} does not match its model ({cfg.neuron}, hidden {cfg.hidden_channels}): "
-            f"{'; '.join(sizes[:3]) or str(exc).splitlines()[0]}"
-        ) from None
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} does not match its model ({cfg.neuron}, hidden {cfg.hidden_channels}): "
-            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-        )
-    return model.to(device).eval(), cfg
-
-
-def model_checkpoint(model: torch.nn.Module, cfg, **extra: Any) -> dict[str, Any]:
-    """A minimal checkpoint (weights + config) that :func:`load_model` reads."""
-    return {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "model": model.state_dict(), **extra}
