@@ -274,7 +274,7 @@ def test_true_outside_unit_interval():
 
 def test_unknown_metric_lists_valid_ones():
     x = np.zeros((1, 1, 1, 8, 8))
-    valid = "valid metrics are: mse, mae, ssim, psnr, lpips"
+    valid = "valid metrics are: mse, mae, rmse, ssim, psnr, snr, lpips"
     with pytest.raises(StcsnnError, match=f"unknown metric 'msssim'; {valid}"):
         evaluate(x, x, metrics=("mse", "msssim"))
     with pytest.raises(StcsnnError, match="no metric requested"):
@@ -357,3 +357,38 @@ def test_lpips_calling_convention(monkeypatch):
     np.testing.assert_allclose(result["per_horizon"]["lpips"], expected.mean(axis=0), rtol=1e-5)
     with pytest.raises(StcsnnError, match="1 or 3 channels, got C=2"):
         evaluate(np.zeros((1, 1, 2, 8, 8)), np.zeros((1, 1, 2, 8, 8)), metrics=("lpips",))
+
+
+def openstl_rmse_snr(pred: np.ndarray, true: np.ndarray) -> tuple[float, float]:
+    """OpenSTL's RMSE and SNR written out in NumPy as ``openstl/core/metrics.py`` computes them (float64)."""
+    pred = np.asarray(pred, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    rmse = np.sqrt(np.mean((pred - true) ** 2, axis=(0, 1)).sum())  # on the unclipped prediction
+    pc = np.minimum(np.maximum(pred, 0.0), 1.0)  # SNR after clipping, frame by frame
+    snr = np.mean([10.0 * np.log10((t ** 2).mean() / ((t - p) ** 2).mean())
+                   for p_seq, t_seq in zip(pc, true) for p, t in zip(p_seq, t_seq)])
+    return float(rmse), float(snr)
+
+
+def test_rmse_and_snr_match_openstl():
+    rng = np.random.default_rng(7)
+    pred, true = noisy_pair(rng, (3, 4, 2, 16, 16), noise=0.2)
+    rmse, snr = openstl_rmse_snr(pred, true)
+    result = evaluate(pred, true, metrics=("rmse", "snr", "mse"), per_horizon=True)
+    np.testing.assert_allclose(result["rmse"], rmse, rtol=RTOL)
+    np.testing.assert_allclose(result["snr"], snr, rtol=RTOL)
+    assert result["rmse"] == pytest.approx(np.sqrt(result["mse"]), rel=1e-12)  # the root of the overall MSE
+    per_t_mse = ((pred - true) ** 2).sum(axis=(2, 3, 4)).mean(axis=0)
+    np.testing.assert_allclose(result["per_horizon"]["rmse"], np.sqrt(per_t_mse), rtol=RTOL)
+    # RMSE alone (without MSE requested) gives the same value, and MSE is not reported then
+    alone = evaluate(pred, true, metrics="rmse")
+    assert set(alone) == {"rmse"} and alone["rmse"] == pytest.approx(result["rmse"], rel=1e-12)
+
+
+def test_snr_is_finite_for_perfect_and_black_frames():
+    true = np.zeros((1, 2, 1, 8, 8))
+    true[0, 0] = 0.5
+    result = evaluate(true.copy(), true, metrics="snr", per_horizon=True)
+    # frame 0 predicted exactly: capped at +100 dB; frame 1 all black and exact: 0 dB (1e-10 / 1e-10)
+    assert result["per_horizon"]["snr"] == pytest.approx([100.0 + 10 * np.log10(0.25), 0.0])
+    assert np.isfinite(result["snr"])

@@ -21,6 +21,19 @@ Definitions (n indexes samples, t predicted frames; averages are over all N*T fr
 
     MAE = 1/(N T) * sum_{n,t} sum_{c,h,w} |pred[n,t,c,h,w] - true[n,t,c,h,w]|
 
+``rmse`` -- the square root of MSE (OpenSTL: ``np.sqrt(np.mean((pred-true)**2, axis=(0, 1)).sum())``), so
+  also a per-frame-sum quantity on the UNCLIPPED prediction: ``RMSE = sqrt(MSE)``. Per horizon it is the root
+  of that frame's MSE; unlike the other metrics, the overall RMSE is therefore not the mean of its per-horizon
+  values (it is the root of their MSEs' mean, as in OpenSTL).
+
+``snr``  -- signal-to-noise ratio in dB per frame, on the CLIPPED prediction (OpenSTL computes it after
+  clipping), averaged over frames::
+
+    SNR = 1/(N T) * sum_{n,t} 10 log10(mean_{c,h,w} true^2 / mean_{c,h,w} (x_hat - true)^2)
+
+  Each per-frame value is kept within [-100, 100] dB (both means are floored at 1e-10): OpenSTL returns
+  ``inf`` for a perfect frame and ``-inf``/``nan`` for an all-black true frame.
+
 ``psnr`` -- peak signal-to-noise ratio in dB per frame, on the CLIPPED prediction, peak value 1, averaged
   over frames (an average of per-frame logarithms, not the PSNR of the average error)::
 
@@ -114,7 +127,7 @@ __all__ = [
 #: Metrics computed when none are named.
 DEFAULT_METRICS: tuple[str, ...] = ("mse", "mae", "ssim", "psnr")
 #: Every metric name :func:`evaluate` and :class:`MetricAccumulator` accept.
-VALID_METRICS: tuple[str, ...] = ("mse", "mae", "ssim", "psnr", "lpips")
+VALID_METRICS: tuple[str, ...] = ("mse", "mae", "rmse", "ssim", "psnr", "snr", "lpips")
 #: SSIM data range that reproduces OpenSTL's published numbers (scikit-image <= 0.19 default for floats).
 SSIM_DATA_RANGE_OPENSTL: float = 2.0
 #: SSIM data range equal to the actual range of [0, 1] data.
@@ -326,15 +339,19 @@ class MetricAccumulator:
         p = pred_t.to(dtype)
         y = true_t.to(dtype)
         per_frame: dict[str, Tensor] = {}  # metric -> (B, T)
-        if "mse" in self.metrics or "mae" in self.metrics:
+        if any(m in self.metrics for m in ("mse", "mae", "rmse")):
             diff = p - y  # unclipped, as OpenSTL
-            if "mse" in self.metrics:
+            if "mse" in self.metrics or "rmse" in self.metrics:
                 per_frame["mse"] = diff.square().sum(dim=(2, 3, 4))
             if "mae" in self.metrics:
                 per_frame["mae"] = diff.abs().sum(dim=(2, 3, 4))
             del diff
-        if any(m in self.metrics for m in ("ssim", "psnr", "lpips")):
+        if any(m in self.metrics for m in ("ssim", "psnr", "snr", "lpips")):
             pc = p.clamp(0.0, 1.0)
+            if "snr" in self.metrics:
+                signal = y.square().mean(dim=(2, 3, 4)).clamp_min(_PSNR_MIN_MSE)
+                noise = (pc - y).square().mean(dim=(2, 3, 4)).clamp_min(_PSNR_MIN_MSE)
+                per_frame["snr"] = 10.0 * torch.log10(signal / noise)
             if "psnr" in self.metrics:
                 mse_mean = (pc - y).square().mean(dim=(2, 3, 4))
                 per_frame["psnr"] = -10.0 * torch.log10(mse_mean.clamp_min(_PSNR_MIN_MSE))
@@ -345,13 +362,20 @@ class MetricAccumulator:
                     self._lpips = _Lpips(dev)
                 per_frame["lpips"] = self._lpips(pc, y)
         acc_device = torch.device("cpu") if dtype != torch.float64 else dev
-        for name in self.metrics:
+        for name in self._summed():
             batch_sum = per_frame[name].to(device=acc_device, dtype=torch.float64).sum(dim=0)
             if name in self._sums:
                 self._sums[name] += batch_sum.to(self._sums[name].device)
             else:
                 self._sums[name] = batch_sum
         self._count += b
+
+    def _summed(self) -> list[str]:
+        """The metrics kept as running sums (RMSE is derived from the MSE sums)."""
+        names = [m for m in self.metrics if m != "rmse"]
+        if "rmse" in self.metrics and "mse" not in names:
+            names.append("mse")
+        return names
 
     def compute(self) -> dict[str, Any]:
         """Overall values ``{metric: float}`` plus ``"per_horizon": {metric: [float] * T}``."""
@@ -361,6 +385,11 @@ class MetricAccumulator:
         result: dict[str, Any] = {}
         per_horizon: dict[str, list[float]] = {}
         for name in self.metrics:
+            if name == "rmse":  # the root of the MSE (overall: of the mean MSE), as OpenSTL
+                mse = (self._sums["mse"] / self._count).cpu()
+                per_horizon[name] = [math.sqrt(float(v)) for v in mse]
+                result[name] = math.sqrt(float(mse.mean()))
+                continue
             values = (self._sums[name] / self._count).cpu()
             per_horizon[name] = [float(v) for v in values]
             result[name] = float(values.mean())
