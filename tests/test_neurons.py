@@ -724,19 +724,20 @@ def test_float32_and_float64_agree():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_torch_compile_matches_eager(name):
+    """Compiled code is another computation (fused kernels, other rounding): float64, so that no spike flips."""
     torch._dynamo.reset()
-    cell = randomize(build_neuron(name, 2, 16, 3))
-    xs = [x.float() for x in inputs(T=3, B=1)]
+    cell = make(name)
+    xs = inputs(T=3, B=1)
     compiled = torch.compile(cell)
     shape = (1, 16, 4, 4)
-    state_e = state_c = cell.State(*[torch.zeros(shape)] * len(cell.State._fields))  # no None: one graph
+    state_e = state_c = cell.State(*[torch.zeros(shape, dtype=DT)] * len(cell.State._fields))  # no None: one graph
     total = 0.0
     for x in xs:
         s_e, state_e = cell(x, state_e)
         s_c, state_c = compiled(x, state_c)
         assert torch.equal(s_e, s_c)
         for a, b in zip(state_e, state_c):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
         state_c = state_e  # compare step by step from the same state
         total += s_e.sum().item()
     assert total > 0
@@ -750,11 +751,11 @@ def test_state_types():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["stc_lif", "glif"])
 def test_torch_compile_backward_matches_eager(name):
-    """Training through the compiled cell: the surrogate backward survives compilation."""
+    """Training through the compiled cell: the surrogate backward survives compilation (float64, see above)."""
     torch._dynamo.reset()
-    cell = randomize(build_neuron(name, 2, 16, 3))
-    xs = [x.float() for x in inputs(T=3, B=1)]
-    zero = cell.State(*[torch.zeros(1, 16, 4, 4)] * len(cell.State._fields))
+    cell = make(name)
+    xs = inputs(T=3, B=1)
+    zero = cell.State(*[torch.zeros(1, 16, 4, 4, dtype=DT)] * len(cell.State._fields))
     grads = []
     for fn in (cell, torch.compile(cell)):
         cell.zero_grad()
@@ -766,4 +767,5 @@ def test_torch_compile_backward_matches_eager(name):
         grads.append({n: p.grad.clone() for n, p in cell.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for n in grads[0]:
-        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-4, atol=1e-5, msg=n)
+        scale = grads[0][n].abs().max()
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-10, atol=1e-10 * scale, msg=n)
