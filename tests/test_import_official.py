@@ -428,7 +428,7 @@ def test_existing_output_is_not_overwritten_on_failure(stc_file, tmp_path: Path,
     torch.save(sd, src)
     out = tmp_path / "out.pt"
     out.write_bytes(b"previous")
-    code, _, err = run_cli(capsys, src, "--config", write_config(tmp_path, "stc_lif"), "--out", out)
+    code, _, err = run_cli(capsys, src, "--config", write_config(tmp_path, "stc_lif"), "--out", out, "--force")
     assert_one_error(code, err, "conv_last.weight")
     assert out.read_bytes() == b"previous"
 

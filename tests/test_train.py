@@ -18,7 +18,7 @@ import yaml
 from stcsnn import io as io_mod
 from stcsnn.config import make_config
 from stcsnn.errors import CheckpointError
-from stcsnn.io import atomic_torch_save
+from stcsnn.io import WriteError, atomic_torch_save
 from stcsnn.models import loading as loading_mod
 from stcsnn.models.loading import read_checkpoint
 from stcsnn.train.loop import Trainer, TrainingError, epoch_batches, train
@@ -359,7 +359,7 @@ def test_crash_during_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch)
     atomic_torch_save(old, target)
     before = target.read_bytes()
     half_then_crash(monkeypatch)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(WriteError, match="simulated.*the previous file is unchanged"):
         atomic_torch_save({"format": loading_mod.FORMAT, "version": 1, "w": torch.zeros(10**5)}, target)
     assert target.read_bytes() == before
     assert torch.equal(read_checkpoint(target)["w"], torch.arange(10.0))
@@ -368,7 +368,7 @@ def test_crash_during_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch)
 
 def test_crash_during_a_first_write_leaves_nothing(tmp_path, monkeypatch):
     half_then_crash(monkeypatch)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match="nothing was written"):
         atomic_torch_save({"x": 1}, tmp_path / "new.pt")
     assert list(tmp_path.iterdir()) == []
 
@@ -386,7 +386,7 @@ def test_crash_mid_training_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
     monkeypatch.setattr("stcsnn.train.loop.atomic_torch_save", spy)
     half_then_crash(monkeypatch, fail_on=3)  # the third save (step 3) dies half-way
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(WriteError, match="simulated"):
         train(cfg, out, progress=False)
     assert (out / "last.pt").read_bytes() == snapshots[2]
     good = read_checkpoint(out / "last.pt")
@@ -428,12 +428,13 @@ def test_nan_loss_stops_and_leaves_last_pt_untouched(tmp_path, monkeypatch):
         loss, rates = real_forward(self, frames, mask)
         if calls["n"] == 6:  # epoch 2, batch 2
             snapshot["last"] = (out / "last.pt").read_bytes()
-            snapshot["files"] = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+            # the run's lock file (held while it runs, removed when it ends) aside
+            snapshot["files"] = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != ".stcsnn.lock"}
             return loss * float("nan"), rates
         return loss, rates
 
     monkeypatch.setattr(RolloutLoss, "forward", forward)
-    with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, step 6.*last\.pt.* untouched"):
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, step 6.*last\.pt \(step 5\) is untouched"):
         train(cfg, out, progress=False)
     assert (out / "last.pt").read_bytes() == snapshot["last"]
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == snapshot["files"]

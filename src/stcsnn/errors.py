@@ -25,3 +25,7 @@ class DataError(StcsnnError):
 
 class CheckpointError(StcsnnError):
     """A checkpoint that is missing, truncated, or from another model."""
+
+
+class RunLockedError(StcsnnError):
+    """A run folder is in use by another command (``stcsnn train``, ``stcsnn import-official``) right now."""

@@ -1,50 +1,126 @@
-"""File helpers every layer may use: atomic writes, writability checks, safe (weights-only) loading.
+"""File helpers every layer may use: atomic writes, writability checks, run-folder locks, safe loading.
 
 This module sits at the bottom of the package (it imports only :mod:`stcsnn.errors`), so that configs, figures,
 models and the trainer can all write files without importing each other. Every write goes to a temporary file in
 the same folder, is flushed and fsync'ed, then renamed over the target: a crash mid-write leaves the previous
-file intact. Loading uses ``torch.load(..., weights_only=True)``: opening a file never runs code from it.
+file intact, and a failed write (disk full, read-only file system, no permission) is one :class:`WriteError`
+line naming the file and the cause. :class:`RunLock` gives one command at a time a run folder. Loading uses
+``torch.load(..., weights_only=True)``: opening a file never runs code from it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
 import re
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
-from stcsnn.errors import CheckpointError
+from stcsnn.errors import CheckpointError, RunLockedError, StcsnnError
+
+try:
+    import fcntl
+except ImportError:  # Windows has no flock: run folders are not locked there (two commands writing into one
+    fcntl = None  # folder at once go undetected); Linux, the target, and macOS have it.
+
+LOCK_NAME = ".stcsnn.lock"
+# the temporary files of _atomic_write: tempfile.mkstemp(prefix=".NAME.", suffix=".tmp") adds 8 of these characters
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
-def _atomic_write(path: str | os.PathLike, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the result the usual permissions
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+class WriteError(StcsnnError):
+    """A file could not be written (disk full, read-only file system, no permission). The previous file, if any,
+    is unchanged; ``errno`` is the operating system's error number where one is known."""
+
+    def __init__(self, message: str, error_number: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = error_number
+
+
+class _RecordingFile:
+    """Passes writes through and keeps the OSError of a failed one: torch.save reports a failed write as a bare
+    ``RuntimeError: [enforce fail at inline_container.cc:...] unexpected pos ...``, the cause lost."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def _write_failure(exc: BaseException, recorded: OSError | None, folder: Path) -> tuple[str, int | None] | None:
+    """The cause of a failed write in words (and its errno), or None when ``exc`` is no write failure (a bug, an
+    interrupt: re-raised as it is)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc), exc.errno
+    if not isinstance(exc, RuntimeError):
+        return None
+    if recorded is not None:
+        return recorded.strerror or str(recorded), recorded.errno
+    text = " ".join(str(exc).split())
+    if "inline_container" not in text and "PytorchStreamWriter" not in text:
+        return None
+    with contextlib.suppress(OSError):
+        st = os.statvfs(folder)
+        if st.f_bavail * st.f_frsize < 1 << 20:  # torch lost the errno; a (nearly) full disk is the usual reason
+            return os.strerror(errno.ENOSPC), errno.ENOSPC
+    return text[:200], None
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:  # make a rename durable; not every platform or file system can open a folder
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[Any], Any]) -> None:
+    path = Path(path)
+    existed = path.exists()
+    tmp = None
+    recorder = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the result the usual permissions
+            recorder = _RecordingFile(f)
+            write(recorder)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        cause = _write_failure(exc, recorder.error if recorder else None, path.parent)
+        if cause is None:
+            raise
+        kept = "the previous file is unchanged" if existed else "nothing was written"
+        raise WriteError(f"cannot write {path}: {cause[0]}; {kept}", cause[1]) from None
+    _fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -59,15 +135,159 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def check_writable(path: str | os.PathLike) -> None:
-    """Fail early (before hours of work) when ``path``'s folder cannot be created or written."""
-    folder = Path(path).parent
+def _make_dirs(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns the folders created, outermost first."""
+    missing = []
+    p = folder
+    while not p.exists() and not p.is_symlink() and p.parent != p:
+        missing.append(p)
+        p = p.parent
+    created: list[Path] = []
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:  # made by someone else meanwhile: theirs, not ours to remove
+                if not d.is_dir():
+                    raise
+                continue
+            created.append(d)
+    except OSError:
+        _remove_empty_dirs(created)
+        raise
+    return created
+
+
+def _remove_empty_dirs(created: list[Path]) -> None:
+    """Remove the folders of ``created`` (outermost first) that are still empty, innermost first."""
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:  # not empty (or gone): it, and so its parents, stay
+            break
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail early (before hours of work) when ``path``'s folder cannot be created or written. The folders made
+    for the check are removed again (the first real write makes them): a failed command leaves no empty folder."""
+    folder = Path(path).parent
+    created: list[Path] = []
+    try:
+        created = _make_dirs(folder)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
         raise CheckpointError(f"cannot write to {str(folder)!r}: {exc.strerror or exc}") from None
+    finally:
+        _remove_empty_dirs(created)
+
+
+class RunLock:
+    """``with RunLock(folder, "stcsnn train"):`` -- the folder belongs to this command until the block ends.
+
+    A non-blocking ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``folder/.stcsnn.lock``, a file that holds the holder's
+    PID and command so that a refused command can say who is using the folder (:class:`RunLockedError`). The
+    kernel drops the lock when its process ends, SIGKILL included, so a lock file left behind never blocks
+    anyone. Creates ``folder`` if needed; on exit (exceptions included) removes the lock file, and the folders
+    it created if they are still empty: a command that failed before writing anything leaves nothing behind.
+    """
+
+    def __init__(self, folder: str | os.PathLike, command: str) -> None:
+        self.folder = Path(folder)
+        self.command = command
+        self.path = self.folder / LOCK_NAME
+        self._fd: int | None = None
+        self._created: list[Path] = []
+
+    def __enter__(self) -> RunLock:
+        if self._fd is not None:
+            raise RuntimeError(f"RunLock on {self.folder} entered twice")
+        try:
+            self._created = _make_dirs(self.folder)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create the folder {str(self.folder)!r}: {exc.strerror or exc}") from None
+        try:
+            self._fd = self._acquire()
+        except BaseException:
+            _remove_empty_dirs(self._created)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):  # removed while still held: see the inode check in _acquire
+                os.unlink(self.path)
+            os.close(fd)
+        _remove_empty_dirs(self._created)
+
+    def _acquire(self) -> int:
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise CheckpointError(f"cannot write to {str(self.folder)!r}: {exc.strerror or exc}") from None
+            if fcntl is None:
+                break
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    # a file system without locks (ENOLCK): run unlocked rather than refuse to run at all
+                    print(f"note: cannot lock {self.folder} ({exc.strerror}); a second command writing into it "
+                          "at the same time would go undetected", file=sys.stderr)
+                    break
+                pid, command = _lock_holder(fd)
+                os.close(fd)
+                who = f"`{command}` (PID {pid})" if pid else "another process"
+                raise RunLockedError(f"{self.folder} is in use by {who}; wait for it to finish or use another "
+                                     "--out") from None
+            # the previous holder may have removed the file between our open and flock: we must hold the one
+            # that is there now, else two commands could each hold a lock on a different file
+            try:
+                here, there = os.fstat(fd), os.stat(self.path)
+                if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n{self.command}\n".encode())
+        except OSError as exc:  # a full disk: the run could not write its first file either; say so now
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            raise WriteError(f"cannot write {self.path}: {exc.strerror or exc}; nothing was written",
+                             exc.errno) from None
+        return fd
+
+
+def _lock_holder(fd: int) -> tuple[int | None, str]:
+    """(PID, command) written by the holder of the lock file ``fd``; (None, "") when it has not written yet."""
+    try:
+        lines = os.pread(fd, 4096, 0).decode(errors="replace").splitlines()
+    except OSError:
+        return None, ""
+    pid = int(lines[0]) if lines and lines[0].strip().isdigit() else None
+    return pid, (lines[1].strip() if len(lines) > 1 else "") or "an stcsnn command"
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Delete the temporary files (``.NAME.XXXXXXXX.tmp``) that interrupted atomic writes (SIGKILL, power loss)
+    left in ``folder``; returns their names. Call it only while holding the folder's :class:`RunLock`: the
+    temporary file of a live writer looks the same."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return []
+    for p in entries:
+        if _TEMPORARY.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p.name)
+    return sorted(removed)
 
 
 def load_reason(exc: Exception) -> str:

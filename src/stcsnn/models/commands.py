@@ -23,13 +23,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (dotted for nesting; value parsed as YAML); repeatable")
     p.add_argument("--out", required=True, metavar="OUT.pt",
-                   help="the stcsnn checkpoint to write (atomically)")
+                   help="the stcsnn checkpoint to write (atomically); an existing file is refused without --force")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out (only once the import has succeeded: a failure keeps it)")
     p.set_defaults(func=_import_official)
 
 
 def _import_official(args: argparse.Namespace) -> int:
     from stcsnn.config import load_config, parse_overrides
-    from stcsnn.io import atomic_torch_save, check_writable
+    from stcsnn.io import RunLock, atomic_torch_save
     from stcsnn.models.loading import model_checkpoint
     from stcsnn.models.official import import_official, reference_config
 
@@ -37,15 +39,22 @@ def _import_official(args: argparse.Namespace) -> int:
     src, out = Path(args.checkpoint), Path(args.out)
     if out.exists() and src.exists() and out.resolve() == src.resolve():
         raise CheckpointError(f"--out {str(out)!r} is the input checkpoint; write the import to another file")
-    check_writable(out)
-    ref_cfg = reference_config(cfg)
-    model, info = import_official(src, cfg)
-    for key, value in info["behaviours"].items():
-        name = key.split(".", 1)[1]
-        if name in cfg.neuron_options and cfg.neuron_options[name] != value:
-            print(f"note: {key} set to {value!r} (the reference's behaviour), the config had "
-                  f"{cfg.neuron_options[name]!r}")
-    atomic_torch_save(model_checkpoint(model, ref_cfg, imported_from=info), out)
+    if out.is_dir():
+        raise CheckpointError(f"--out {str(out)!r} is a folder; expected the checkpoint file to write, e.g. "
+                              f"{str(out / 'best.pt')!r}")
+    # the folder is locked while we write into it (a train running there is refused, and refuses us)
+    with RunLock(out.parent, "stcsnn import-official"):
+        if out.exists() and not args.force:
+            raise CheckpointError(f"--out {str(out)!r} already exists; expected a new path (or --force to replace "
+                                  "it; nothing was changed)")
+        ref_cfg = reference_config(cfg)
+        model, info = import_official(src, cfg)
+        for key, value in info["behaviours"].items():
+            name = key.split(".", 1)[1]
+            if name in cfg.neuron_options and cfg.neuron_options[name] != value:
+                print(f"note: {key} set to {value!r} (the reference's behaviour), the config had "
+                      f"{cfg.neuron_options[name]!r}")
+        atomic_torch_save(model_checkpoint(model, ref_cfg, imported_from=info), out)
     chosen = ", ".join(f"{k}={v!r}" for k, v in info["behaviours"].items()) or "none needed"
     ignored = len(info["ignored_keys"])
     print(f"imported {info['reference_model']} ({cfg.neuron}, {len(model.cells)} layers, hidden "
