@@ -73,7 +73,9 @@ def test_type_coercions_that_are_meant():
 @pytest.mark.parametrize("key,value,match", [
     ("loss", "l1", "loss"), ("sampling", "sometimes", "sampling"), ("amp", "fp8", "amp"),
     ("epochs", 0, "epochs"), ("batch_size", -1, "batch_size"), ("kernel_size", 4, "odd"),
-    ("hidden_channels", [], "at least one"),
+    ("hidden_channels", [], "at least one"), ("grad_clip", -1, "'grad_clip' must be null or > 0, got -1"),
+    ("val_every", 0, "'val_every' must be >= 1"), ("lr", float("nan"), "'lr' must be a finite number > 0"),
+    ("steps_per_epoch", -1, "'steps_per_epoch' must be null or >= 1"),
 ])
 def test_invalid_values(key, value, match):
     with pytest.raises(ConfigError, match=match):
@@ -88,7 +90,7 @@ def test_parse_value_is_yaml():
     assert parse_value("true") is True
     assert parse_value("stc_lif") == "stc_lif"
     assert parse_value("1e-3") == "1e-3"  # YAML 1.1: a string, converted by the float fields below
-    with pytest.raises(ConfigError, match="cannot parse"):
+    with pytest.raises(ConfigError, match=r"value .\[1, 2. is not valid YAML"):
         parse_value("[1, 2")
 
 
@@ -117,6 +119,8 @@ def test_override_needs_key_and_value(item):
 def test_dotted_override_on_a_non_mapping_key():
     with pytest.raises(ConfigError, match="not a mapping"):
         make_config({}, {"lr.value": "1"})
+    with pytest.raises(ConfigError, match="'data_options.num_samples' is 4, not a mapping"):
+        make_config({"data_options": {"num_samples": 4}}, {"data_options.num_samples.x": "1"})
 
 
 def test_yaml_11_float_strings_in_files(tmp_path):
@@ -148,6 +152,10 @@ def test_bad_files(tmp_path):
     code.write_text("neuron: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(code)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("epochs: 2\nlr: 0.1\nepochs: 3\n")
+    with pytest.raises(ConfigError, match="duplicate key 'epochs' on line 3 \\(first on line 1\\)"):
+        load_config(twice)
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert load_config(empty) == Config()

@@ -40,6 +40,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(exc: BaseException) -> str:
+    """The one line printed for an expected failure.
+
+    An error raised in a DataLoader worker reaches this process re-raised by torch with the same type but the
+    worker's whole traceback as its message ("Caught DataError in DataLoader worker process 0. Original
+    Traceback ... stcsnn.errors.DataError: <message>"): the original message is the part after that last
+    ``<type>: `` line. Any message is joined onto one line."""
+    text = str(exc)
+    if "DataLoader worker" in text and "Original Traceback" in text:
+        kind = type(exc)
+        lines = text.splitlines()
+        for prefix in (f"{kind.__module__}.{kind.__qualname__}: ", f"{kind.__qualname__}: "):
+            starts = [i for i, line in enumerate(lines) if line.startswith(prefix)]
+            if starts:
+                lines = [lines[starts[-1]][len(prefix):], *lines[starts[-1] + 1:]]
+                break
+        text = "\n".join(lines)
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -56,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except StcsnnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,17 +1,27 @@
 """Run configuration: every key, its default and its meaning in one place (``Config`` below).
 
-Configs are YAML files of plain data, read with ``yaml.safe_load`` (never executed), validated against the
-fields of :class:`Config`: an unknown key is an error that suggests the nearest valid one, a value of the
-wrong type is an error naming the key, the expected type and the value found. Any key can be overridden as
-``key=value`` (dotted for nested dicts, e.g. ``data_options.num_samples=200``); values are parsed as YAML, so
-``hidden_channels=[64,64,64]`` gives a list.
+Configs are YAML files of plain data, read with ``yaml.safe_load``'s rules (never executed; a duplicate key is
+an error naming it and its line), validated against the fields of :class:`Config`: an unknown key is an error
+that suggests the nearest valid one, a value of the wrong type or out of range is an error naming the key, what
+is allowed and the value found. Any key can be overridden as ``key=value`` (dotted for nested dicts, e.g.
+``data_options.num_samples=200``); values are parsed as YAML, so ``hidden_channels=[64,64,64]`` gives a list.
+
+Every path into a :class:`Config` (a YAML file, ``--set``, a checkpoint's stored config, the Python API) goes
+through :func:`make_config`, which checks everything (:func:`validate`) before any work starts. Hostile input is
+refused at once: a config is measured before it is built, printed or copied (at most ``MAX_NODES`` values,
+counting an alias or a shared reference each time it is used, and ``MAX_DEPTH`` levels), and a message quotes at
+most a short prefix of a value (:func:`short`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import itertools
+import math
 import os
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,6 +76,8 @@ class Config:
     num_workers: int = 0
     val_every: int = 1  # validate every N epochs
     save_every_steps: int = 0  # >0: also write last.pt every N optimizer steps (mid-epoch resume)
+    # on this signal train writes last.pt after the current step and goes on (Slurm's --signal=USR1@90 warning)
+    save_on_signal: str | None = "SIGUSR1"  # a signal name (SIGUSR1, SIGUSR2, SIGHUP, ...); null: none
     log_every: int = 20  # plain log line every N steps when not on a terminal
     max_val_batches: int | None = None  # cap validation cost per epoch (None: the whole split)
     max_test_batches: int | None = None
@@ -84,6 +96,148 @@ CHOICES = {
     "amp": (None, "bf16", "fp16"),
 }
 
+#: Keys that define a trained model (its architecture and the frames it was built for): evaluating or predicting
+#: with a checkpoint may change the data keys, never these (see :func:`checkpoint_config`).
+MODEL_KEYS: tuple[str, ...] = ("neuron", "neuron_options", "hidden_channels", "kernel_size", "patch_size",
+                               "gradient_detach", "frame_shape")
+
+#: Integer keys and the least value each takes (keys typed ``int | None`` may also be null).
+INT_MINIMUM: dict[str, int] = {
+    "input_frames": 1, "output_frames": 1, "kernel_size": 1, "patch_size": 1, "batch_size": 1,
+    "eval_batch_size": 1, "epochs": 1, "steps_per_epoch": 1, "warmup_epochs": 0, "sampling_stop_iter": 0,
+    "r_sampling_step_1": 0, "r_sampling_step_2": 0, "seed": 0, "checkpoint_steps": 0, "num_workers": 0,
+    "val_every": 1, "save_every_steps": 0, "log_every": 1, "max_val_batches": 1, "max_test_batches": 1,
+    "num_visualize": 0,
+}
+#: Float keys: (lowest value, whether the lowest value itself is allowed, highest value or None); all finite.
+#: min_lr and warmup_lr may be 0 (a cosine down to zero, a warm-up from zero); lr must be > 0.
+FLOAT_RANGES: dict[str, tuple[float, bool, float | None]] = {
+    "lr": (0.0, False, None), "min_lr": (0.0, True, None), "warmup_lr": (0.0, True, None),
+    "weight_decay": (0.0, True, None), "grad_clip": (0.0, False, None), "sampling_start": (0.0, True, 1.0),
+    "sampling_changing_rate": (0.0, True, None), "r_exp_alpha": (0.0, False, None),
+}
+MAX_SEED = 2**32 - 1  # the trainer derives per-epoch seeds as seed * 1_000_003 + epoch, which must fit 64 bits
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+# Bounds on what a config may hold (a config is a few dozen settings). They refuse hostile input, such as a YAML
+# alias bomb or a checkpoint whose config repeats one list 2**40 times, before anything expands it.
+MAX_NODES = 100_000  # values (containers, keys and scalars), an alias or shared reference counted at each use
+MAX_DEPTH = 50  # levels of nesting
+MAX_YAML_CHARS = 64 * 1024  # PyYAML's pure-Python parser reads only about 60 k characters a second
+
+
+class _Full(Exception):
+    """Raised inside :func:`short` once enough text has been built."""
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters (``...`` marks a cut).
+
+    Built piece by piece and stopped as soon as the limit is passed, so the repr of a huge, deeply nested or
+    self-referencing value is never computed in full."""
+    pieces: list[str] = []
+    length = 0
+
+    def put(text: str) -> None:
+        nonlocal length
+        pieces.append(text)
+        length += len(text)
+        if length > limit:
+            raise _Full
+
+    def walk(x: Any) -> None:  # every container writes a bracket before recursing: depth <= limit + 1
+        if isinstance(x, dict):
+            put("{")
+            for i, (k, v) in enumerate(x.items()):
+                put(", " if i else "")
+                walk(k)
+                put(": ")
+                walk(v)
+            put("}")
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            if isinstance(x, (set, frozenset)) and not x:
+                put(f"{type(x).__name__}()")
+                return
+            left, right = "[]" if isinstance(x, list) else "()" if isinstance(x, tuple) else "{}"
+            put(left)
+            for i, v in enumerate(x):
+                put(", " if i else "")
+                walk(v)
+            put("," if isinstance(x, tuple) and len(x) == 1 else "")
+            put(right)
+        else:
+            put(_leaf_repr(x, limit))
+
+    try:
+        walk(value)
+    except _Full:
+        return "".join(pieces)[: max(limit - 3, 0)] + "..."
+    return "".join(pieces)
+
+
+def _leaf_repr(x: Any, limit: int) -> str:
+    if isinstance(x, (str, bytes)):
+        return repr(x[: limit + 1])  # the slice keeps a huge string's repr small; the caller cuts it
+    if isinstance(x, int) and not isinstance(x, bool) and x.bit_length() > 128:
+        return f"<an integer of {x.bit_length()} bits>"  # str() of a huge int is slow (or refused)
+    if hasattr(x, "shape") and hasattr(x, "dtype"):  # tensors, arrays: their size, not their contents
+        return f"<{type(x).__name__} {getattr(x, 'dtype', '')} {tuple(x.shape)}>"
+    try:
+        return repr(x)
+    except Exception:  # a broken __repr__ must not hide the real error
+        return f"<{type(x).__name__}>"
+
+
+def _py_children(x: Any) -> typing.Iterable[Any] | None:
+    if isinstance(x, dict):
+        return itertools.chain.from_iterable(x.items())
+    if isinstance(x, (list, tuple, set, frozenset)):
+        return x
+    return None
+
+
+def _measure(root: Any, children: typing.Callable[[Any], typing.Iterable[Any] | None], what: str,
+             where: typing.Callable[[Any], str] = lambda node: "") -> int:
+    """The number of values in ``root``, counting a shared part each time it is referenced (memoised by id, so a
+    shared-reference bomb is measured without being expanded); a ConfigError past MAX_NODES / MAX_DEPTH or for
+    a value that contains itself."""
+    known: dict[int, tuple[int, int] | None] = {}  # id -> (size, height); None while being measured
+
+    def measure(node: Any, depth: int) -> tuple[int, int]:
+        kids = children(node)
+        if kids is None:
+            return 1, 0
+        key = id(node)  # ids are stable here: every node stays reachable from root during the walk
+        if key in known:
+            seen = known[key]
+            if seen is None:
+                raise ConfigError(f"{what} contains itself{where(node)}; expected plain values, not a cycle")
+            size, height = seen
+        else:
+            if depth >= MAX_DEPTH:
+                raise ConfigError(f"{what} is nested more than {MAX_DEPTH} levels deep{where(node)}")
+            known[key] = None
+            size, height = 1, 0
+            for kid in kids:
+                kid_size, kid_height = measure(kid, depth + 1)
+                size, height = size + kid_size, max(height, kid_height + 1)
+                if size > MAX_NODES:
+                    break
+            known[key] = size, height
+        if size > MAX_NODES:
+            raise ConfigError(f"{what} holds more than {MAX_NODES:,} values{where(node)} (an alias or shared "
+                              "reference counts at each use); a config is a few dozen settings")
+        if depth + height > MAX_DEPTH:
+            raise ConfigError(f"{what} is nested more than {MAX_DEPTH} levels deep{where(node)}")
+        return size, height
+
+    return measure(root, 0)[0]
+
+
+def check_size(value: Any, what: str = "config") -> None:
+    """Refuse ``value`` (a config dict or one value) if it is too large, too deep or contains itself."""
+    _measure(value, _py_children, what)
+
 
 def _yaml():
     try:
@@ -93,13 +247,83 @@ def _yaml():
     return yaml
 
 
+@functools.lru_cache(maxsize=1)
+def _loader() -> type:
+    """A ``yaml.SafeLoader`` (plain data only, no tag constructs an object) that also refuses duplicate keys and
+    documents too large or too deep, measured on the composed node graph before any value is constructed."""
+    yaml = _yaml()
+
+    def children(node: Any) -> typing.Iterable[Any] | None:
+        if isinstance(node, yaml.MappingNode):
+            return itertools.chain.from_iterable(node.value)
+        return node.value if isinstance(node, yaml.SequenceNode) else None
+
+    def line(node: Any) -> str:
+        return f" (line {node.start_mark.line + 1})"
+
+    class StrictSafeLoader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            # PyYAML composes recursively: stop deep nesting before Python's recursion limit does
+            self.depth += 1
+            try:
+                if self.depth > MAX_DEPTH:
+                    mark = self.peek_event().start_mark
+                    raise ConfigError(f"YAML is nested more than {MAX_DEPTH} levels deep (line {mark.line + 1})")
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+        def get_single_node(self) -> Any:
+            node = super().get_single_node()
+            if node is not None:
+                _measure(node, children, "YAML", line)
+            return node
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # merge keys (<<) may be overridden; unhashable keys are refused by PyYAML
+                key = self.construct_object(key_node)
+                at = key_node.start_mark.line + 1
+                if key in first:
+                    raise ConfigError(f"duplicate key {short(key)} on line {at} (first on line {first[key]}); "
+                                      "expected each key once")
+                first[key] = at
+            return super().construct_mapping(node, deep)
+
+    return StrictSafeLoader
+
+
+def _yaml_reason(exc: Exception) -> str:
+    """One line saying what is wrong with a YAML text, and where."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem:
+        return problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else "")
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_yaml(text: str, what: str) -> Any:
+    """``yaml.safe_load(text)`` with the checks of this module (size, depth, duplicate keys); ``what`` names
+    the text in messages (``config file 'x.yaml'``, ``--set value '...'``)."""
+    if len(text) > MAX_YAML_CHARS:
+        raise ConfigError(f"{what} is {len(text):,} characters long; expected a config of at most "
+                          f"{MAX_YAML_CHARS:,} (settings, not data)")
+    yaml = _yaml()
+    try:
+        return yaml.load(text, Loader=_loader())
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    except Exception as exc:  # yaml.YAMLError, or a value PyYAML cannot build (e.g. a 5000-digit integer)
+        raise ConfigError(f"{what} is not valid YAML: {_yaml_reason(exc)}") from None
+
+
 def parse_value(text: str) -> Any:
     """Parse one ``--set`` value as YAML (``[64,64]`` -> list, ``1e-3`` -> float, ``null`` -> None)."""
-    try:
-        value = _yaml().safe_load(text)
-    except Exception as exc:  # yaml.YAMLError
-        raise ConfigError(f"cannot parse value {text!r}: {exc}") from None
-    return value
+    return load_yaml(text, f"value {short(text)}")
 
 
 def _check_type(key: str, value: Any, hint: Any) -> Any:
@@ -111,7 +335,11 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         return _check_type(key, value, inner)
     expected = origin or hint
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"config key {key!r} expects float, got an integer too large for one "
+                              f"({short(value)})") from None
     if expected is float and isinstance(value, str):
         # PyYAML follows YAML 1.1, where '1e-3' (no dot) is a string; accept the float everyone means.
         try:
@@ -120,45 +348,74 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
             pass
     if expected is list:
         if not isinstance(value, list):
-            raise ConfigError(f"config key {key!r} expects a list, got {value!r} ({type(value).__name__})")
+            raise ConfigError(f"config key {key!r} expects a list, got {short(value)} ({type(value).__name__})")
         (item,) = args or (Any,)
         return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)] if item is not Any else value
     if expected is int and isinstance(value, bool):
         raise ConfigError(f"config key {key!r} expects int, got {value!r} (bool)")
     if expected is not Any and not isinstance(value, expected):
         name = getattr(expected, "__name__", expected)
-        raise ConfigError(f"config key {key!r} expects {name}, got {value!r} ({type(value).__name__})")
+        raise ConfigError(f"config key {key!r} expects {name}, got {short(value)} ({type(value).__name__})")
+    if expected is dict:
+        for k in value:
+            if not isinstance(k, str):  # they become keyword arguments of the dataset or neuron
+                raise ConfigError(f"config key {key!r} must map option names (strings) to values, found the key "
+                                  f"{short(k)} ({type(k).__name__})")
     return value
 
 
 def _unknown_key(key: str, valid: typing.Iterable[str]) -> ConfigError:
-    hint = difflib.get_close_matches(key, list(valid), n=1)
+    hint = difflib.get_close_matches(key[:100], list(valid), n=1)
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-    return ConfigError(f"unknown config key {key!r}{suggestion}")
+    return ConfigError(f"unknown config key {short(key)}{suggestion}")
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    top, *rest = dotted.split(".")
+    """``raw[a][b][c] = value`` for ``dotted == "a.b.c"``, copying each mapping on the way (the caller's nested
+    dicts are left untouched)."""
+    if not isinstance(dotted, str):
+        raise ConfigError(f"override keys must be names (strings), found {short(dotted)} ({type(dotted).__name__})")
+    parts = dotted.split(".")
+    top = parts[0]
     if top not in FIELDS:
         raise _unknown_key(top, FIELDS)
-    if not rest:
+    if len(parts) == 1:
         raw[top] = value
         return
     if _HINTS[top] is not dict:
-        raise ConfigError(f"config key {top!r} is not a mapping, cannot set {dotted!r}")
-    node = raw.setdefault(top, {})
-    for part in rest[:-1]:
-        node = node.setdefault(part, {})
-    node[rest[-1]] = value
+        raise ConfigError(f"config key {top!r} is not a mapping, cannot set {short(dotted)}")
+    if not all(parts):
+        raise ConfigError(f"override key {short(dotted)} has an empty name between dots")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part, {})
+        if not isinstance(child, Mapping):
+            raise ConfigError(f"config key {'.'.join(parts[:i + 1])!r} is {short(child)}, not a mapping: cannot "
+                              f"set {short(dotted)}")
+        node[part] = child = dict(child)
+        node = child
+    node[parts[-1]] = value
 
 
 def make_config(raw: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Validate a mapping (plus dotted ``overrides``) into a :class:`Config`."""
-    raw = dict(raw or {})
+    """Validate a mapping (plus dotted ``overrides``) into a :class:`Config`; every check runs here, before any
+    work (see :func:`validate`)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"a config must be a mapping of keys to values, found {type(raw).__name__}")
+    check_size(raw)  # before anything copies or prints it
+    raw = dict(raw)
     for key, value in (overrides or {}).items():
-        _set_dotted(raw, key, parse_value(value) if isinstance(value, str) else value)
+        if isinstance(value, str):
+            value = parse_value(value)
+        else:
+            check_size(value, f"the value of {short(key)}")
+        _set_dotted(raw, key, value)
     kwargs = {}
     for key, value in raw.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config keys must be names (strings), found {short(key)} ({type(key).__name__})")
         if key not in FIELDS:
             raise _unknown_key(key, FIELDS)
         kwargs[key] = _check_type(key, value, _HINTS[key])
@@ -167,48 +424,92 @@ def make_config(raw: Mapping[str, Any] | None = None, overrides: Mapping[str, An
     return cfg
 
 
+def _optional(key: str) -> bool:
+    return type(None) in typing.get_args(_HINTS[key])
+
+
+def _number(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else short(v)
+
+
 def validate(cfg: Config) -> None:
-    """Cross-field checks that do not need the data (those that do live in the trainer / model builder)."""
+    """Every check that does not need the data (those that do live in the trainer and the model builder): the
+    type of every key, the choices of the string keys, the range of every number, and combinations."""
+    for key in FIELDS:
+        value = getattr(cfg, key)
+        if isinstance(value, (dict, list)):
+            check_size(value, f"config key {key!r}")
+        _check_type(key, value, _HINTS[key])
     for key, choices in CHOICES.items():
         if getattr(cfg, key) not in choices:
-            raise ConfigError(f"config key {key!r} must be one of {list(choices)}, got {getattr(cfg, key)!r}")
-    positive = ["input_frames", "output_frames", "kernel_size", "patch_size", "batch_size", "epochs"]
-    for key in positive:
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"config key {key!r} must be >= 1, got {getattr(cfg, key)}")
+            raise ConfigError(f"config key {key!r} must be one of {list(choices)}, got {short(getattr(cfg, key))}")
+    for key, least in INT_MINIMUM.items():
+        value = getattr(cfg, key)
+        if value is not None and value < least:
+            null = "null or " if _optional(key) else ""
+            raise ConfigError(f"config key {key!r} must be {null}>= {least}, got {_number(value)}")
+    for key, (low, inclusive, high) in FLOAT_RANGES.items():
+        value = getattr(cfg, key)
+        if value is None:
+            continue
+        null = "null or " if _optional(key) else ""
+        bound = (">= " if inclusive else "> ") + f"{low:g}" + (f" and <= {high:g}" if high is not None else "")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {key!r} must be {null}a finite number {bound}, got {value:g}")
+        if value < low or (value == low and not inclusive) or (high is not None and value > high):
+            raise ConfigError(f"config key {key!r} must be {null}{bound}, got {value:g}")
+    if cfg.seed > MAX_SEED:
+        raise ConfigError(f"config key 'seed' must be <= {MAX_SEED}, got {_number(cfg.seed)}")
     if not cfg.hidden_channels:
         raise ConfigError("config key 'hidden_channels' must list at least one layer width, got []")
     for i, c in enumerate(cfg.hidden_channels):
         if c < 16 or c % 16:
-            raise ConfigError(
-                f"hidden_channels[{i}] must be a positive multiple of 16 (GroupNorm with 16 groups), got {c}"
-            )
+            raise ConfigError(f"config key 'hidden_channels[{i}]' must be a positive multiple of 16 (GroupNorm "
+                              f"with 16 groups), got {_number(c)}")
     if cfg.kernel_size % 2 == 0:
-        raise ConfigError(f"kernel_size must be odd (same padding), got {cfg.kernel_size}")
+        raise ConfigError(f"config key 'kernel_size' must be odd (same padding), got {cfg.kernel_size}")
     if cfg.frame_shape is not None:
-        if len(cfg.frame_shape) != 3:
-            raise ConfigError(f"frame_shape must be [C, H, W], got {cfg.frame_shape}")
+        if len(cfg.frame_shape) != 3 or min(cfg.frame_shape) < 1:
+            raise ConfigError(f"config key 'frame_shape' must be [C, H, W] of sizes >= 1, got "
+                              f"{short(cfg.frame_shape)}")
         _, h, w = cfg.frame_shape
         if h % cfg.patch_size or w % cfg.patch_size:
             raise ConfigError(
                 f"patch_size {cfg.patch_size} must divide the frame size {h}x{w} (frame_shape {cfg.frame_shape})"
             )
     if cfg.sampling == "reverse" and cfg.r_sampling_step_2 <= cfg.r_sampling_step_1:
-        raise ConfigError("r_sampling_step_2 must be larger than r_sampling_step_1")
+        raise ConfigError(f"r_sampling_step_2 must be larger than r_sampling_step_1, got {cfg.r_sampling_step_2} "
+                          f"<= {cfg.r_sampling_step_1}")
+    if not DEVICE_PATTERN.fullmatch(cfg.device):
+        raise ConfigError(f"config key 'device' must be auto, cpu, cuda or cuda:N, got {short(cfg.device)}")
+    if cfg.amp == "fp16" and cfg.device == "cpu":
+        raise ConfigError("config key 'amp' is fp16, which needs a CUDA device (its gradient scaler exists only "
+                          "there), but device is 'cpu'; use amp: bf16 or null on the CPU")
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping in a YAML config file, read with :func:`load_yaml`'s checks (at most MAX_YAML_CHARS)."""
     path = Path(path)
+    what = f"config file {short(str(path), 200)}"
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found (expected a YAML file, e.g. configs/quickstart.yaml)")
+        raise ConfigError(f"{what} not found (expected a YAML file, e.g. configs/quickstart.yaml)")
     try:
-        raw = _yaml().safe_load(path.read_text())
-    except Exception as exc:  # yaml.YAMLError, UnicodeDecodeError
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        with open(path, "rb") as f:
+            data = f.read(MAX_YAML_CHARS + 1)  # never more: a huge file is refused without being read
+    except OSError as exc:
+        raise ConfigError(f"{what} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_YAML_CHARS:
+        raise ConfigError(f"{what} is larger than {MAX_YAML_CHARS:,} bytes; expected a config (settings, not "
+                          "data)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} is not valid YAML: not UTF-8 text (byte {exc.start})") from None
+    raw = load_yaml(text, what)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, found {type(raw).__name__}")
+        raise ConfigError(f"{what} must hold a mapping of keys, found {type(raw).__name__}")
     return raw
 
 
@@ -225,15 +526,45 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
         raise ConfigError(f"{exc}{where}") from None
 
 
-def parse_overrides(items: typing.Sequence[str] | None) -> dict[str, str]:
-    """``["a=1", "b.c=[1,2]"]`` -> ``{"a": "1", "b.c": "[1,2]"}`` (values parsed later as YAML)."""
+def parse_assignments(items: typing.Sequence[str] | None, flag: str = "--set",
+                      example: str = "epochs=2") -> dict[str, str]:
+    """The command line's one KEY=VALUE grammar (``--set``, ``stcsnn data info -O``): split at the first ``=``,
+    the key stripped of spaces (dotted for nested mappings), the value kept as text and parsed later as YAML by
+    :func:`parse_value`. ``["a=1", "b.c=[1,2]"]`` -> ``{"a": "1", "b.c": "[1,2]"}``; the last of a repeated key
+    wins."""
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = value
+            raise ConfigError(f"{flag} {short(item)}: expected KEY=VALUE (key=value, the value in YAML), e.g. "
+                              f"{flag} {example}")
+        out[key] = value
     return out
+
+
+def parse_overrides(items: typing.Sequence[str] | None) -> dict[str, str]:
+    """``--set`` items -> ``{dotted key: YAML text}`` (see :func:`parse_assignments`)."""
+    return parse_assignments(items, "--set")
+
+
+def _plain(value: Any) -> str:
+    return short(value) if not isinstance(value, str) else value if len(value) <= 60 else value[:57] + "..."
+
+
+def checkpoint_config(saved: Config, overrides: Mapping[str, Any] | None,
+                      instead: str = "evaluate another checkpoint instead") -> Config:
+    """A checkpoint's config ``saved`` with ``--set`` ``overrides`` (data keys, batch sizes, ...) applied.
+
+    An override that changes a key of :data:`MODEL_KEYS` is refused: the weights were trained for the saved value,
+    so a report or prediction labelled with the new one would be false. ``instead`` ends the message."""
+    cfg = make_config(saved.to_dict(), overrides)
+    for dotted, text in (overrides or {}).items():
+        key = str(dotted).split(".")[0]
+        if key in MODEL_KEYS and getattr(cfg, key) != getattr(saved, key):
+            raise ConfigError(f"the checkpoint's model has {key}={_plain(getattr(saved, key))}; --set "
+                              f"{_plain(str(dotted))}={_plain(text)} would mislabel it; {instead}")
+    return cfg
 
 
 def dump_config(cfg: Config, path: str | os.PathLike) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from stcsnn.config import Config, load_config, make_config, parse_overrides
+from stcsnn.config import Config, checkpoint_config, load_config, make_config, parse_overrides
 from stcsnn.errors import CheckpointError, StcsnnError
 
 #: Config keys that define the architecture: a checkpoint and a config given together must agree on them.
@@ -44,8 +44,8 @@ def resolve_model(config: str | None, overrides: Sequence[str] | None, checkpoin
         if neuron is not None:
             raise StcsnnError("a checkpoint fixes the neuron; give --neurons only for fresh models")
         model, saved = load_model(checkpoint, device)
-        if cfg is None:
-            cfg = make_config(saved.to_dict(), parse_overrides(overrides))
+        if cfg is None:  # --set may change data keys, not the keys that define the checkpoint's model
+            cfg = checkpoint_config(saved, parse_overrides(overrides), "analyze another checkpoint instead")
         else:
             for key in MODEL_KEYS:
                 a, b = getattr(saved, key), getattr(cfg, key)

@@ -42,28 +42,13 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _value(text: str) -> Any:
-    if "," in text:
-        return tuple(_value(t) for t in text.split(",") if t)
-    if text.lower() in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_options(items: list[str]) -> dict[str, Any]:
-    """``["key=value", ...]`` -> dict; numbers become int/float, ``a,b`` a tuple, ``none`` None."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise DataError(f"option {item!r}: expected KEY=VALUE, e.g. -O input_frames=5")
-        out[key.strip()] = _value(value.strip())
-    return out
+    """``-O KEY=VALUE`` items -> dict, in the grammar of ``--set`` (:func:`stcsnn.config.parse_assignments`):
+    values are YAML, so ``5`` is an int, ``[0.8,0.1,0.1]`` a list, ``null`` None, anything else text."""
+    from stcsnn.config import parse_assignments, parse_value
+
+    return {key: parse_value(text) for key, text in
+            parse_assignments(items, "-O", example="input_frames=5").items()}
 
 
 def _checksum_state(spec: FileSpec, path: Path, skip: bool) -> str:

@@ -1,11 +1,13 @@
 """Evaluation the way the field reports it: fully autoregressive after the inputs, OpenSTL metrics, streamed.
 
 The model sees only the ``input_frames`` observed frames of each test sequence; the targets are used only by
-the metrics. Metrics accumulate batch by batch on the model's device (see :mod:`stcsnn.metrics`).
+the metrics. Metrics accumulate batch by batch on the model's device (see :mod:`stcsnn.metrics`). The results
+record how many sequences were really evaluated (``num_samples``), which is what reports state.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -26,16 +28,16 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> Data
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset: Dataset, cfg, device: torch.device,
              max_batches: int | None = None, keep: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Metrics of ``model`` on ``dataset`` and the first ``keep`` samples (inputs, truth, prediction)."""
+    """Metrics of ``model`` on ``dataset`` (the first ``max_batches`` batches when given) and the first ``keep``
+    samples (inputs, truth, prediction). ``results["num_samples"]`` is the number of sequences evaluated."""
     model.eval()
     acc = MetricAccumulator()
     kept: dict[str, list[np.ndarray]] = {"inputs": [], "truth": [], "pred": []}
     rates = []
     loader = make_loader(dataset, cfg.eval_batch_size or cfg.batch_size, cfg.num_workers)
     n_kept = 0
-    for i, (inputs, targets) in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
+    # islice: a capped evaluation never asks the loader for the batch after the last one it uses
+    for inputs, targets in itertools.islice(loader, max_batches):
         inputs, targets = inputs.to(device), targets.to(device)
         out = model.rollout(inputs, inputs.shape[1], targets.shape[1])
         pred = out.frames[:, -targets.shape[1]:].float()
@@ -47,6 +49,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, cfg, device: torch.device
                 kept[key].append(t[:take].float().cpu().numpy())
             n_kept += take
     results = acc.compute()
+    results["num_samples"] = acc.count
     results["firing_rate"] = torch.stack(rates).mean(0).tolist() if rates else []
     model.train()
     samples = {k: np.concatenate(v) for k, v in kept.items() if v}
@@ -55,11 +58,16 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, cfg, device: torch.device
 
 def write_report(out_dir: str | os.PathLike, results: dict[str, Any], meta: dict[str, Any],
                  samples: dict[str, np.ndarray] | None = None, stem: str = "report") -> list[Path]:
-    """``report.json`` + ``report.md`` (+ ``predictions.png``) in ``out_dir``; returns the written paths."""
+    """``report.json`` + ``report.md`` (+ ``predictions.png``) in ``out_dir``; returns the written paths.
+
+    ``num_samples`` is taken from ``results`` (what :func:`evaluate` really ran) when it is there; ``meta`` may
+    add ``split_samples``, the size of the whole split."""
     from stcsnn.io import atomic_write_text
     from stcsnn.viz import prediction_grid, write_png
 
     out_dir = Path(out_dir)
+    if "num_samples" in results:
+        meta = {**meta, "num_samples": results["num_samples"]}
     payload = {**meta, "metrics": {k: results[k] for k in ("mse", "mae", "ssim", "psnr") if k in results},
                "per_horizon": results.get("per_horizon", {}), "firing_rate": results.get("firing_rate", [])}
     paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
@@ -78,12 +86,20 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+def _samples(payload: dict[str, Any]) -> str:
+    """``128 of 300`` when only part of the split was evaluated, else the count."""
+    n, total = payload.get("num_samples", "?"), payload.get("split_samples")
+    return f"{n} of {total}" if total is not None and total != n else f"{n}"
+
+
 def report_markdown(payload: dict[str, Any]) -> str:
     m = payload["metrics"]
     lines = [
         f"# Evaluation: {payload.get('neuron', '?')} on {payload.get('dataset', '?')} ({payload.get('split', '?')})",
         "",
-        f"checkpoint: `{payload.get('checkpoint', '?')}`, samples: {payload.get('num_samples', '?')}",
+        f"checkpoint: `{payload.get('checkpoint', '?')}`, samples: {_samples(payload)}"
+        + (f", frames: {payload['input_frames']} -> {payload['output_frames']}"
+           if "input_frames" in payload and "output_frames" in payload else ""),
         "",
         "| MSE | MAE | SSIM | PSNR |",
         "|---:|---:|---:|---:|",
