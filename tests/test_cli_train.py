@@ -209,8 +209,8 @@ def test_predict_float_and_uint8(run, inputs, tmp_path):
     # uint8 input is scaled /255: the same prediction as the float frames it came from
     model, _ = load_model(run / "best.pt")
     with torch.no_grad():
-        want_u = model(torch.from_numpy(u8.astype(np.float32) / 255), n_future=T_OUT).numpy()
-        want_f = model(torch.from_numpy(inputs), n_future=T_OUT).numpy()
+        want_u = model(torch.from_numpy(u8.astype(np.float32) / 255), n_future=T_OUT).clamp(0, 1).numpy()
+        want_f = model(torch.from_numpy(inputs), n_future=T_OUT).clamp(0, 1).numpy()  # predict clips by default
     assert np.allclose(pu, want_u, atol=1e-5)
     assert np.allclose(pf, want_f, atol=1e-5)
 
@@ -421,7 +421,7 @@ def test_predict_does_not_overwrite_a_good_output_on_a_late_failure(run, inputs,
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ck, "atomic_write_bytes", full_disk)
-    rc = predict(run, tmp_path / "in.npy", good, "--frames", "5")
+    rc = predict(run, tmp_path / "in.npy", good, "--frames", "5", "--force")
     one_error(capsys, rc)
     assert good.read_bytes() == before
 

@@ -63,22 +63,25 @@ def _frame_rgb(frame: np.ndarray, channel: int | None) -> np.ndarray:
     return heatmap(frame[channel])
 
 
-def prediction_grid(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, gap: int = 2) -> np.ndarray:
+def prediction_grid(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, gap: int = 2) -> np.ndarray:
     """(N, T_in, C, H, W), (N, T_out, C, H, W) x2 -> one RGB image; rows per sample: input, truth, prediction,
-    |error| (heatmap scaled to the largest error of the sample)."""
+    |error| (heatmap scaled to the largest error of the sample). ``truth=None`` (a prediction without ground
+    truth): rows input and prediction only."""
     n, t_in, c, h, w = inputs.shape
-    t_out = truth.shape[1]
+    t_out = pred.shape[1]
     cols = max(t_in, t_out)
     channels = [None] if c in (1, 3) else list(range(c))
     rows: list[list[np.ndarray]] = []
     for i in range(n):
-        err = np.abs(truth[i] - pred[i]).max(axis=1, keepdims=True)  # (T, 1, H, W)
-        err = err / max(float(err.max()), 1e-8)
         for ch in channels:
             rows.append([_frame_rgb(f, ch) for f in inputs[i]])
-            rows.append([_frame_rgb(f, ch) for f in truth[i]])
+            if truth is not None:
+                rows.append([_frame_rgb(f, ch) for f in truth[i]])
             rows.append([_frame_rgb(f, ch) for f in pred[i]])
-        rows.append([heatmap(f[0]) for f in err])
+        if truth is not None:
+            err = np.abs(truth[i] - pred[i]).max(axis=1, keepdims=True)  # (T, 1, H, W)
+            err = err / max(float(err.max()), 1e-8)
+            rows.append([heatmap(f[0]) for f in err])
     canvas = np.full(((h + gap) * len(rows) + gap, (w + gap) * cols + gap, 3), 255, np.uint8)
     for r, row in enumerate(rows):
         for k, img in enumerate(row):
@@ -87,9 +90,10 @@ def prediction_grid(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, gap
     return canvas
 
 
-def write_gif(path: str | os.PathLike, inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray,
+def write_gif(path: str | os.PathLike, inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray,
               duration_ms: int = 200) -> None:
-    """Animated GIF of one sample: left the true sequence, right the input followed by the prediction."""
+    """Animated GIF of one sample: left the true sequence, right the input followed by the prediction
+    (``truth=None``: the input followed by the prediction alone)."""
     try:
         from PIL import Image
     except ImportError as exc:
@@ -97,11 +101,17 @@ def write_gif(path: str | os.PathLike, inputs: np.ndarray, truth: np.ndarray, pr
     ch = None if inputs.shape[1] in (1, 3) else 0
     frames = []
     for seq_true, seq_pred in ((inputs, inputs), (truth, pred)):
-        for a, b in zip(seq_true, seq_pred):
-            pair = np.concatenate([_frame_rgb(a, ch), np.full((a.shape[1], 2, 3), 255, np.uint8), _frame_rgb(b, ch)], 1)
+        for a, b in zip(seq_pred if seq_true is None else seq_true, seq_pred):
+            panels = [_frame_rgb(b, ch)] if truth is None else [
+                _frame_rgb(a, ch), np.full((a.shape[1], 2, 3), 255, np.uint8), _frame_rgb(b, ch)]
+            pair = np.concatenate(panels, 1)
             frames.append(Image.fromarray(pair).resize((pair.shape[1] * 3, pair.shape[0] * 3), Image.NEAREST))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
-    os.replace(tmp, path)
+    try:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+        os.replace(tmp, path)
+    except BaseException:  # e.g. a full disk: no half-written temporary file left behind
+        tmp.unlink(missing_ok=True)
+        raise

@@ -8,6 +8,7 @@ destination and moved into place.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
@@ -16,6 +17,7 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +154,18 @@ def extract_zip(archive: Path, dest_dir: Path, tops: Sequence[str]) -> list[Path
                 os.replace(p, target)
                 moved.append(target)
         return moved
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as exc:
+        raise DataError(f"{archive}: expected a readable zip archive, found a corrupt one ({exc}); delete it "
+                        "and run `stcsnn data prepare` again") from None
+    except OSError as exc:
+        # the archive may be fine: a full disk or a folder we may not write is not "corrupt"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DataError(f"no space left on device while unpacking {archive} into {dest_dir}; the archive "
+                            "is kept: free some space (or use another --root) and run `stcsnn data prepare` "
+                            "again") from None
+        if exc.errno is not None and not (exc.filename and Path(exc.filename) == archive):
+            raise DataError(f"cannot unpack {archive} into {dest_dir}: {exc.strerror or exc}; the archive is "
+                            "kept, fix the folder and run `stcsnn data prepare` again") from None
         raise DataError(f"{archive}: expected a readable zip archive, found a corrupt one ({exc}); delete it "
                         "and run `stcsnn data prepare` again") from None
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 import os
 import zipfile
 import zlib
@@ -80,34 +81,67 @@ def _read_idx_cached(path_str: str, size: int, mtime: int, ndim: int | None) -> 
     return arr
 
 
+def human_bytes(n: int | float) -> str:
+    """A byte count in decimal units for messages: ``192 B``, ``1.2 kB``, ``8 PB``."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f}".removesuffix(".0") + f" {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _read_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of the .npy stream ``f``, positioned at its data afterwards."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(f)
+    return tuple(shape), bool(fortran), dtype
+
+
+def check_declared(where: str, shape: tuple[int, ...], dtype: np.dtype, offset: int, size: int,
+                   container: str = "the file") -> None:
+    """Refuse a header whose shape x itemsize does not match the ``size`` bytes actually there (``offset``:
+    the header's length), so that a corrupt or hostile header never makes a reader allocate what it claims.
+
+    Python integers, not ``np.prod``: an int64 product of a forged shape can wrap around to a small number."""
+    if dtype.hasobject:
+        raise DataError(f"{where}: expected a numeric array, found dtype {dtype} (Python objects); save the "
+                        "data as a numeric array")
+    if any(d < 0 for d in shape) or dtype.itemsize == 0:
+        raise DataError(f"{where}: expected a header with a non-negative shape and a non-empty dtype, found "
+                        f"{dtype} {shape}; the file is corrupt, download or save it again")
+    expected = offset + math.prod(shape) * dtype.itemsize
+    if size == expected:
+        return
+    if size < expected:
+        share = f", {size / expected:.1%} of that" if size >= expected / 1000 else ""
+        state = f"truncated or corrupt ({container} holds {human_bytes(size)}{share})"
+    else:
+        state = f"followed by extra bytes or corrupt ({container} holds {human_bytes(size)})"
+    raise DataError(f"{where}: expected {expected} bytes for a {dtype} array of shape {shape} (its header "
+                    f"declares {human_bytes(expected)}), found {size} bytes; the file is {state}, download or "
+                    "save it again")
+
+
 def npy_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     """``(shape, dtype, fortran_order, data_offset)`` of a .npy file, after checking that the file size
-    matches the header (truncated copies are refused)."""
+    matches the header (truncated copies and forged headers are refused before anything is allocated)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            shape, fortran, dtype = _read_header(f)
             offset = f.tell()
+            size = os.fstat(f.fileno()).st_size
     except FileNotFoundError:
         raise DataError(f"{path}: expected a .npy file, found no such file") from None
-    except (ValueError, OSError) as exc:
+    except IsADirectoryError:
+        raise DataError(f"{path}: expected a .npy file, found a directory") from None
+    except (ValueError, OSError, SyntaxError) as exc:
         raise DataError(f"{path}: expected a .npy file with a valid header, found a corrupt or non-npy file "
-                        f"({exc}); download or save it again") from None
-    if dtype.hasobject:
-        raise DataError(f"{path}: expected a numeric array, found dtype {dtype} (Python objects); save the "
-                        "data as a numeric array")
-    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    size = path.stat().st_size
-    if size != expected:
-        state = (f"truncated ({size / max(expected, 1):.1%} of the expected size)" if size < expected
-                 else "followed by extra bytes")
-        raise DataError(f"{path}: expected {expected} bytes for a {dtype} array of shape {shape} (as its "
-                        f"header says), found {size} bytes; the file is {state}, download or save it again")
-    return tuple(shape), dtype, bool(fortran), offset
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); download or "
+                        "save it again") from None
+    check_declared(str(path), shape, dtype, offset, size)
+    return shape, dtype, fortran, offset
 
 
 def load_npy(path: str | os.PathLike[str], mmap: bool = True) -> np.ndarray:
@@ -120,41 +154,77 @@ def load_npy(path: str | os.PathLike[str], mmap: bool = True) -> np.ndarray:
                         "download or save it again") from None
 
 
+def _npz_error(path: Path, exc: BaseException) -> DataError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DataError(f"{path}: expected an .npz (zip) archive, found a corrupt or truncated file ({reason}); "
+                     "download or save it again")
+
+
+# What reading a corrupt zip member can raise (zlib.error: a broken deflate stream; NotImplementedError: an
+# unsupported compression method; SyntaxError: a mangled header dictionary).
+ZIP_ERRORS = (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error, NotImplementedError, SyntaxError)
+
+
 def npz_keys(path: str | os.PathLike[str]) -> list[str]:
-    """The array names in an .npz archive (checking that it is a readable zip archive)."""
+    """The array names in an .npz archive (checking that it is a readable zip archive).
+
+    Read with :mod:`zipfile`, not ``np.load``: given a .npy (not a zip) under an .npz name, ``np.load`` would
+    read the whole array, whatever size its header claims."""
+    path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return list(z.files)
+        with zipfile.ZipFile(path) as z:
+            return [n[:-4] if n.endswith(".npy") else n for n in z.namelist()]
     except FileNotFoundError:
         raise DataError(f"{path}: expected an .npz archive, found no such file") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: expected an .npz (zip) archive, found a corrupt or truncated file ({exc}); "
-                        "download or save it again") from None
+    except ZIP_ERRORS as exc:
+        raise _npz_error(path, exc) from None
+
+
+# Deflate cannot expand data more than about 1032:1; a zip directory claiming more for a member is forged.
+DEFLATE_MAX_RATIO = 1032
+
+
+def _npz_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` of one .npy member, checked against the member's uncompressed size in the zip
+    directory (and that size against what its compressed bytes can hold) before anything is read."""
+    where = f"{path} (member {info.filename})"
+    stored = info.compress_type == zipfile.ZIP_STORED
+    deflated = info.compress_type == zipfile.ZIP_DEFLATED
+    if (stored and info.file_size != info.compress_size) or (
+            deflated and info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 1024):
+        raise DataError(f"{where}: expected an uncompressed size that {human_bytes(info.compress_size)} of "
+                        f"compressed data can hold, found the zip directory claiming "
+                        f"{human_bytes(info.file_size)}; the archive is corrupt, download or save it again")
+    with z.open(info) as f:
+        shape, _, dtype = _read_header(f)
+        offset = f.tell()
+    check_declared(where, shape, dtype, offset, info.file_size, container="the member")
+    return shape, dtype
 
 
 def npz_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """``{name: (shape, dtype)}`` of the arrays in an .npz archive, read from their headers only."""
+    """``{name: (shape, dtype)}`` of the arrays in an .npz archive, read from their headers only (each
+    checked against the member's size)."""
+    path = Path(path)
     out = {}
     try:
         with zipfile.ZipFile(path) as z:
-            for member in z.namelist():
-                if member.endswith(".npy"):
-                    with z.open(member) as f:
-                        version = np.lib.format.read_magic(f)
-                        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                else np.lib.format.read_array_header_2_0)
-                        shape, _, dtype = read(f)
-                    out[member[:-4]] = (tuple(shape), dtype)
+            for info in z.infolist():
+                if info.filename.endswith(".npy"):
+                    out[info.filename[:-4]] = _npz_member(z, info, path)
     except FileNotFoundError:
         raise DataError(f"{path}: expected an .npz archive, found no such file") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: expected an .npz (zip) archive, found a corrupt or truncated file ({exc}); "
-                        "download or save it again") from None
+    except DataError:
+        raise
+    except ZIP_ERRORS as exc:
+        raise _npz_error(path, exc) from None
     return out
 
 
 def load_npz(path: str | os.PathLike[str], keys: list[str] | tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The arrays ``keys`` of an .npz archive; a missing key or a corrupt member is a DataError."""
+    """The arrays ``keys`` of an .npz archive; a missing key, a forged header or a corrupt member is a
+    DataError (headers are checked against the members' sizes before any array is allocated)."""
+    path = Path(path)
     have = npz_keys(path)
     missing = [k for k in keys if k not in have]
     if missing:
@@ -162,12 +232,22 @@ def load_npz(path: str | os.PathLike[str], keys: list[str] | tuple[str, ...]) ->
                         f"(missing {', '.join(missing)}); is this the right file?")
     out = {}
     try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            for k in keys:
+                if f"{k}.npy" not in names:  # np.load would hand back the member's raw bytes
+                    raise DataError(f"{path}: expected {k} as an .npy member ({k}.npy), found a member "
+                                    f"{k!r} that is not an array; save the data with np.savez")
+                _npz_member(z, z.getinfo(f"{k}.npy"), path)
         with np.load(path, allow_pickle=False) as z:
             for k in keys:
                 out[k] = z[k]
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as exc:
+    except DataError:
+        raise
+    except ZIP_ERRORS as exc:
         raise DataError(f"{path}: expected readable arrays in the .npz archive, found a corrupt member "
-                        f"({exc}); download or save it again") from None
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); download or "
+                        "save it again") from None
     return out
 
 

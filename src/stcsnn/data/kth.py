@@ -13,6 +13,7 @@ centres (as OpenCV's ``cv2.resize`` does for OpenSTL), then /255. Frames are dec
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,11 @@ def resize_bilinear(img: np.ndarray, size: int) -> np.ndarray:
     return rows[:, x0] * (1 - wx) + rows[:, x1] * wx
 
 
+# KTH frames are 160x120; anything beyond this many pixels is a corrupt or hostile header, refused before
+# decoding (Pillow's own bomb limit is ~89 M pixels, a warning only below twice that).
+MAX_FRAME_PIXELS = 8192 * 8192
+
+
 def read_frame(path: Path, size: int) -> np.ndarray:
     """One frame as float32 (size, size) in [0, 1]."""
     try:
@@ -60,11 +66,23 @@ def read_frame(path: Path, size: int) -> np.ndarray:
         raise DataError("kth: reading JPEG frames needs Pillow, found it missing; run `pip install pillow`"
                         ) from None
     try:
-        with Image.open(path) as im:
-            arr = np.asarray(im)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: expected a readable JPEG frame, found a corrupt or truncated file ({exc}); "
-                        "replace the frame folder with a good copy") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+            with Image.open(path) as im:  # lazy: reads the header only
+                w, h = im.size
+                if w * h > MAX_FRAME_PIXELS or w < 1 or h < 1:
+                    raise DataError(f"{path}: expected a video frame (KTH's are 160x120), found a header "
+                                    f"declaring {w}x{h} pixels; the file is corrupt, replace the frame folder "
+                                    "with a good copy")
+                im.load()
+                arr = np.asarray(im)
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        # UnidentifiedImageError is an OSError; DecompressionBombError: Pillow's own refusal at open
+        raise DataError(f"{path}: expected a readable JPEG frame, found a corrupt or truncated file "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); replace the frame "
+                        "folder with a good copy") from None
     if arr.ndim == 3:
         arr = arr[..., 0]
     if arr.ndim != 2 or arr.dtype != np.uint8:

@@ -19,7 +19,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (dotted for nesting; value parsed as YAML); repeatable")
     p.add_argument("--out", help="run directory (default runs/<config name>)")
-    p.add_argument("--resume", metavar="auto|PATH", help="auto: continue --out's last.pt if present; or a checkpoint")
+    p.add_argument("--resume", metavar="auto|PATH",
+                   help="auto: continue --out's own run from its last.pt (a new run if --out is empty or new); "
+                        "PATH: continue that checkpoint, into an empty or new --out or the folder PATH is in")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the config)")
     p.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision")
     p.add_argument("--compile", action="store_true", help="torch.compile the neuron updates")
@@ -29,11 +31,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval", help="evaluate a checkpoint (report.json, report.md, predictions.png)")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="the split to evaluate (only that split's files are needed)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override data keys, e.g. data_root=/data or max_test_batches=10")
+                   help="override data and evaluation keys, e.g. data_root=/data or max_test_batches=10; keys "
+                        "that define the model (neuron, hidden_channels, ...) are the checkpoint's")
     p.add_argument("--out", help="folder for the report (default: the checkpoint's folder)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: --set device=..., else auto)")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="predict future frames for new videos (no ground truth needed)")
@@ -43,13 +47,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, help="frames to predict (default: the trained horizon)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-clip", action="store_true",
+                   help="write the raw model outputs (default: clipped to [0, 1], the range of frames)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --output")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("visualize", help="PNG grid and animated GIF of predictions")
     p.add_argument("source", help="a run directory or checkpoint (uses its test split), or a predict .npy")
     p.add_argument("--input", help="with a predict .npy: the input frames .npy it was made from")
     p.add_argument("--truth", help="with a predict .npy: optional true future frames .npy")
-    p.add_argument("--samples", default="0,1,2,3", help="comma-separated sample indices")
+    p.add_argument("--samples", default="0,1,2,3", help="comma-separated sample indices (distinct, >= 0)")
     p.add_argument("--out", help="output folder (default: next to the source)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_visualize)
@@ -82,65 +89,102 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, overrides)
         out = args.out or str(Path("runs") / Path(args.config).stem)
-    from stcsnn.io import check_writable
-
-    check_writable(Path(out) / "config.yaml")
+    # train() locks the folder (creating it only then), checks that it is this run's, and cleans up on failure
     return train(cfg, out, args.resume, progress=not args.quiet)
 
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from stcsnn.config import make_config, parse_overrides
+    from stcsnn.config import checkpoint_config, parse_overrides
+    from stcsnn.errors import CheckpointError, ConfigError
     from stcsnn.io import check_writable
     from stcsnn.models.loading import load_model
     from stcsnn.train.evaluate import evaluate, write_report
     from stcsnn.train.loop import build_splits
 
-    device = pick_device(args.device)
-    model, cfg = load_model(args.checkpoint, device)
-    cfg = make_config(cfg.to_dict(), parse_overrides(args.set))
+    overrides = parse_overrides(args.set)
+    try:
+        model, saved = load_model(args.checkpoint, "cpu")
+    except ConfigError as exc:  # the stored config itself is refused (out of range, hostile, ...)
+        raise CheckpointError(f"checkpoint {str(args.checkpoint)!r} holds a config that is not valid: {exc}") from None
+    # every override is checked (and model keys refused) before the device, the data or the output are touched
+    cfg = checkpoint_config(saved, overrides)
+    device = pick_device(args.device or (cfg.device if "device" in overrides else "auto"))
+    model = model.to(device)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent
-    check_writable(out / "report.json")
-    dataset = build_splits(cfg)[args.split]
+    stem = "report" if args.split == "test" else f"report_{args.split}"
+    check_writable(out / f"{stem}.json")
+    dataset = build_splits(cfg, (args.split,))[args.split]
+    c, h, w = dataset.frame_shape
+    if c != model.frame_channels:
+        raise DataError(f"the checkpoint's model takes {model.frame_channels}-channel frames; the {cfg.dataset!r} "
+                        f"{args.split} split has {c} channels ({c}x{h}x{w}); evaluate it on its own kind of data")
+    if h % cfg.patch_size or w % cfg.patch_size:
+        raise DataError(f"the checkpoint's model has patch_size {cfg.patch_size}, which must divide the frame size; "
+                        f"the {cfg.dataset!r} {args.split} split has {h}x{w} frames")
+    if saved.frame_shape and [c, h, w] != list(saved.frame_shape):
+        print(f"note: evaluating on {h}x{w} frames; the model was trained on {saved.frame_shape[1]}x"
+              f"{saved.frame_shape[2]}", file=sys.stderr)
     results, samples = evaluate(model, dataset, cfg, device, cfg.max_test_batches, keep=cfg.num_visualize)
     meta = {"split": args.split, "checkpoint": str(args.checkpoint), "dataset": cfg.dataset, "neuron": cfg.neuron,
-            "num_samples": len(dataset)}
-    stem = "report" if args.split == "test" else f"report_{args.split}"
+            "num_samples": results["num_samples"], "split_samples": len(dataset),
+            "input_frames": cfg.input_frames, "output_frames": cfg.output_frames}
     paths = write_report(out, results, meta, samples, stem=stem)
-    print(f"{args.split}: MSE {results['mse']:.4f}  MAE {results['mae']:.4f}  SSIM {results['ssim']:.4f}  "
+    n = results["num_samples"]
+    label = args.split if n == len(dataset) else f"{args.split} ({n} of {len(dataset)} sequences)"
+    print(f"{label}: MSE {results['mse']:.4f}  MAE {results['mae']:.4f}  SSIM {results['ssim']:.4f}  "
           f"PSNR {results['psnr']:.3f}")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
-def load_frames(path: str, channels: int | None = None, what: str = "input") -> np.ndarray:
-    """Read a .npy of frames (N, T, C, H, W) or (T, C, H, W) as float32 in [0, 1], with clear errors."""
+def load_frames(path: str, channels: int | None = None, what: str = "input", strict_range: bool = True
+                ) -> np.ndarray:
+    """Read a .npy of frames (N, T, C, H, W) or (T, C, H, W) as float32, with clear errors.
+
+    The header is checked against the file size before anything is read (a forged header cannot make this
+    allocate petabytes). Frames (``strict_range``) must be uint8 or float in [0, 1]; a prediction
+    (``strict_range=False``) may hold any finite values, since models overshoot."""
+    from stcsnn.data.formats import load_npy
+
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{what} file {path!r} not found (expected a .npy of frames (N, T, C, H, W))")
     try:
-        arr = np.load(p, allow_pickle=False)
-    except Exception as exc:
-        raise DataError(f"{what} file {path!r} is not a readable .npy array: {str(exc).splitlines()[0]}") from None
-    if isinstance(arr, np.lib.npyio.NpzFile):
+        with open(p, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise DataError(f"{what} file {path!r} cannot be read: {exc.strerror or exc}") from None
+    if magic.startswith(b"PK"):
         raise DataError(f"{what} file {path!r} is an .npz archive; expected a single .npy array")
+    try:
+        arr = load_npy(p)  # memory-mapped: only what is converted below is read
+    except DataError as exc:
+        raise DataError(f"{what} file {path!r} is not a readable .npy array: {exc}") from None
     if arr.ndim == 4:
         arr = arr[None]
     if arr.ndim != 5:
         raise DataError(f"{what} file {path!r} has shape {arr.shape}; expected (N, T, C, H, W) or (T, C, H, W)")
+    if 0 in arr.shape:
+        raise DataError(f"{what} file {path!r} has shape {arr.shape}; expected at least one sequence of at least "
+                        "one frame (N, T, C, H, W all >= 1)")
     if channels is not None and arr.shape[2] != channels:
         raise DataError(f"{what} file {path!r} has {arr.shape[2]} channels (shape {arr.shape}); the model expects "
                         f"{channels}")
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
     if not np.issubdtype(arr.dtype, np.floating):
-        raise DataError(f"{what} file {path!r} has dtype {arr.dtype}; expected uint8 or float in [0, 1]")
-    if not np.isfinite(arr).all():
-        raise DataError(f"{what} file {path!r} contains NaN or infinite values")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0.0 or hi > 1.0:
+        raise DataError(f"{what} file {path!r} has dtype {arr.dtype}; expected uint8 or float"
+                        + (" in [0, 1]" if strict_range else ""))
+    with np.errstate(over="ignore"):  # a float64 value beyond float32's range becomes inf: refused below
+        out = arr.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise DataError(f"{what} file {path!r} contains NaN or infinite values (or values beyond float32's "
+                        "range); expected finite values")
+    lo, hi = float(out.min()), float(out.max())
+    if strict_range and (lo < 0.0 or hi > 1.0):
         raise DataError(f"{what} file {path!r} has values in [{lo:.4g}, {hi:.4g}]; expected [0, 1] (or uint8)")
-    return arr.astype(np.float32)
+    return out
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -150,9 +194,6 @@ def _predict(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, cfg = load_model(args.checkpoint, device)
     frames = load_frames(args.input, model.frame_channels)
-    if cfg.frame_shape and list(frames.shape[3:]) != list(cfg.frame_shape[1:]):
-        print(f"note: frames are {frames.shape[3]}x{frames.shape[4]}, the model was trained on "
-              f"{cfg.frame_shape[1]}x{cfg.frame_shape[2]}", file=sys.stderr)
     n_out = args.frames if args.frames is not None else cfg.output_frames
     if n_out < 1:
         raise StcsnnError(f"--frames must be >= 1, got {n_out}")
@@ -162,6 +203,9 @@ def _predict(args: argparse.Namespace) -> int:
         raise StcsnnError(f"--output must be a .npy path, got {args.output!r}")
     if Path(args.output).is_dir():
         raise StcsnnError(f"--output {args.output!r} is a directory; expected a .npy file path")
+    if Path(args.output).exists() and not args.force:
+        raise StcsnnError(f"--output {args.output!r} already exists; expected a new path (or --force to "
+                          "overwrite it)")
     check_writable(args.output)
     preds = []
     with torch.no_grad():
@@ -169,6 +213,14 @@ def _predict(args: argparse.Namespace) -> int:
             x = torch.from_numpy(frames[i:i + args.batch_size]).to(device)
             preds.append(model(x, n_future=n_out).float().cpu().numpy())
     out = np.concatenate(preds).astype(np.float32)
+    if not np.isfinite(out).all():  # a diverged model: refuse rather than write garbage
+        raise StcsnnError(f"the model predicted NaN or infinite values for {args.input!r}; nothing was written "
+                          "(is the checkpoint from a diverged run?)")
+    lo, hi = float(out.min()), float(out.max())
+    clipped = not args.no_clip and (lo < 0.0 or hi > 1.0)
+    if not args.no_clip:
+        # frames live in [0, 1]; the raw overshoot only matters for metrics, which `eval` computes itself
+        np.clip(out, 0.0, 1.0, out=out)
     import io
 
     buf = io.BytesIO()
@@ -177,26 +229,57 @@ def _predict(args: argparse.Namespace) -> int:
         atomic_write_bytes(args.output, buf.getvalue())
     except OSError as exc:  # the previous file, if any, is left as it was
         raise StcsnnError(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
-    print(f"wrote {args.output}: {out.shape} float32 ({frames.shape[1]} input frames -> {n_out} predicted)")
+    note = (f"; raw values in [{lo:.3g}, {hi:.3g}] clipped to [0, 1] (--no-clip keeps them)" if clipped
+            else "; raw values, not clipped" if args.no_clip else "")
+    print(f"wrote {args.output}: {out.shape} float32 ({frames.shape[1]} input frames -> {n_out} predicted){note}")
+    if cfg.frame_shape and list(frames.shape[3:]) != list(cfg.frame_shape[1:]):
+        # after the work, so that a failure is still reported as one line
+        print(f"note: frames are {frames.shape[3]}x{frames.shape[4]}, the model was trained on "
+              f"{cfg.frame_shape[1]}x{cfg.frame_shape[2]}", file=sys.stderr)
     return 0
 
 
+def parse_samples(text: str) -> list[int]:
+    """``"0,2,5"`` -> [0, 2, 5]: distinct non-negative integers, at least one, no empty entries."""
+    parts = [s.strip() for s in text.split(",")]
+    try:
+        idx = [int(s) for s in parts]
+    except ValueError:
+        raise StcsnnError(f"--samples expects comma-separated integers such as 0,1,2, got {text!r}") from None
+    if any(i < 0 for i in idx):
+        raise StcsnnError(f"--samples expects indices >= 0, got {text!r}")
+    dup = sorted({i for i in idx if idx.count(i) > 1})
+    if dup:
+        raise StcsnnError(f"--samples expects distinct indices, got {text!r} ({', '.join(map(str, dup))} "
+                          "repeated)")
+    return idx
+
+
 def _visualize(args: argparse.Namespace) -> int:
+    from stcsnn.io import check_writable
     from stcsnn.viz import prediction_grid, write_gif, write_png
 
-    try:
-        idx = [int(s) for s in args.samples.split(",") if s.strip()]
-    except ValueError:
-        raise StcsnnError(f"--samples expects comma-separated integers, got {args.samples!r}") from None
+    idx = parse_samples(args.samples)
     src = Path(args.source)
+    notes = []
     if src.suffix == ".npy":
-        pred = load_frames(str(src), what="prediction")
+        pred = load_frames(str(src), what="prediction", strict_range=False)
         if not args.input:
             raise StcsnnError("visualizing a predict output needs --input FRAMES.npy (the frames it was made from)")
         inputs = load_frames(args.input)
-        truth = load_frames(args.truth) if args.truth else pred
+        truth = load_frames(args.truth, what="truth") if args.truth else None
+        for name, arr in (("input", inputs), ("truth", truth)):
+            if arr is not None and arr.shape[2:] != pred.shape[2:]:
+                raise DataError(f"{name} frames are {arr.shape[2:]} (C, H, W) but the prediction's are "
+                                f"{pred.shape[2:]}; expected frames of the same shape")
+        if truth is not None and truth.shape[1] != pred.shape[1]:
+            t = min(truth.shape[1], pred.shape[1])
+            notes.append(f"note: truth has {truth.shape[1]} frames, the prediction {pred.shape[1]}: comparing the "
+                         f"first {t}")
+            truth, pred = truth[:, :t], pred[:, :t]
         out = Path(args.out) if args.out else src.parent
         stem = src.stem
+        check_writable(out / f"{stem}_grid.png")
     else:
         from stcsnn.models.loading import load_model
         from stcsnn.train.evaluate import evaluate
@@ -207,21 +290,34 @@ def _visualize(args: argparse.Namespace) -> int:
             ckpt = src / "last.pt"
         device = pick_device(args.device)
         model, cfg = load_model(ckpt, device)
+        out = Path(args.out) if args.out else ckpt.parent
+        stem = "visualize"
+        check_writable(out / f"{stem}_grid.png")  # before the (possibly long) evaluation
         test = build_splits(cfg)["test"]
         keep = max(idx) + 1
         _, samples = evaluate(model, torch.utils.data.Subset(test, range(min(keep, len(test)))), cfg, device, keep=keep)
         inputs, truth, pred = samples["inputs"], samples["truth"], samples["pred"]
-        out = Path(args.out) if args.out else ckpt.parent
-        stem = "visualize"
-    bad = [i for i in idx if i >= len(pred) or i >= len(inputs)]
+    n = min(len(pred), len(inputs), len(truth) if truth is not None else len(pred))
+    bad = [i for i in idx if i >= n]
     if bad:
-        raise StcsnnError(f"sample index {bad[0]} out of range: there are {min(len(pred), len(inputs))} samples")
+        raise StcsnnError(f"sample index {bad[0]} out of range: there are {n} samples")
+    lo, hi = float(pred[idx].min()), float(pred[idx].max())
+    if lo < 0.0 or hi > 1.0:  # drawn clipped, and said so: the picture must not hide an overshoot silently
+        notes.append(f"note: prediction values in [{lo:.3g}, {hi:.3g}] clipped to [0, 1] for display")
+        pred = np.clip(pred[idx], 0.0, 1.0)
+    else:
+        pred = pred[idx]
+    inputs = inputs[idx]
+    truth = truth[idx] if truth is not None else None
     png = out / f"{stem}_grid.png"
-    write_png(png, prediction_grid(inputs[idx], truth[idx], pred[idx]))
     written = [png]
-    for i in idx:
-        gif = out / f"{stem}_sample{i}.gif"
-        write_gif(gif, inputs[i], truth[i], pred[i])
-        written.append(gif)
-    print("wrote " + ", ".join(str(p) for p in written))
+    try:
+        write_png(png, prediction_grid(inputs, truth, pred))
+        for k, i in enumerate(idx):
+            gif = out / f"{stem}_sample{i}.gif"
+            write_gif(gif, inputs[k], None if truth is None else truth[k], pred[k])
+            written.append(gif)
+    except OSError as exc:
+        raise StcsnnError(f"cannot write into {str(out)!r}: {exc.strerror or exc}") from None
+    print("wrote " + ", ".join(str(p) for p in written) + "".join(f"; {m}" for m in notes))
     return 0

@@ -1,0 +1,115 @@
+"""stcsnn predict: clipped output by default, --no-clip, --force, empty inputs, unwritable folders, and the
+README's predict -> visualize workflow on a raw (unclipped) prediction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_visualize import png_size, read_only_folder
+
+from stcsnn.cli import main
+from stcsnn.config import make_config
+from stcsnn.io import atomic_torch_save
+from stcsnn.models import build_model
+from stcsnn.models.loading import load_model, model_checkpoint
+
+T_IN, T_OUT = 3, 2
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """An untrained tiny checkpoint (untrained outputs overshoot [0, 1], which is what these tests need)."""
+    cfg = make_config({
+        "dataset": "embedded", "neuron": "stc_lif", "hidden_channels": [16], "kernel_size": 3, "patch_size": 4,
+        "frame_shape": [1, 16, 16], "input_frames": T_IN, "output_frames": T_OUT,
+        "data_options": {"canvas_size": 16, "num_samples": 4, "val_samples": 2, "test_samples": 2},
+    })
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    atomic_torch_save(model_checkpoint(build_model(cfg), cfg), path)
+    return path
+
+
+@pytest.fixture
+def inp(tmp_path):
+    x = np.random.default_rng(0).random((3, T_IN, 1, 16, 16), dtype=np.float32)
+    np.save(tmp_path / "in.npy", x)
+    return x
+
+
+def predict(ckpt, inp_path, out, *extra) -> int:
+    return main(["predict", "--checkpoint", str(ckpt), "--input", str(inp_path), "--output", str(out),
+                 "--device", "cpu", *extra])
+
+
+def one_error(capsys, rc: int) -> str:
+    out = capsys.readouterr()
+    assert rc == 2, out
+    lines = [line for line in out.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), out.err
+    assert "Traceback" not in out.err + out.out
+    return lines[0]
+
+
+def raw_prediction(ckpt, x) -> np.ndarray:
+    model, _ = load_model(ckpt)
+    with torch.no_grad():
+        return model(torch.from_numpy(x), n_future=T_OUT).numpy()
+
+
+def test_predict_clips_by_default_and_no_clip_keeps_the_raw_values(ckpt, inp, tmp_path, capsys):
+    raw = raw_prediction(ckpt, inp)
+    assert raw.min() < 0 or raw.max() > 1  # the premise: this model overshoots
+    assert predict(ckpt, tmp_path / "in.npy", tmp_path / "p.npy") == 0
+    assert "clipped to [0, 1] (--no-clip keeps them)" in capsys.readouterr().out
+    p = np.load(tmp_path / "p.npy")
+    assert p.dtype == np.float32 and p.shape == (3, T_OUT, 1, 16, 16)
+    assert p.min() >= 0 and p.max() <= 1
+    np.testing.assert_allclose(p, np.clip(raw, 0, 1), atol=1e-5)
+    assert predict(ckpt, tmp_path / "in.npy", tmp_path / "raw.npy", "--no-clip") == 0
+    np.testing.assert_allclose(np.load(tmp_path / "raw.npy"), raw, atol=1e-5)
+
+
+def test_predict_never_overwrites_without_force(ckpt, inp, tmp_path, capsys):
+    out = tmp_path / "p.npy"
+    np.save(out, np.zeros((1, 1), np.float32))
+    before = out.read_bytes()
+    line = one_error(capsys, predict(ckpt, tmp_path / "in.npy", out))
+    assert "already exists" in line and "--force" in line
+    assert out.read_bytes() == before
+    assert predict(ckpt, tmp_path / "in.npy", out, "--force") == 0
+    assert np.load(out).shape == (3, T_OUT, 1, 16, 16)
+
+
+@pytest.mark.parametrize("shape", [(0, T_IN, 1, 16, 16), (2, 0, 1, 16, 16), (0, 1, 16, 16)])
+def test_predict_empty_inputs_are_one_line(ckpt, tmp_path, capsys, shape):
+    np.save(tmp_path / "empty.npy", np.zeros(shape, np.float32))
+    line = one_error(capsys, predict(ckpt, tmp_path / "empty.npy", tmp_path / "p.npy"))
+    assert "empty.npy" in line and "at least one" in line
+    assert not (tmp_path / "p.npy").exists()
+
+
+def test_predict_into_a_read_only_folder_is_one_line(ckpt, inp, tmp_path, capsys, monkeypatch):
+    ro = tmp_path / "ro"
+    with read_only_folder(ro, monkeypatch):
+        line = one_error(capsys, predict(ckpt, tmp_path / "in.npy", ro / "p.npy"))
+        assert "cannot write" in line and str(ro) in line
+        assert list(ro.iterdir()) == []
+
+
+def test_readme_workflow_predict_then_visualize_a_raw_prediction(ckpt, inp, tmp_path, capsys):
+    """predict (raw, --no-clip) -> visualize without truth, and the default (clipped) output too."""
+    assert predict(ckpt, tmp_path / "in.npy", tmp_path / "raw.npy", "--no-clip") == 0
+    raw = np.load(tmp_path / "raw.npy")
+    capsys.readouterr()
+    assert main(["visualize", str(tmp_path / "raw.npy"), "--input", str(tmp_path / "in.npy"), "--samples",
+                 "0,2"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: prediction values in [{raw[[0, 2]].min():.3g}, {raw[[0, 2]].max():.3g}] clipped" in out
+    # without --truth: per sample an input row and a prediction row; T_in = 3 columns
+    assert png_size(tmp_path / "raw_grid.png") == (2 * 2 * 18 + 2, T_IN * 18 + 2)
+    assert (tmp_path / "raw_sample2.gif").read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+    assert predict(ckpt, tmp_path / "in.npy", tmp_path / "p.npy") == 0
+    assert main(["visualize", str(tmp_path / "p.npy"), "--input", str(tmp_path / "in.npy"), "--samples", "1"]) == 0
+    assert "note:" not in capsys.readouterr().out
