@@ -12,9 +12,10 @@ fresh subprocess:
   just before the first step (activations, gradients, Adam state, workspaces); CUDA --
   ``torch.cuda.max_memory_allocated`` minus the memory allocated before the first step;
 
-for the **fast** path (``SpikingPredictor.rollout``), the **reference** path
-(:func:`stcsnn.models.reference.reference_rollout`: one step at a time, separate pathway convolutions, no
-fusion) and the fast path with **activation checkpointing** (``--checkpoint-steps``).
+for the **fast** path (``SpikingPredictor.rollout``), the **plain** path
+(:func:`stcsnn.models.plain_rollout`: one frame at a time through the neuron modules, no batching over time,
+no fused updates, default memory format; the STC pathways are one grouped convolution on both paths) and
+the fast path with **activation checkpointing** (``--checkpoint-steps``).
 
 **Roofline.** In the same run it measures this machine's best dense convolution throughput: every dense
 synaptic convolution shape the fast path runs (all prefix frames batched, and one frame), forward + backward
@@ -154,7 +155,7 @@ def run_variant(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from stcsnn.models.reference import reference_rollout
+    from stcsnn.models import plain_rollout
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
@@ -166,7 +167,7 @@ def run_variant(spec: dict[str, Any]) -> dict[str, Any]:
 
     def rollout(*args):
         if reference:
-            return reference_rollout(model, *args)
+            return plain_rollout(model, *args)
         return model.rollout(*args)
 
     def train_step():
