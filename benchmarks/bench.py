@@ -1,11 +1,11 @@
 """Run the stcsnn benchmark: ``python benchmarks/bench.py [options]`` == ``stcsnn bench [options]``.
 
-See ``src/stcsnn/bench.py`` (``stcsnn bench --help``) for what is measured and how.
+See ``src/stcsnn/perf/bench.py`` (``stcsnn bench --help``) for what is measured and how.
 """
 
 import sys
 
-from stcsnn.bench import main
+from stcsnn.perf.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper-configuration benchmark on a CUDA GPU: fast path vs the reference path, peak memory, roofline,
+# The paper-configuration benchmark on a CUDA GPU: fast path vs the plain path, peak memory, roofline,
 # activation checkpointing at 20 frames, and a bf16-autocast run. Writes bench.json / bench.md per run.
 #
 #   benchmarks/gpu.sh [OUT_DIR]          (from the repository root, stcsnn installed, a CUDA GPU visible)
@@ -28,12 +28,12 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>/dev/null || true
 
 # 1) fp32 (cuDNN may use TF32, torch's default for convolutions), paper configuration: every neuron listed,
-#    fast vs reference; STC-LIF also with activation checkpointing over K = 5 and K = 2 steps (20 frames).
-timeout 480 "$PY" -m stcsnn.bench --config paper --device cuda --neurons "$NEURONS" --repeats "$REPEATS" \
+#    fast vs plain; STC-LIF also with activation checkpointing over K = 5 and K = 2 steps (20 frames).
+timeout 480 "$PY" -m stcsnn bench --config paper --device cuda --neurons "$NEURONS" --repeats "$REPEATS" \
   --checkpoint-steps 5,2 --checkpoint-neurons stc_lif --out "$OUT/fp32"
 
-# 2) bf16 autocast, STC-LIF only (fast vs reference).
-timeout 240 "$PY" -m stcsnn.bench --config paper --device cuda --neurons stc_lif --repeats "$REPEATS" \
+# 2) bf16 autocast, STC-LIF only (fast vs plain).
+timeout 240 "$PY" -m stcsnn bench --config paper --device cuda --neurons stc_lif --repeats "$REPEATS" \
   --checkpoint-steps 0 --amp bf16 --out "$OUT/bf16"
 
 echo "wrote $OUT/fp32/bench.md and $OUT/bf16/bench.md"

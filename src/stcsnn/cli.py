@@ -21,7 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stcsnn.data.commands",
     "stcsnn.train.commands",
     "stcsnn.models.commands",
-    "stcsnn.bench",
+    "stcsnn.perf.commands",
     "stcsnn.analysis.commands",
 )
 

@@ -1,6 +1,8 @@
-"""Choosing the torch device from a config value or a ``--device`` flag."""
+"""Choosing the torch device from a config value or a ``--device`` flag, and the autocast dtype."""
 
 from __future__ import annotations
+
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -18,3 +20,18 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name != "cpu":
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
     return torch.device("cpu")
+
+
+#: ``amp`` config value -> autocast dtype (``None``: full precision).
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, amp: str | None) -> AbstractContextManager:
+    """The autocast context of a run: ``amp`` ``bf16`` / ``fp16``, or disabled (``None``)."""
+    return torch.autocast(device.type, dtype=AMP_DTYPES.get(amp or "", torch.bfloat16), enabled=amp is not None)
+
+
+def grad_scaler(device: torch.device, amp: str | None) -> torch.amp.GradScaler:
+    """The gradient scaler of a run: active for fp16 on CUDA only (bf16 and float32 need none); always an
+    object, so the training step has no ``if scaler`` branches (a disabled scaler passes everything through)."""
+    return torch.amp.GradScaler(device.type, enabled=amp == "fp16" and device.type == "cuda")

@@ -82,7 +82,7 @@ def with_neuron(cfg: Config, neuron: str) -> Config:
     from stcsnn.neurons.registry import get_spec
 
     spec = get_spec(neuron)
-    common = () if getattr(spec.cls, "is_ann", False) else ("surrogate", "alpha")
+    common = () if spec.is_ann else ("surrogate", "alpha")
     keep = {k: v for k, v in cfg.neuron_options.items() if k in common or k in spec.options}
     return make_config({**cfg.to_dict(), "neuron": neuron, "neuron_options": keep})
 

@@ -11,7 +11,7 @@ and the number of nonzero input elements. Nothing is typed in by hand: a call th
   in {0, 1}): an accumulate happens only where a spike arrives. This is the SNN literature's estimate; it
   ignores that zero padding makes border spikes fan out to fewer outputs.
 * Counted as MACs whatever their input: the first layer's synapse (the real-valued frame, or the model's own
-  real-valued prediction once it runs autoregressively), the readout (by the convention of issue 5, although
+  real-valued prediction once it runs autoregressively), the readout (a convention of this project, although
   it reads the last layer's spikes), every convolution of an ANN cell (ConvLSTM), and any call whose input is
   not binary.
 * **Energy** (45 nm, Horowitz 2014): ``E_SNN = 4.6 pJ x (MACs counted as MACs) + 0.9 pJ x SOPs``; the same
@@ -40,7 +40,7 @@ E_MAC_PJ = 4.6  # pJ per multiply-accumulate (32-bit float mult + add, 45 nm; Ho
 NOTES = (
     "MACs: dense multiply-accumulates of every nn.Conv2d, counted by forward hooks on a real rollout",
     "SOPs = MACs x input firing rate, for convolution calls whose input is binary spikes",
-    "counted as MACs: the first layer's synapse (real-valued frames), the readout (issue 5's convention), "
+    "counted as MACs: the first layer's synapse (real-valued frames), the readout (by convention), "
     "ANN cells, any non-binary input",
     f"E_SNN = {E_MAC_PJ} pJ x MACs(real inputs) + {E_AC_PJ} pJ x SOPs; E_ANN = {E_MAC_PJ} pJ x all MACs "
     "(45 nm, Horowitz 2014)",

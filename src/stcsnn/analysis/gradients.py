@@ -32,17 +32,14 @@ from torch import Tensor, nn
 from stcsnn.analysis.common import summary
 from stcsnn.errors import StcsnnError
 
-#: State fields taken as "the membrane potential", in order of preference.
-MEMBRANE_FIELDS = ("v", "u", "c")
-
 
 def membrane_field(cell: nn.Module) -> str:
-    fields = cell.State._fields
-    for name in MEMBRANE_FIELDS:
-        if name in fields:
-            return name
-    raise StcsnnError(f"{type(cell).__name__} has no membrane state field (one of {', '.join(MEMBRANE_FIELDS)}); "
-                      f"its state has {', '.join(fields)}")
+    """The state field a cell declares as its membrane potential (``cell.membrane``, see the cell contract)."""
+    name = getattr(cell, "membrane", None)
+    if name not in cell.State._fields:
+        raise StcsnnError(f"{type(cell).__name__} declares membrane field {name!r}, but its state has "
+                          f"{', '.join(cell.State._fields)}")
+    return name
 
 
 def rollout_loss(model: nn.Module, frames: Tensor, cfg, observer=None) -> tuple[Tensor, Tensor]:

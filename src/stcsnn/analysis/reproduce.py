@@ -192,7 +192,7 @@ def cell_row(cell: Cell) -> dict[str, Any]:
 
     report = json.loads((cell.run_dir / "report.json").read_text())
     energy = cell_energy(cell)
-    ann = bool(getattr(get_spec(cell.model).cls, "is_ann", False))
+    ann = get_spec(cell.model).is_ann
     rates = [float(r) for r in report.get("firing_rate") or []]
     total = energy["total"]
     row = {"dataset": cell.dataset, "model": cell.model, "kind": "ANN" if ann else "SNN", "seed": cell.seed,
@@ -333,7 +333,7 @@ def is_ann_name(model: str) -> bool:
     from stcsnn.neurons.registry import NEURONS
 
     spec = NEURONS.get(model)
-    return bool(spec is not None and getattr(spec.cls, "is_ann", False))
+    return bool(spec is not None and spec.is_ann)
 
 
 __all__ = ["Cell", "aggregate", "plan_grid", "run_grid", "write_results"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from stcsnn.models.patch import from_patches, to_patches
-from stcsnn.models.predictor import Rollout, SpikingPredictor
+from stcsnn.models.predictor import Rollout, SpikingPredictor, plain_rollout
 
-__all__ = ["Rollout", "SpikingPredictor", "build_model", "from_patches", "to_patches"]
+__all__ = ["Rollout", "SpikingPredictor", "build_model", "from_patches", "plain_rollout", "to_patches"]
 
 #: (C, H, W) of the built-in datasets, used when a config does not say ``frame_shape``.
 DEFAULT_FRAME_SHAPES = {

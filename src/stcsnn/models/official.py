@@ -38,7 +38,8 @@ from torch import Tensor
 
 from stcsnn.errors import CheckpointError, ConfigError
 from stcsnn.io import safe_load
-from stcsnn.neurons.stc import fuse_pathways
+from stcsnn.neurons.registry import get_spec
+from stcsnn.neurons.stc import STC, fuse_pathways
 
 #: Where the format comes from (recorded in imported checkpoints).
 REFERENCE = "wangtianyi1874/stclif (OpenSTL fork), openstl/models/convlif_model.py"
@@ -133,20 +134,21 @@ def behaviours(cfg) -> dict[str, Any]:
 def expected_keys(model) -> dict[str, tuple[tuple[int, ...], str | None]]:
     """Reference key -> (shape, stcsnn key or None for a key the reference ignores), for ``model``'s shape."""
     neuron = model.neuron
-    stc = neuron.startswith("stc_")
     out: dict[str, tuple[tuple[int, ...], str | None]] = {}
     for l, cell in enumerate(model.cells):
         c, cin, k = cell.hidden_channels, cell.in_channels, cell.kernel_size
-        ref, own = f"cell_list.{l}.", f"cells.{l}."
+        stc = isinstance(cell, STC)
+        ref = f"cell_list.{l}."
+        own = f"cells.{l}.base." if stc else f"cells.{l}."  # STC(base): the base neuron's parameters
         out[ref + "conv_x.0.weight"] = ((c, cin, k, k), own + "synapse.conv.weight")
         out[ref + "conv_x.1.weight"] = ((c,), own + "synapse.norm.weight")
         out[ref + "conv_x.1.bias"] = ((c,), own + "synapse.norm.bias")
         if stc:
             groups = cell.autapse.conv.groups
             for path in ("conv_h", "conv_v"):
-                out[ref + f"{path}.0.weight"] = ((c, c // groups, k, k), own + "autapse")
-                out[ref + f"{path}.1.weight"] = ((c,), own + "autapse")
-                out[ref + f"{path}.1.bias"] = ((c,), own + "autapse")
+                out[ref + f"{path}.0.weight"] = ((c, c // groups, k, k), f"cells.{l}.autapse")
+                out[ref + f"{path}.1.weight"] = ((c,), f"cells.{l}.autapse")
+                out[ref + f"{path}.1.bias"] = ((c,), f"cells.{l}.autapse")
         for name, target in _SCALARS[neuron].items():
             out[ref + name] = ((1,), None if target is None else own + target)
         if neuron == "glif":
@@ -174,7 +176,7 @@ def describe_reference(state: Mapping[str, Tensor]) -> str:
     scalars = {s for s in ("t_m", "s_u", "s_p", "d_u", "d_p") if s in first}
     candidates = [
         n for n in REFERENCE_MODELS
-        if n.startswith("stc_") == ("conv_h.0.weight" in first)
+        if get_spec(n).is_stc == ("conv_h.0.weight" in first)
         and (n == "glif") == any(s.startswith("glif.") for s in first)
         and set(_SCALARS[n]) == scalars
     ]

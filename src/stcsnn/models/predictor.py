@@ -11,9 +11,9 @@ The model runs ``T_in + n_future - 1`` steps and outputs frames 2..T_in+n_future
 frames the input is the model's own previous prediction (fully autoregressive), unless a scheduled-sampling
 mask says to feed the true frame (training only).
 
-The readable, one-step-at-a-time form of these equations is :func:`stcsnn.models.reference.reference_rollout`
-(separate pathway convolutions, no fusion); this module computes the same numbers faster (``fast=True``, the
-default):
+Two paths compute the same numbers. The **plain** path (``fast=False``, :func:`plain_rollout`) is these
+equations as written: one frame at a time through the neuron modules themselves (``cell.synapse`` +
+``cell.update``). The **fast** path (the default) computes them faster:
 
 * **layer by layer over the observed prefix**: the input frames are known before the run, so each layer's
   synaptic convolution runs once over all prefix frames as one batch, then only the neuron update steps
@@ -21,8 +21,9 @@ default):
   previous output).
 * **fused pathways**: the two STC pathway convolutions are one grouped convolution
   (:class:`stcsnn.neurons.stc.Autapse`).
-* **fused neuron updates**: one autograd node per neuron step with a hand-written backward
-  (:mod:`stcsnn.models.fused`; bit-identical forward).
+* **fused neuron updates**: one autograd node per neuron step with a hand-written backward, declared by
+  the cell (``cell.fused_update``, :mod:`stcsnn.neurons.fusion`); its forward calls the neuron's own
+  equations.
 * **channels-last convolutions** (``channels_last``): the convolutions batched over the prefix frames and,
   in training, the grouped pathway convolution run on NHWC inputs, where oneDNN is faster (the grouped one
   about 1.8x forward + backward on CPU); the elementwise work stays NCHW (its pathway halves are contiguous
@@ -33,8 +34,9 @@ default):
   time, so memory grows with K instead of the sequence length, for about one more forward pass of time.
   Results are the same as without.
 
-``fast=False`` steps everything one frame at a time through the neuron modules themselves
-(``cell.synapse`` + ``cell.update``): the plain module path, a second reference.
+The two paths agree to float rounding, not bit for bit: batching, memory format and fusion change the order
+of floating-point operations (and oneDNN picks kernels by CPU and shape), and in a spiking network a rounding
+difference can flip a spike. ``tests/test_fast_path.py`` compares them in float64.
 
 Not here (GPU-only, nothing to test them on when this was written): CUDA graphs for inference. bf16 autocast
 is the trainer's ``amp: bf16`` (the fast path runs under it; ``stcsnn bench --amp bf16`` measures it). A cell
@@ -53,7 +55,6 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from stcsnn.errors import StcsnnError, StcsnnTypeError
-from stcsnn.models.fused import fused_update, has_fused
 from stcsnn.models.patch import from_patches, to_patches
 from stcsnn.neurons.base import Synapse
 from stcsnn.neurons.registry import build_neuron, get_spec
@@ -105,6 +106,12 @@ class SpikingPredictor(nn.Module):
         if self.checkpoint_steps < 0:
             raise StcsnnError(f"checkpoint_steps must be >= 0, got {checkpoint_steps}")
 
+    def compile_updates(self) -> None:
+        """``torch.compile`` each cell's ``update`` (the trainer's ``compile: true``). The compiled update replaces
+        the fused one (a cell whose update is replaced on the instance runs that update)."""
+        for cell in self.cells:
+            cell.update = torch.compile(cell.update)
+
     # ------------------------------------------------------------------ checks
     def check_frames(self, frames: Tensor, what: str = "frames") -> None:
         if not isinstance(frames, Tensor):
@@ -132,6 +139,7 @@ class SpikingPredictor(nn.Module):
         mask: Tensor | None = None,
         reverse: bool = False,
         observer: Observer | None = None,
+        fast: bool | None = None,
     ) -> Rollout:
         """Run ``input_frames + n_future - 1`` steps.
 
@@ -142,6 +150,7 @@ class SpikingPredictor(nn.Module):
         Without a mask the model never reads a frame after ``input_frames``.
         ``observer(t, layer, spikes, state)``, if given, is called after every neuron update (for analysis:
         e.g. ``state.v.retain_grad()`` to read gradients through time); it turns activation checkpointing off.
+        ``fast``: the fast (True) or the plain (False) path; ``None``: ``self.fast``.
         """
         self.check_frames(frames)
         if n_future < 1 or input_frames < 1:
@@ -158,9 +167,10 @@ class SpikingPredictor(nn.Module):
                                   f"got mask {tuple(mask.shape)} and {frames.shape[1]} frames")
             mask = mask.to(frames.dtype).view(*mask.shape[:2], 1, 1, 1)
         p = self.patch_size
-        run = _Run(self, to_patches(frames, p), input_frames, mask, reverse, observer)
+        run = _Run(self, to_patches(frames, p), input_frames, mask, reverse, observer,
+                   self.fast if fast is None else fast)
         # steps [0, prefix) are teacher-forced from the start: evaluated layer by layer
-        prefix = (1 if (reverse and mask is not None) else input_frames) if self.fast else 0
+        prefix = (1 if (reverse and mask is not None) else input_frames) if run.fast else 0
         k = self.checkpoint_steps
         use_ckpt = k > 0 and observer is None and torch.is_grad_enabled()
         states: list = [None] * len(self.cells)
@@ -189,15 +199,15 @@ class _Run:
     return ``(outputs (B, t1 - t0, C, H, W), last output (B, C, H, W), states, spike-rate sums (L,))``."""
 
     def __init__(self, model: SpikingPredictor, x: Tensor, input_frames: int, mask: Tensor | None, reverse: bool,
-                 observer: Observer | None) -> None:
+                 observer: Observer | None, fast: bool) -> None:
         self.model = model
         self.x = x
         self.input_frames = input_frames
         self.mask = mask
         self.reverse = reverse
         self.observer = observer
-        self.fast = model.fast
-        policy = model.channels_last if model.fast else False
+        self.fast = fast
+        policy = model.channels_last if fast else False
         if policy is True:  # measured on CPU: the grouped one pays for its conversions only with a backward
             policy = ("batched", "grouped") if torch.is_grad_enabled() else ("batched",)
         self.cl_kinds = ("batched", "grouped", "step") if policy == "all" else tuple(policy or ())
@@ -223,17 +233,14 @@ class _Run:
     def update(self, cell: nn.Module, current: Tensor, state):
         if state is None:
             state = cell.init_state(current)
-        if self.fast and has_fused(cell):
+        if self.fast and cell.has_fused_update():
             autapse = getattr(cell, "autapse", None)
-            pathways = None if autapse is None else self.pathways(autapse, state.s)
-            return fused_update(cell, current, state, pathways)
+            pathways = None if autapse is None else autapse.signals(state.s, self.grouped_conv)
+            return cell.fused_update(current, state, pathways)
         return cell.update(current, state)
 
-    def pathways(self, autapse: nn.Module, prev: Tensor) -> Tensor:
-        """``GN(W * S[t-1])`` of the fused pathways (before tanh)."""
-        if autapse.gradient_detach:
-            prev = prev.detach()
-        return autapse.norm(self.conv(autapse.conv, prev, "grouped"))
+    def grouped_conv(self, conv: nn.Module, x: Tensor) -> Tensor:
+        return self.conv(conv, x, "grouped")
 
     def time_batched(self, fn: Callable[[Tensor], Tensor], seq: Tensor) -> Tensor:
         """Apply a per-frame function to (B, T, C, H, W) as one batch of B*T frames."""
@@ -288,6 +295,13 @@ class _Run:
             prev = self.conv(model.readout, net)
             outputs.append(prev)
         return torch.stack(outputs, 1), prev, states, rates
+
+
+def plain_rollout(model: SpikingPredictor, frames: Tensor, input_frames: int, n_future: int,
+                  mask: Tensor | None = None, reverse: bool = False) -> Rollout:
+    """:meth:`SpikingPredictor.rollout` on the plain path: every frame through the neuron modules' own
+    ``synapse`` and ``update``, no batching over time, no fusion, default memory format."""
+    return model.rollout(frames, input_frames, n_future, mask, reverse, fast=False)
 
 
 class _ToChannelsLast(torch.autograd.Function):

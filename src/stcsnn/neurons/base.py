@@ -76,12 +76,70 @@ def check_state(state: NamedTuple, expected_shape: tuple[int, ...], cls: type) -
             )
 
 
-class SpikingCell(nn.Module):
-    """Base class: owns the synapse and the surrogate; subclasses define ``State`` and ``update``."""
+class Cell(nn.Module):
+    """The contract every cell of the predictor follows (spiking neurons and the ANN baselines alike).
+
+    A subclass sets ``in_channels``, ``hidden_channels``, ``kernel_size``, a ``synapse`` module (input ->
+    current), ``State`` (a NamedTuple with a field ``s``: the output passed to the next layer) and ``update``.
+    """
 
     State: type = NamedTuple  # overridden by subclasses
     #: Options a subclass accepts beyond the common ones (used by the registry to validate configs).
     options: tuple[str, ...] = ()
+    #: The state field that is "the membrane potential" (read by the gradient and dynamics analyses).
+    membrane: str = "v"
+    #: True for cells that do not spike (ANN baselines): the analyses and energy counter check this.
+    is_ann: bool = False
+
+    def init_state(self, current: Tensor) -> NamedTuple:
+        """Fresh zero state shaped like ``current`` (B, hidden, H, W)."""
+        zero = torch.zeros_like(current)
+        return self.State(*([zero] * len(self.State._fields)))
+
+    def update(
+        self,
+        current: Tensor,
+        state: NamedTuple,
+        temporal_gain: Tensor | None = None,
+        spatial_gain: Tensor | None = None,
+    ) -> tuple[Tensor, NamedTuple]:
+        raise NotImplementedError
+
+    def fused_update(self, current: Tensor, state: NamedTuple, pathways: Tensor | None
+                     ) -> tuple[Tensor, NamedTuple]:
+        """Optional: ``update`` as one autograd node with a hand-written backward (see
+        :mod:`stcsnn.neurons.fusion`); ``pathways`` is an STC wrapper's autapse output before tanh (else None).
+        A neuron that defines it must compute exactly what its ``update`` computes."""
+        raise NotImplementedError(f"{type(self).__name__} has no fused update")
+
+    def has_fused_update(self) -> bool:
+        """True when :meth:`fused_update` computes what :meth:`update` does: the class that defines the fused
+        update also defines the update in use. A subclass that overrides ``update`` only, or an instance whose
+        ``update`` was replaced (``torch.compile``), runs its own ``update``."""
+        if "update" in vars(self):
+            return False
+        mro = type(self).__mro__
+        fused_owner = next(k for k in mro if "fused_update" in vars(k))
+        update_owner = next(k for k in mro if "update" in vars(k))
+        return fused_owner is update_owner and fused_owner is not Cell
+
+    def forward(self, x: Tensor, state: NamedTuple | None = None) -> tuple[Tensor, NamedTuple]:
+        check_input(x, self.in_channels)
+        current = self.synapse(x)
+        if state is None:
+            state = self.init_state(current)
+        else:
+            b, _, h, w = current.shape
+            check_state(state, (b, self.hidden_channels, h, w), self.State)
+        return self.update(current, state)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.hidden_channels}, kernel_size={self.kernel_size}"
+
+
+class SpikingCell(Cell):
+    """Base class of the spiking neurons: owns the synapse and the surrogate; subclasses define ``State`` and
+    ``update`` (and optionally ``fused_update``)."""
 
     def __init__(
         self,
@@ -98,29 +156,3 @@ class SpikingCell(nn.Module):
         self.kernel_size = kernel_size
         self.synapse = Synapse(in_channels, hidden_channels, kernel_size)
         self.spike_fn = Surrogate(surrogate, alpha, strict=strict_threshold)
-
-    def init_state(self, current: Tensor) -> NamedTuple:
-        """Fresh zero state shaped like ``current`` (B, hidden, H, W)."""
-        zero = torch.zeros_like(current)
-        return self.State(*([zero] * len(self.State._fields)))
-
-    def update(
-        self,
-        current: Tensor,
-        state: NamedTuple,
-        temporal_gain: Tensor | None = None,
-        spatial_gain: Tensor | None = None,
-    ) -> tuple[Tensor, NamedTuple]:
-        raise NotImplementedError
-
-    def forward(self, x: Tensor, state: NamedTuple | None = None) -> tuple[Tensor, NamedTuple]:
-        check_input(x, self.in_channels)
-        current = self.synapse(x)
-        if state is None:
-            state = self.init_state(current)
-        else:
-            check_state(state, tuple(current.shape), self.State)
-        return self.update(current, state)
-
-    def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.hidden_channels}, kernel_size={self.kernel_size}"

@@ -22,7 +22,7 @@ PredRNN's ST-LSTM is *not* provided: its spatio-temporal memory M zigzags from t
 the bottom layer at step t, a state shared across layers that the per-layer state contract cannot express
 without changing the predictor.
 
-Registered as ``convlstm`` in :mod:`stcsnn.neurons.registry`, so configs, the CLI and the tests that sweep
+Registered as ``convlstm``, so configs, the CLI and the tests that sweep
 the registry treat it like any neuron.
 """
 
@@ -34,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from stcsnn.errors import StcsnnError
-from stcsnn.neurons.base import SpikingCell, check_input, check_state
+from stcsnn.neurons.base import Cell
+from stcsnn.neurons.registry import register_neuron
 
 
 class LSTMState(NamedTuple):
@@ -44,17 +45,19 @@ class LSTMState(NamedTuple):
     c: Tensor
 
 
-class ConvLSTMCell(SpikingCell):
+@register_neuron("convlstm", "ANN baseline: ConvLSTM (Shi et al. 2015, as in OpenSTL), not spiking")
+class ConvLSTMCell(Cell):
     """ConvLSTM cell (ANN baseline): ``h, state = cell(x, state)``; see the module docstring."""
 
     State = LSTMState
     options = ("forget_bias",)
     #: Not a spiking neuron: real-valued outputs, no surrogate (the analyses and energy counter check this).
     is_ann = True
+    membrane = "c"
 
     def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 5, surrogate: str | None = None,
                  alpha: float | None = None, forget_bias: float = 0.0) -> None:
-        nn.Module.__init__(self)
+        super().__init__()
         if surrogate is not None or alpha is not None:
             raise StcsnnError("convlstm is an ANN baseline without spikes: it takes no surrogate or alpha option")
         if hidden_channels < 1:
@@ -84,16 +87,6 @@ class ConvLSTMCell(SpikingCell):
         c = torch.sigmoid(f + self.forget_bias) * state.c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, LSTMState(h, c)
-
-    def forward(self, x: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState]:
-        check_input(x, self.in_channels)
-        current = self.synapse(x)
-        if state is None:
-            state = self.init_state(current)
-        else:
-            b, _, h, w = current.shape
-            check_state(state, (b, self.hidden_channels, h, w), LSTMState)
-        return self.update(current, state)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.hidden_channels}, kernel_size={self.kernel_size}, " \

@@ -3,12 +3,69 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.autograd import Function
 
+from stcsnn.neurons import fusion
 from stcsnn.neurons.base import SpikingCell, gain
+from stcsnn.neurons.registry import register_neuron
 from stcsnn.neurons.tclif import TwoCompartmentState
 
 
+def lmh_charge(current: Tensor, d: Tensor, v: Tensor, a1, a2, a3, a4, temporal_gain: Tensor | None = None,
+               spatial_gain: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    r"""``(D[t], H[t])`` before firing:
+
+    .. math::
+        D[t] = a_1 D[t-1] + a_2 V[t-1] + I[t] G_B,\qquad H[t] = a_3 D[t] + a_4 (V[t-1] G_A)
+
+    with :math:`a_1 = \sigma(d_u) - \tfrac12`, :math:`a_2 = \sigma(s_u) - \tfrac12`,
+    :math:`a_3 = \sigma(d_p) + \tfrac12`, :math:`a_4 = \sigma(s_p) + \tfrac12`."""
+    d_new = a1 * d + a2 * v + gain(current, spatial_gain)
+    h = a3 * d_new + a4 * gain(v, temporal_gain)
+    return d_new, h
+
+
+class LMHUpdate(Function):
+    """:func:`lmh_charge` + firing (``V = H - sg(S)``) as one autograd node; returns ``(S, D, V)``."""
+
+    @staticmethod
+    def forward(ctx, current, d_prev, v, pathways, a1, a2, a3, a4, spike_fn):  # type: ignore[override]
+        ctx.set_materialize_grads(False)
+        g, _, _ = fusion.gains(pathways)
+        d, h = fusion.charge_grouped(lmh_charge, g, current, current, d_prev, v, a1, a2, a3, a4)
+        s = fusion.heaviside(h, 1.0, spike_fn.strict)
+        ctx.spike_fn = spike_fn
+        ctx.save_for_backward(current, d_prev, v, g, d, h, a1, a2, a3, a4)
+        return s, d, h - s
+
+    @staticmethod
+    def backward(ctx, g_s, g_d, g_v):  # type: ignore[override]
+        current, d_prev, v, g, d, h, a1, a2, a3, a4 = ctx.saved_tensors
+        ds = fusion.surrogate_grad(ctx.spike_fn, h, 1.0).mul_(g_s) if g_s is not None else None
+        dh = fusion.accumulate(ds, g_v)  # the reset subtracts sg(S): no gradient through it
+        dd = fusion.accumulate(a3 * dh if dh is not None else None, g_d)
+        if dd is None:
+            return (None,) * 9
+        if dh is None:
+            dh = torch.zeros_like(dd)
+        ga, gb = fusion.halves(g) if g is not None else (None, None)
+        need = ctx.needs_input_grad
+        dh4 = a4 * dh
+        d_current = fusion.mul_gain(dd, gb) if need[0] else None
+        d_dprev = a1 * dd if need[1] else None
+        d_v = (a2 * dd + fusion.mul_gain(dh4, ga)) if need[2] else None
+        d_path = fusion.pathway_grad(g, dh4, v, dd, current) if (g is not None and need[3]) else None
+        grads = [
+            (dd * d_prev).sum() if need[4] else None,
+            (dd * v).sum() if need[5] else None,
+            (dh * d).sum() if need[6] else None,
+            (dh * fusion.mul_gain(v, ga)).sum() if need[7] else None,
+        ]
+        return d_current, d_dprev, d_v, d_path, *grads, None
+
+
+@register_neuron("lmh", "learnable multi-hierarchical neuron (Hao et al. 2024)")
 class LMH(SpikingCell):
     r"""Two compartments with learnable couplings; scalars ``d_u``, ``s_u``, ``d_p``, ``s_p`` (all init 0).
 
@@ -18,7 +75,8 @@ class LMH(SpikingCell):
         S[t] &= \Theta(H[t] - 1),\qquad V[t] = H[t] - \mathrm{sg}(S[t])
 
     State: :class:`~stcsnn.neurons.tclif.TwoCompartmentState` ``(d, v, s)``. STC contract: the temporal
-    gain scales ``V[t-1]`` in ``H[t]``, the spatial gain scales ``I[t]`` in ``D[t]``.
+    gain scales ``V[t-1]`` in ``H[t]``, the spatial gain scales ``I[t]`` in ``D[t]`` (``STC(LMH)`` is the
+    paper's STC-LM-H).
     """
 
     State = TwoCompartmentState
@@ -30,12 +88,15 @@ class LMH(SpikingCell):
         self.d_p = nn.Parameter(torch.zeros(()))
         self.s_p = nn.Parameter(torch.zeros(()))
 
+    def coefficients(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return (torch.sigmoid(self.d_u) - 0.5, torch.sigmoid(self.s_u) - 0.5,
+                torch.sigmoid(self.d_p) + 0.5, torch.sigmoid(self.s_p) + 0.5)
+
     def update(self, current, state, temporal_gain=None, spatial_gain=None):
-        d = (
-            (torch.sigmoid(self.d_u) - 0.5) * state.d
-            + (torch.sigmoid(self.s_u) - 0.5) * state.v
-            + gain(current, spatial_gain)
-        )
-        h = (torch.sigmoid(self.d_p) + 0.5) * d + (torch.sigmoid(self.s_p) + 0.5) * gain(state.v, temporal_gain)
+        d, h = lmh_charge(current, state.d, state.v, *self.coefficients(), temporal_gain, spatial_gain)
         s = self.spike_fn(h - 1.0)
         return s, TwoCompartmentState(d, h - s.detach(), s)
+
+    def fused_update(self, current, state, pathways):
+        s, d, v = LMHUpdate.apply(current, state.d, state.v, pathways, *self.coefficients(), self.spike_fn)
+        return s, TwoCompartmentState(d, v, s)

@@ -1,5 +1,10 @@
-"""Neurons by name: configs, the CLI and the tests all iterate the same list.
+"""Neurons by name: configs, the CLI, the analyses and the tests all iterate the same list.
 
+Registration sits beside each definition (``@register_neuron("lif", "...")`` on the class, or
+:func:`register_stc` for an STC composition ``STC(base)``), so adding a neuron is one file:
+
+>>> @register_neuron("my_lif", "my leaky neuron")        # doctest: +SKIP
+... class MyLIF(SpikingCell): ...
 >>> cell = build_neuron("stc_lif", in_channels=4, hidden_channels=32, kernel_size=5)
 """
 
@@ -11,54 +16,51 @@ from dataclasses import dataclass
 from typing import Any
 
 from stcsnn.errors import StcsnnError
-from stcsnn.neurons.base import SpikingCell
-from stcsnn.neurons.convlstm import ConvLSTMCell
-from stcsnn.neurons.glif import GLIF
-from stcsnn.neurons.lif import IF, LIF, PLIF
-from stcsnn.neurons.lmh import LMH
-from stcsnn.neurons.stc import STC, STCLIF, STCLMH, STCPLIF
-from stcsnn.neurons.tclif import TCLIF
+
+COMMON_OPTIONS = ("surrogate", "alpha")
 
 
 @dataclass(frozen=True)
 class NeuronSpec:
     name: str
     description: str
-    cls: type[SpikingCell]  # the neuron class (the base neuron for generic STC entries)
-    generic_stc: bool = False  # True: built as STC(cls(...))
-
-    @property
-    def is_stc(self) -> bool:
-        return self.generic_stc or self.name.startswith("stc_")
+    cls: type  # the neuron class (for an STC composition: its base neuron's class)
+    is_stc: bool = False  # True: built as STC(cls(...)), the autaptic circuit around the base neuron
 
     @property
     def options(self) -> tuple[str, ...]:
-        extra = ("gradient_detach",) if self.generic_stc else ()
+        """The options beyond ``surrogate`` and ``alpha`` this neuron accepts."""
+        extra = ("gradient_detach",) if self.is_stc else ()
         return tuple(self.cls.options) + extra
+
+    @property
+    def is_ann(self) -> bool:
+        return bool(getattr(self.cls, "is_ann", False))
 
 
 NEURONS: dict[str, NeuronSpec] = {}
 
 
-def register_neuron(name: str, cls: type[SpikingCell], description: str, generic_stc: bool = False) -> None:
-    """Add a neuron to the registry (also for user-defined neurons following the cell contract)."""
-    if name in NEURONS:
-        raise StcsnnError(f"neuron {name!r} is already registered")
-    NEURONS[name] = NeuronSpec(name, description, cls, generic_stc)
+def _add(spec: NeuronSpec) -> None:
+    if spec.name in NEURONS:
+        raise StcsnnError(f"neuron {spec.name!r} is already registered")
+    NEURONS[spec.name] = spec
 
 
-register_neuron("if", IF, "integrate-and-fire: H = V[t-1] + I[t], soft reset")
-register_neuron("lif", LIF, "leaky integrate-and-fire, tau = 2: H = 0.5 V[t-1] + 0.5 I[t]")
-register_neuron("plif", PLIF, "parametric LIF: learnable scalar time constant sigmoid(w)")
-register_neuron("glif", GLIF, "gated LIF (Yao et al. 2022): per-channel gates, leak, threshold, reset")
-register_neuron("tclif", TCLIF, "two-compartment LIF (Zhang et al. 2024): dendrite + soma")
-register_neuron("lmh", LMH, "learnable multi-hierarchical neuron (Hao et al. 2024)")
-register_neuron("stc_lif", STCLIF, "STC-LIF: autaptic temporal and spatial gains on an IF neuron (the paper)")
-register_neuron("stc_plif", STCPLIF, "STC-PLIF: the STC circuit on a parametric LIF")
-register_neuron("stc_lmh", STCLMH, "STC-LM-H: the STC circuit on an LM-H neuron")
-register_neuron("stc_glif", GLIF, "STC-GLIF: generic STC wrapper over GLIF", generic_stc=True)
-register_neuron("stc_tclif", TCLIF, "STC-TC-LIF: generic STC wrapper over TC-LIF", generic_stc=True)
-register_neuron("convlstm", ConvLSTMCell, "ANN baseline: ConvLSTM (Shi et al. 2015, as in OpenSTL), not spiking")
+def register_neuron(name: str, description: str, cls: type | None = None) -> Callable:
+    """Register a neuron class under ``name`` (also for user-defined neurons following the cell contract of
+    :mod:`stcsnn.neurons.base`). Use as a class decorator, or call with ``cls``."""
+
+    def decorate(c: type) -> type:
+        _add(NeuronSpec(name, description, c))
+        return c
+
+    return decorate if cls is None else decorate(cls)
+
+
+def register_stc(name: str, base: type, description: str) -> None:
+    """Register ``STC(base(...))`` under ``name``: the STC circuit around a registered or any cell class."""
+    _add(NeuronSpec(name, description, base, is_stc=True))
 
 
 def get_spec(name: str) -> NeuronSpec:
@@ -74,25 +76,24 @@ def list_neurons() -> list[tuple[str, str]]:
     return [(s.name, s.description) for s in NEURONS.values()]
 
 
-def build_neuron(name: str, in_channels: int, hidden_channels: int, kernel_size: int = 5,
-                 **options: Any) -> SpikingCell:
+def spiking_neurons() -> list[str]:
+    """Names of the registered spiking neurons (every entry but the ANN baselines)."""
+    return [s.name for s in NEURONS.values() if not s.is_ann]
+
+
+def build_neuron(name: str, in_channels: int, hidden_channels: int, kernel_size: int = 5, **options: Any):
     """Create a registered neuron. ``options``: ``surrogate``, ``alpha`` and the neuron's own options
     (``gradient_detach`` for STC neurons, ``input_gain`` for (STC-)PLIF, ``train_gates`` for (STC-)GLIF).
     An option the neuron does not have is an error."""
     spec = get_spec(name)
-    common = {"surrogate", "alpha"}
-    unknown = set(options) - common - set(spec.options)
+    unknown = set(options) - set(COMMON_OPTIONS) - set(spec.options)
     if unknown:
-        valid = ", ".join(sorted(common | set(spec.options)))
+        valid = ", ".join(sorted(set(COMMON_OPTIONS) | set(spec.options)))
         raise StcsnnError(f"neuron {name!r} has no option {', '.join(sorted(unknown))}: expected one of {valid}")
-    options = {k: v for k, v in options.items() if v is not None or k not in common}
-    if spec.generic_stc:
+    options = {k: v for k, v in options.items() if v is not None or k not in COMMON_OPTIONS}
+    if spec.is_stc:
+        from stcsnn.neurons.stc import STC
+
         detach = options.pop("gradient_detach", False)
         return STC(spec.cls(in_channels, hidden_channels, kernel_size, **options), gradient_detach=detach)
     return spec.cls(in_channels, hidden_channels, kernel_size, **options)
-
-
-def neuron_factory(name: str) -> Callable[..., SpikingCell]:
-    """``neuron_factory("lif")(in_channels, hidden_channels, kernel_size, **options)``."""
-    get_spec(name)
-    return lambda *args, **kwargs: build_neuron(name, *args, **kwargs)

@@ -8,6 +8,10 @@ bias, each followed by GroupNorm(16); ``S~ = sg(S)`` when ``gradient_detach`` is
 The temporal gain ``1 + tanh A[t]`` scales the membrane carried over from the past, the spatial gain
 ``1 + tanh B[t]`` scales the input current; both lie in (0, 2).
 
+STC is one mechanism, the wrapper :class:`STC`: the paper's neurons are registered compositions of it
+(``stc_lif = STC(IF)``, ``stc_plif = STC(PLIF)``, ``stc_lmh = STC(LMH)``, and ``stc_glif``, ``stc_tclif``), and
+any neuron following the cell contract gets the circuit with ``STC(MyNeuron(...))``.
+
 Both pathways read the same spikes, so they are computed as **one** grouped convolution C -> 2C (16 groups,
 group g producing ``[W_h, W_v]``'s outputs of that group) followed by GroupNorm(32): mathematically identical
 to the two separate pathways, about twice as fast. :func:`fuse_pathways` / :func:`split_pathways` convert
@@ -19,9 +23,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stcsnn.neurons.base import GROUPS, SpikingCell, check_channels, gain
-from stcsnn.neurons.lif import PLIF, MembraneState, fire_soft_reset
-from stcsnn.neurons.tclif import TwoCompartmentState
+from stcsnn.neurons.base import GROUPS, Cell, check_channels, gain
+from stcsnn.neurons.glif import GLIF
+from stcsnn.neurons.lif import IF, PLIF
+from stcsnn.neurons.lmh import LMH
+from stcsnn.neurons.registry import register_stc
+from stcsnn.neurons.tclif import TCLIF
 
 
 class Autapse(nn.Module):
@@ -36,11 +43,17 @@ class Autapse(nn.Module):
                               bias=False)
         self.norm = nn.GroupNorm(2 * GROUPS, 2 * channels)
 
-    def pathways(self, prev_spike: Tensor) -> tuple[Tensor, Tensor]:
-        """The normalised pathway signals ``(A[t], B[t])`` (before tanh)."""
+    def signals(self, prev_spike: Tensor, conv=None) -> Tensor:
+        """Both pathways' normalised signals before tanh, fused: ``GN32(W * S~[t-1])`` (B, 2C, H, W), conv group g
+        holding ``[A of group g, B of group g]``. ``conv(module, x)``, if given, runs the convolution (the
+        predictor passes a channels-last one)."""
         if self.gradient_detach:
             prev_spike = prev_spike.detach()
-        out = self.norm(self.conv(prev_spike))
+        return self.norm(self.conv(prev_spike) if conv is None else conv(self.conv, prev_spike))
+
+    def pathways(self, prev_spike: Tensor) -> tuple[Tensor, Tensor]:
+        """The normalised pathway signals ``(A[t], B[t])`` (before tanh), each (B, C, H, W)."""
+        out = self.signals(prev_spike)
         b, _, h, w = out.shape
         out = out.view(b, GROUPS, 2, self.channels // GROUPS, h, w)
         return out[:, :, 0].reshape(b, self.channels, h, w), out[:, :, 1].reshape(b, self.channels, h, w)
@@ -72,26 +85,32 @@ def split_pathways(autapse: Autapse) -> dict[str, Tensor]:
     return out
 
 
-class STC(SpikingCell):
+class STC(Cell):
     """Generic STC: ``STC(base)`` adds the autaptic pathways to any neuron following the cell contract.
+
+    .. math::
+        (G_A, G_B) = (1 + \\tanh A[t],\\ 1 + \\tanh B[t]) = \\mathrm{autapse}(S[t-1]),\\qquad
+        S[t], \\mathrm{state}[t] = \\mathrm{base.update}(I[t], \\mathrm{state}[t-1], G_A, G_B)
 
     ``base.update(current, state, temporal_gain, spatial_gain)`` must scale its carried-over membrane term by
     ``temporal_gain`` and its input current by ``spatial_gain``, and ``state.s`` must be the previous spikes
-    (see :mod:`stcsnn.neurons.base`). ``STC(IF(...))``, ``STC(PLIF(...))`` and ``STC(LMH(...))`` equal
-    ``stc_lif``, ``stc_plif`` and ``stc_lmh``; ``STC(GLIF(...))`` and ``STC(TCLIF(...))`` are new neurons.
-    State: the base neuron's.
+    (see :mod:`stcsnn.neurons.base`). State: the base neuron's. Parameters: the base's (under ``base.``) and
+    the autapse's. Checkpoints written before STC-LIF/PLIF/LM-H were compositions (their base parameters at
+    the top level) load unchanged.
     """
 
     options = ("gradient_detach",)
 
-    def __init__(self, base: SpikingCell, gradient_detach: bool = False) -> None:
-        nn.Module.__init__(self)
+    def __init__(self, base: Cell, gradient_detach: bool = False) -> None:
+        super().__init__()
         self.base = base
         self.in_channels = base.in_channels
         self.hidden_channels = base.hidden_channels
         self.kernel_size = base.kernel_size
         self.State = base.State
+        self.membrane = base.membrane
         self.autapse = Autapse(base.hidden_channels, base.kernel_size, gradient_detach)
+        self._register_load_state_dict_pre_hook(_nest_base_keys, with_module=True)
 
     @property
     def synapse(self) -> nn.Module:  # type: ignore[override]
@@ -108,95 +127,29 @@ class STC(SpikingCell):
         g_a, g_b = self.autapse(state.s)
         return self.base.update(current, state, gain(g_a, temporal_gain), gain(g_b, spatial_gain))
 
+    def fused_update(self, current, state, pathways):
+        """The base's fused update with ``pathways = autapse.signals(S[t-1])`` (computed by the caller)."""
+        return self.base.fused_update(current, state, pathways)
 
-class _STCCell(SpikingCell):
-    """Shared constructor of the dedicated STC neurons (synapse + fused autapse)."""
-
-    options = ("gradient_detach",)
-
-    def __init__(self, *args, gradient_detach: bool = False, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.autapse = Autapse(self.hidden_channels, self.kernel_size, gradient_detach)
+    def has_fused_update(self) -> bool:
+        return "update" not in vars(self) and type(self).update is STC.update and self.base.has_fused_update()
 
 
-class STCLIF(_STCCell):
-    r"""STC-LIF: the paper's neuron.
-
-    .. math::
-        H[t] = V[t-1]\,(1 + \tanh A[t]) + I[t]\,(1 + \tanh B[t]),\quad S[t] = \Theta(H[t] - 1),\quad
-        V[t] = H[t] - S[t]
-
-    No fixed leak: the learned, data-dependent temporal gain in (0, 2) is the leak.
-    State: :class:`~stcsnn.neurons.lif.MembraneState` ``(v, s)``. Parameters: synapse and autapse.
-    """
-
-    State = MembraneState
-
-    def update(self, current, state, temporal_gain=None, spatial_gain=None):
-        g_a, g_b = self.autapse(state.s)
-        h = state.v * gain(g_a, temporal_gain) + current * gain(g_b, spatial_gain)
-        return fire_soft_reset(h, self.spike_fn)
+def _nest_base_keys(module: STC, state_dict: dict, prefix: str, *args) -> None:
+    """Old layout (``synapse.*``, ``w``, ... beside ``autapse.*``) -> ``base.*``, in place."""
+    own = [k for k in state_dict if k.startswith(prefix)]
+    if any(k.startswith(prefix + "base.") for k in own):
+        return
+    for key in own:
+        rest = key[len(prefix):]
+        if not rest.startswith("autapse."):
+            state_dict[prefix + "base." + rest] = state_dict.pop(key)
 
 
-class STCPLIF(_STCCell):
-    r"""STC-PLIF.
+register_stc("stc_lif", IF, "STC-LIF: autaptic temporal and spatial gains on an IF neuron (the paper)")
+register_stc("stc_plif", PLIF, "STC-PLIF: the STC circuit on a parametric LIF")
+register_stc("stc_lmh", LMH, "STC-LM-H: the STC circuit on an LM-H neuron")
+register_stc("stc_glif", GLIF, "STC-GLIF: the STC circuit on GLIF")
+register_stc("stc_tclif", TCLIF, "STC-TC-LIF: the STC circuit on TC-LIF")
 
-    .. math::
-        H[t] = \sigma(w)\,V[t-1]\,(1 + \tanh A[t]) + g_{in}\,I[t]\,(1 + \tanh B[t])
-
-    then fire and soft reset as PLIF; ``g_in`` as in :class:`~stcsnn.neurons.lif.PLIF` (``input_gain``; the
-    reference implementation uses ``1 - sigmoid(w)`` here, unlike its plain PLIF).
-    State: :class:`~stcsnn.neurons.lif.MembraneState` ``(v, s)``. Parameters: synapse, autapse, scalar ``w``
-    (init 0).
-    """
-
-    State = MembraneState
-
-    options = ("gradient_detach", "input_gain")
-
-    def __init__(self, *args, input_gain: str = "sigmoid", **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        PLIF._check_input_gain(input_gain)
-        self.input_gain = input_gain
-        self.w = nn.Parameter(torch.zeros(()))
-
-    input_coefficient = PLIF.input_coefficient
-
-    def update(self, current, state, temporal_gain=None, spatial_gain=None):
-        g_a, g_b = self.autapse(state.s)
-        # Same association as PLIF.update under STC (k * (V * gain)), so STC(PLIF) == STCPLIF bit for bit.
-        h = (torch.sigmoid(self.w) * (state.v * gain(g_a, temporal_gain))
-             + self.input_coefficient() * (current * gain(g_b, spatial_gain)))
-        return fire_soft_reset(h, self.spike_fn)
-
-
-class STCLMH(_STCCell):
-    r"""STC-LM-H.
-
-    .. math::
-        D[t] &= (\sigma(d_u) - \tfrac12)\,D[t-1] + (\sigma(s_u) - \tfrac12)\,V[t-1] + I[t]\,(1 + \tanh B[t]) \\
-        H[t] &= (\sigma(d_p) + \tfrac12)\,D[t] + (\sigma(s_p) + \tfrac12)\,V[t-1]\,(1 + \tanh A[t]) \\
-        S[t] &= \Theta(H[t] - 1),\qquad V[t] = H[t] - \mathrm{sg}(S[t])
-
-    State: :class:`~stcsnn.neurons.tclif.TwoCompartmentState`. Parameters: synapse, autapse, scalars
-    ``d_u, s_u, d_p, s_p`` (init 0).
-    """
-
-    State = TwoCompartmentState
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        for name in ("d_u", "s_u", "d_p", "s_p"):
-            setattr(self, name, nn.Parameter(torch.zeros(())))
-
-    def update(self, current, state, temporal_gain=None, spatial_gain=None):
-        g_a, g_b = self.autapse(state.s)
-        d = ((torch.sigmoid(self.d_u) - 0.5) * state.d + (torch.sigmoid(self.s_u) - 0.5) * state.v
-             + current * gain(g_b, spatial_gain))
-        h = ((torch.sigmoid(self.d_p) + 0.5) * d
-             + (torch.sigmoid(self.s_p) + 0.5) * (state.v * gain(g_a, temporal_gain)))  # as LMH under STC
-        s = self.spike_fn(h - 1.0)
-        return s, TwoCompartmentState(d, h - s.detach(), s)
-
-
-__all__ = ["Autapse", "STC", "STCLIF", "STCPLIF", "STCLMH", "fuse_pathways", "split_pathways"]
+__all__ = ["Autapse", "STC", "fuse_pathways", "split_pathways"]

@@ -1,0 +1,123 @@
+"""Shared pieces of the fused neuron updates (one autograd node per neuron step, hand-written backward).
+
+Each neuron file defines its equations once, as a pure ``*_charge`` function (tensors and coefficients in,
+the membrane before firing out), used by its module's ``update`` and by its fused ``torch.autograd.Function``.
+The fused forward calls that same function -- so the forward is the module's by construction -- and saves
+only what the hand-written backward needs; cheap terms are recomputed there (the surrogate derivative,
+``tanh' = G (2 - G)``), temporaries are updated in place, and the pathway gradient is written straight into
+the fused ``(B, 2C, H, W)`` layout of :class:`stcsnn.neurons.stc.Autapse`. Why: under plain autograd every
+small elementwise op of an update is a node that saves its inputs, and the STC gains sliced out of the fused
+pathway output get a backward that zero-fills and adds two full-size buffers; on a 2-core CPU fusing takes
+an STC-LIF step's elementwise work (forward + backward) from about 1.75 ms to about 1 ms per layer and step.
+
+Layout: the pathway output of 16-group convolution ``g`` holds ``[A of group g, B of group g]``, so the gains
+are views of shape (B, 16, C/16, H, W); :func:`grouped` brings the state, current and per-channel
+coefficients into that shape (views, no copies), the charge function runs there, and the result is reshaped
+back to (B, C, H, W).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from stcsnn.neurons.base import GROUPS
+from stcsnn.neurons.surrogate import SURROGATES
+
+
+def grouped(x):
+    """(B, C, H, W) or (1, C, 1, 1) -> (B, 16, C/16, H, W) / (1, 16, C/16, 1, 1) views; scalars unchanged."""
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        return x
+    b, c, h, w = x.shape
+    return x.reshape(b, GROUPS, c // GROUPS, h, w)
+
+
+def halves(p: Tensor) -> tuple[Tensor, Tensor]:
+    """Fused pathway tensor (B, 2C, H, W) -> views (A, B), each (B, 16, C/16, H, W)."""
+    b, c2, h, w = p.shape
+    p6 = p.view(b, GROUPS, 2, c2 // (2 * GROUPS), h, w)
+    return p6[:, :, 0], p6[:, :, 1]
+
+
+def gains(pathways: Tensor | None) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """``G = 1 + tanh(pathways)`` and its two halves ``(G, G_A, G_B)`` (all ``None`` without pathways)."""
+    if pathways is None:
+        return None, None, None
+    g = torch.tanh(pathways).add_(1.0)
+    return (g, *halves(g))
+
+
+def charge_grouped(charge, g: Tensor | None, like: Tensor, *args):
+    """Run ``charge(*args, temporal_gain=G_A, spatial_gain=G_B)`` in the gains' grouped layout and return its
+    outputs as ``like``-shaped (B, C, H, W) tensors (no pathways: the plain layout)."""
+    if g is None:
+        return charge(*args)
+    ga, gb = halves(g)
+    out = charge(*(grouped(a) for a in args), temporal_gain=ga, spatial_gain=gb)
+    if isinstance(out, tuple):
+        return tuple(o.reshape(like.shape) for o in out)
+    return out.reshape(like.shape)
+
+
+def mul_gain(x: Tensor, g: Tensor | None) -> Tensor:
+    """``x * g`` in the grouped layout (``x`` itself when ``g`` is None), as a (B, C, H, W) tensor."""
+    return x if g is None else (grouped(x) * g).reshape(x.shape)
+
+
+def pathway_grad(g: Tensor, dh_a: Tensor, x_a: Tensor, dh_b: Tensor, x_b: Tensor) -> Tensor:
+    """d loss / d pathways (before tanh), written straight into the fused layout from the gains
+    ``g = 1 + tanh``: ``[dh_a x_a, dh_b x_b] * g (2 - g)`` (``tanh' = 1 - tanh^2 = g (2 - g)``)."""
+    out = torch.empty_like(g)
+    oa, ob = halves(out)
+    torch.mul(grouped(dh_a), grouped(x_a), out=oa)
+    torch.mul(grouped(dh_b), grouped(x_b), out=ob)
+    return out.mul_(torch.rsub(g, 2.0).mul_(g))
+
+
+def heaviside(h: Tensor, threshold, strict: bool) -> Tensor:
+    """``Theta(h - threshold)`` as h's dtype; equals the surrogate's forward ``((h - threshold) >= 0)``
+    (``>`` if strict) exactly, without the subtraction's temporary."""
+    out = torch.empty_like(h)
+    return (torch.gt if strict else torch.ge)(h, threshold, out=out)
+
+
+def surrogate_grad(spike_fn, h: Tensor, threshold) -> Tensor:
+    """The surrogate derivative at ``h - threshold`` (a fresh tensor the caller may overwrite)."""
+    if spike_fn.name == "sigmoid":  # alpha sig(alpha x) (1 - sig(alpha x)), in place on one buffer
+        alpha = spike_fn.alpha
+        sig = torch.sub(h, threshold).mul_(alpha).sigmoid_()
+        return torch.rsub(sig, 1.0).mul_(sig).mul_(alpha)
+    return SURROGATES[spike_fn.name][0](h - threshold, spike_fn.alpha)
+
+
+def through_reset(sg: Tensor, g_s: Tensor | None, g_v: Tensor | None) -> Tensor | None:
+    """d loss / dH for ``S = Theta(H - th)``, ``V = H - S``: ``g_v + (g_s - g_v) sg`` (``sg`` is consumed)."""
+    if g_v is None:
+        return None if g_s is None else sg.mul_(g_s)
+    if g_s is None:
+        return sg.neg_().add_(1.0).mul_(g_v)
+    return sg.mul_(g_s - g_v).add_(g_v)
+
+
+def accumulate(*grads: Tensor | None) -> Tensor | None:
+    """The sum of the gradients that exist (``None`` when none does)."""
+    out = None
+    for g in grads:
+        if g is not None:
+            out = g if out is None else out + g
+    return out
+
+
+def coef(k, x: Tensor) -> Tensor:
+    """``k * x`` (``x`` itself when ``k`` is None)."""
+    return x if k is None else k * x
+
+
+def sum_like(grad: Tensor, like) -> Tensor | None:
+    """Reduce ``grad`` to the shape of a coefficient (0-dim or (1, C, 1, 1)); ``None`` for a plain number."""
+    if not isinstance(like, Tensor):
+        return None
+    if like.dim() == 0:
+        return grad.sum()
+    return grad.sum((0, 2, 3), keepdim=True)

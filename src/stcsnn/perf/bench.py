@@ -1,0 +1,412 @@
+"""``stcsnn bench``: training-step time, inference time, peak memory and roofline efficiency, fast vs plain.
+
+For each neuron (and the ``convlstm`` baseline when registered) at a configuration (``small``: hidden 64 x 3,
+kernel 5, patch 4, batch 4, 10 -> 10 frames of 1x64x64, meant for CPU; ``paper``: hidden 256 x 3, patch 2,
+batch 16, same frames, meant for a GPU -- on a CPU only with ``--allow-slow``) it measures, each variant in a
+fresh subprocess:
+
+* **training step**: the trainer's objective (:func:`stcsnn.train.objective.rollout_loss`: the rollout with a
+  scheduled-sampling mask, MSE over frames 2..T), backward, Adam step; the median over ``--repeats`` steps
+  after ``--warmup`` steps;
+* **inference**: the autoregressive prediction of the 10 future frames from the 10 observed ones, no grad;
+* **peak memory**: CPU -- the growth of the process's peak resident set (``ru_maxrss``) over its resident set
+  just before the first step (activations, gradients, Adam state, workspaces); CUDA --
+  ``torch.cuda.max_memory_allocated`` minus the memory allocated before the first step;
+
+for the **fast** path (``SpikingPredictor.rollout``), the **plain** path
+(:func:`stcsnn.models.plain_rollout`: one frame at a time through the neuron modules, no batching over time,
+no fused updates, default memory format; the STC pathways are one grouped convolution on both paths) and
+the fast path with **activation checkpointing** (``--checkpoint-steps``).
+
+**Roofline.** In the same run it measures this machine's best dense convolution throughput: every dense
+synaptic convolution shape the fast path runs (all prefix frames batched, and one frame), forward + backward
+(input and weight gradients), in both memory formats; the best GFLOP/s is the roof. The step's convolution
+FLOPs are counted from the real shapes while a training step runs (a dispatch mode that sees every
+``aten.convolution`` and ``aten.convolution_backward``): forward ``2 * MACs`` per convolution; backward
+``2 * MACs`` for the weight gradient plus ``2 * MACs`` for the input gradient where it is computed (not for the
+observed frames, which need none) -- every convolution counts, dense synaptic, grouped STC pathway and the 1x1
+readout. Roofline efficiency = step FLOPs / (step time x roof): 1.0 would be a step that is nothing but
+convolutions running at the best dense rate.
+
+Results: a Markdown table (printed, ``bench.md``) and ``bench.json`` in ``--out``. Benchmarks are never tests:
+nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from stcsnn.config import Config, make_config
+from stcsnn.device import autocast, pick_device
+from stcsnn.errors import StcsnnError
+from stcsnn.perf.measure import ConvFlops, conv_roof, conv_time_share, median_time, memory_mark, peak_growth, time_calls
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "small": {"hidden_channels": [64, 64, 64], "kernel_size": 5, "patch_size": 4, "batch_size": 4,
+              "input_frames": 10, "output_frames": 10, "frame_shape": [1, 64, 64]},
+    "paper": {"hidden_channels": [256, 256, 256], "kernel_size": 5, "patch_size": 2, "batch_size": 16,
+              "input_frames": 10, "output_frames": 10, "frame_shape": [1, 64, 64]},
+}
+#: configurations too slow for a CPU unless asked for
+GPU_CONFIGS = ("paper",)
+DEFAULT_REPEATS = {"small": 10, "paper": 5}
+#: the objective trained: the trainer's defaults (MSE over every output frame, scheduled sampling)
+OBJECTIVE = {"loss": "all", "sampling": "scheduled"}
+#: the module whose ``--child TASK SPEC`` runs one measurement in a fresh process
+CHILD_MODULE = "stcsnn.perf.commands"
+
+
+# ---------------------------------------------------------------------------------------------- one variant
+
+
+class Workload(NamedTuple):
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    frames: torch.Tensor
+    mask: torch.Tensor
+    device: torch.device
+    cfg: Config
+
+
+def bench_config(spec: dict[str, Any]) -> Config:
+    """The run :class:`~stcsnn.config.Config` of one variant: what the trainer would be given for it."""
+    return make_config({**CONFIGS[spec["config"]], **OBJECTIVE, "neuron": spec["neuron"], "device": spec["device"],
+                        "amp": spec.get("amp"), "compile": bool(spec.get("compile")),
+                        "checkpoint_steps": spec.get("checkpoint_steps", 0)})
+
+
+def build(spec: dict[str, Any]) -> Workload:
+    """Model, optimizer, frames and mask of one variant (seeded: every variant sees the same)."""
+    from stcsnn.models import build_model
+
+    cfg = bench_config(spec)
+    device = pick_device(cfg.device)
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    if spec.get("channels_last") is not None:
+        model.channels_last = spec["channels_last"]
+    if cfg.compile:
+        model.compile_updates()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    b, t_in, t_out = cfg.batch_size, cfg.input_frames, cfg.output_frames
+    c, h, w = cfg.frame_shape
+    g = torch.Generator().manual_seed(1)
+    frames = torch.rand(b, t_in + t_out, c, h, w, generator=g).to(device)
+    # half true frames, half the model's own: both kinds of scheduled-sampling input are exercised
+    mask = (torch.rand(b, t_out - 1, generator=g) < 0.5).float().to(device)
+    return Workload(model, opt, frames, mask, device, cfg)
+
+
+def step_functions(w: Workload, fast: bool) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``(training step, inference)`` of a workload on the fast or the plain path."""
+    from stcsnn.train.objective import rollout_loss
+
+    cfg = w.cfg
+
+    def train_step() -> None:
+        with autocast(w.device, cfg.amp):
+            loss, _ = rollout_loss(w.model, w.frames, cfg, w.mask, fast=fast)
+        w.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        w.optimizer.step()
+
+    def infer() -> None:
+        with torch.no_grad(), autocast(w.device, cfg.amp):
+            w.model.rollout(w.frames[:, :cfg.input_frames], cfg.input_frames, cfg.output_frames, fast=fast)
+
+    return train_step, infer
+
+
+def run_variant(spec: dict[str, Any]) -> dict[str, Any]:
+    """Measure one variant (``fast``, ``plain``, ``compile``, checkpointed) of one configuration; returns ``spec``
+    with the measurements added."""
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    w = build(spec)
+    train_step, infer = step_functions(w, fast=spec["path"] != "plain")
+    mark = memory_mark(w.device)
+    time_calls(train_step, spec["warmup"], w.device)
+    step_times = time_calls(train_step, spec["repeats"], w.device)
+    peak = peak_growth(w.device, mark)  # before inference, which needs less: the training step's peak
+    time_calls(infer, 1, w.device)
+    infer_s = median_time(infer, spec["repeats"], w.device)
+    flops, share = ConvFlops(), None
+    if not spec.get("compile"):  # (a dispatch mode around compiled code would measure something else)
+        with flops:
+            train_step()
+        share = conv_time_share(train_step, w.device)
+    return {
+        **spec,
+        "step_s": statistics.median(step_times), "step_times_s": step_times,
+        "infer_s": infer_s,
+        "peak_bytes": peak,
+        "conv_flops": flops.total, "conv_flops_forward": flops.forward,
+        "conv_flops_backward_input": flops.backward_input, "conv_flops_backward_weight": flops.backward_weight,
+        "conv_time_share": share,
+    }
+
+
+def roof_shapes(settings: dict[str, Any]) -> list[tuple[int, int, int, bool]]:
+    """``(batch, in, out, input_grad)`` of every dense synaptic convolution of the fast path: each layer's over all
+    observed frames at once (the first layer's input, the frames, needs no gradient) and over one frame."""
+    c = settings["frame_shape"][0]
+    p = settings["patch_size"]
+    widths = [p * p * c, *settings["hidden_channels"]]
+    b = settings["batch_size"]
+    shapes = set()
+    for i in range(len(widths) - 1):
+        for batch, needs_input_grad in ((b * settings["input_frames"], i > 0), (b, True)):
+            shapes.add((batch, widths[i], widths[i + 1], needs_input_grad))
+    return sorted(shapes)
+
+
+def measure_roof(spec: dict[str, Any]) -> dict[str, Any]:
+    """Best dense convolution throughput (forward + backward) over the configuration's dense synaptic shapes."""
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    s = CONFIGS[spec["config"]]
+    _, h, w = s["frame_shape"]
+    p = s["patch_size"]
+    roof = conv_roof(roof_shapes(s), s["kernel_size"], (h // p, w // p), pick_device(spec["device"]),
+                     spec.get("amp"), spec.get("roof_seconds", 2.0))
+    return {"config": spec["config"], "device": spec["device"], "amp": spec.get("amp"), **roof}
+
+
+# ---------------------------------------------------------------------------------------------- orchestrating
+
+
+def run_child(task: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run ``task`` in a fresh Python process (clean peak-RSS / CUDA state) and return its JSON result."""
+    cmd = [sys.executable, "-m", CHILD_MODULE, "--child", task, json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
+        raise StcsnnError(f"benchmark subprocess failed ({task} {spec.get('neuron', '')} {spec.get('path', '')}):\n"
+                          + "\n".join(tail))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine_info(device_name: str) -> dict[str, Any]:
+    """Python, torch, platform, CPU model, threads and (CUDA) GPU of this machine."""
+    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    dev = pick_device(device_name)
+    info["device"] = str(dev)
+    if dev.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(dev)
+    return info
+
+
+def default_neurons() -> list[str]:
+    """Every registered neuron (ANN cells such as ``convlstm`` included)."""
+    from stcsnn.neurons import list_neurons
+
+    return [name for name, _ in list_neurons()]
+
+
+def check_request(configs: list[str], neurons: list[str], dev: torch.device, allow_slow: bool) -> None:
+    """Refuse unknown configurations and neurons, and a GPU configuration on a CPU unless ``allow_slow``."""
+    for cfg in configs:
+        if cfg not in CONFIGS:
+            raise StcsnnError(f"unknown benchmark config {cfg!r}: expected one of {', '.join(CONFIGS)}")
+        if cfg in GPU_CONFIGS and dev.type == "cpu" and not allow_slow:
+            raise StcsnnError(f"the {cfg!r} configuration is meant for a GPU; on a CPU it takes minutes per step "
+                              "-- pass --allow-slow to run it anyway")
+    known = set(default_neurons())
+    for n in neurons:
+        if n not in known:
+            raise StcsnnError(f"unknown neuron {n!r}: expected one of {', '.join(sorted(known))}")
+
+
+def variants(plain: bool, compile: bool, checkpoint_steps: list[int]) -> list[tuple[str, int, bool]]:
+    """``(variant, checkpoint_steps, compiled)`` to measure for one neuron; the fast one first (the others are
+    compared with it)."""
+    out = [("fast", 0, False)]
+    if plain:
+        out.append(("plain", 0, False))
+    if compile:
+        out.append(("compile", 0, True))
+    return out + [("fast", k, False) for k in checkpoint_steps]
+
+
+def _roof(cfg: str, base: dict[str, Any], skip: bool, log: Callable[[str], Any]) -> dict[str, Any]:
+    if skip:
+        return {"config": cfg, "device": base["device"], "shapes": [], "roof_gflops": None, "roof_shape": None}
+    log(f"[{cfg}] measuring the convolution roof ...")
+    roof = run_child("roof", base)
+    log(f"[{cfg}] roof {roof['roof_gflops']:.1f} GFLOP/s ({_shape_str(roof['roof_shape'])})")
+    return roof
+
+
+def _measure_neuron(cfg: str, neuron: str, base: dict[str, Any], todo: list[tuple[str, int, bool]],
+                    roof: dict[str, Any], rows: list[dict[str, Any]], log: Callable[[str], Any],
+                    on_row: Callable[[], Any]) -> None:
+    fast_flops = None
+    for variant, k, comp in todo:
+        spec = {**base, "neuron": neuron, "path": "plain" if variant == "plain" else "fast",
+                "checkpoint_steps": k, "compile": comp, "variant": variant}
+        r = run_child("variant", spec)
+        if variant == "fast" and not k:
+            fast_flops = r["conv_flops"]
+        if comp:  # the same convolutions as the fast path (not counted under compile)
+            r["conv_flops"] = fast_flops
+        r["roofline"] = (r["conv_flops"] / (r["step_s"] * roof["roof_gflops"] * 1e9)
+                         if roof["roof_gflops"] else None)
+        rows.append(r)
+        log(f"[{cfg}] {neuron:<10} {variant:<9} ckpt={k:<2} step {r['step_s'] * 1e3:8.1f} ms  "
+            f"infer {r['infer_s'] * 1e3:8.1f} ms  peak {r['peak_bytes'] / 2**20:8.1f} MiB  "
+            f"roofline {r['roofline'] or float('nan'):.2f}")
+        on_row()
+
+
+def run_benchmark(configs: list[str], neurons: list[str], device: str = "auto", repeats: int | None = None,
+                  warmup: int = 2, checkpoint_steps: list[int] | None = None, plain: bool = True,
+                  allow_slow: bool = False, threads: int | None = None, amp: str | None = None,
+                  compile: bool = False, checkpoint_neurons: list[str] | None = None,
+                  log: Callable[[str], Any] = print, progress: Callable[[dict[str, Any]], Any] | None = None,
+                  skip_roof: bool = False) -> dict[str, Any]:
+    """Run the benchmark, one fresh subprocess per measurement; returns the JSON-able results (see
+    :func:`markdown`). ``progress(results)``, if given, is called after every measurement (partial results)."""
+    dev = pick_device(device)
+    check_request(configs, neurons, dev, allow_slow)
+    ckpt = [k for k in (checkpoint_steps or []) if k > 0]
+    ckpt_neurons = checkpoint_neurons if checkpoint_neurons is not None else [n for n in ("stc_lif",) if n in neurons]
+    results: dict[str, Any] = {"machine": machine_info(device), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                               "configs": {}}
+    for cfg in configs:
+        base = {"config": cfg, "device": str(dev), "repeats": repeats or DEFAULT_REPEATS[cfg], "warmup": warmup,
+                "threads": threads, "amp": amp}
+        roof = _roof(cfg, base, skip_roof, log)
+        rows: list[dict[str, Any]] = []
+        results["configs"][cfg] = {"roof": roof, "rows": rows, "settings": CONFIGS[cfg]}
+        for neuron in neurons:
+            todo = variants(plain, compile, ckpt if neuron in ckpt_neurons else [])
+            _measure_neuron(cfg, neuron, base, todo, roof, rows, log,
+                            lambda: progress(results) if progress is not None else None)
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+
+
+def _shape_str(r: dict[str, Any]) -> str:
+    return (f"batch {r['batch']}, {r['in']}->{r['out']}, {r['kernel']}x{r['kernel']}, "
+            f"{r['size'][0]}x{r['size'][1]}, {r['format']}")
+
+
+def _find(rows: list[dict[str, Any]], neuron: str, variant: str, k: int = 0) -> dict[str, Any] | None:
+    for r in rows:
+        if r["neuron"] == neuron and r["variant"] == variant and r["checkpoint_steps"] == k:
+            return r
+    return None
+
+
+def _val(r: dict[str, Any] | None, key: str, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
+    return fmt.format(r[key] * scale) if r and r.get(key) is not None else "-"
+
+
+MAIN_HEADER = ["| neuron | train step (ms) | plain (ms) | speed-up | inference (ms) | plain (ms) | speed-up | "
+               "peak mem (MiB) | plain (MiB) | conv GFLOP/step | roofline | plain roofline | conv share of step |",
+               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+
+def _main_row(rows: list[dict[str, Any]], n: str) -> str:
+    f, pl = _find(rows, n, "fast"), _find(rows, n, "plain")
+    speed = f"{pl['step_s'] / f['step_s']:.2f}x" if pl else "-"
+    ispeed = f"{pl['infer_s'] / f['infer_s']:.2f}x" if pl else "-"
+    share = "-" if not f or f.get("conv_time_share") is None else f"{f['conv_time_share']:.0%}"
+    return (f"| {n} | {_val(f, 'step_s', 1e3)} | {_val(pl, 'step_s', 1e3)} | {speed} | "
+            f"{_val(f, 'infer_s', 1e3)} | {_val(pl, 'infer_s', 1e3)} | {ispeed} | "
+            f"{_val(f, 'peak_bytes', 2**-20)} | {_val(pl, 'peak_bytes', 2**-20)} | "
+            f"{_val(f, 'conv_flops', 1e-9, '{:.2f}')} | {_val(f, 'roofline', 1, '{:.2f}')} | "
+            f"{_val(pl, 'roofline', 1, '{:.2f}')} | {share} |")
+
+
+def _compile_table(rows: list[dict[str, Any]]) -> list[str]:
+    comp = [r for r in rows if r["variant"] == "compile"]
+    if not comp:
+        return []
+    lines = ["", "`torch.compile` of each cell's update (the trainer's `--compile`), instead of the fused updates:",
+             "", "| neuron | train step (ms) | vs fast path |", "|---|---:|---:|"]
+    for r in comp:
+        f = _find(rows, r["neuron"], "fast")
+        lines.append(f"| {r['neuron']} | {r['step_s'] * 1e3:.1f} | {r['step_s'] / f['step_s']:.2f}x |")
+    return lines
+
+
+def _checkpoint_table(rows: list[dict[str, Any]]) -> list[str]:
+    ck = [r for r in rows if r["checkpoint_steps"]]
+    if not ck:
+        return []
+    lines = ["", "Activation checkpointing over time (`checkpoint_steps = K`):", "",
+             "| neuron | K | train step (ms) | time vs default | peak mem (MiB) | memory vs default |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in ck:
+        f = _find(rows, r["neuron"], "fast")
+        lines.append(f"| {r['neuron']} | {r['checkpoint_steps']} | {r['step_s'] * 1e3:.1f} | "
+                     f"{r['step_s'] / f['step_s']:.2f}x | {r['peak_bytes'] / 2**20:.1f} | "
+                     f"{r['peak_bytes'] / max(f['peak_bytes'], 1):.2f}x |")
+    return lines
+
+
+def _config_section(cfg: str, res: dict[str, Any]) -> list[str]:
+    s, roof, rows = res["settings"], res["roof"], res["rows"]
+    lines = [f"### `{cfg}`: hidden {s['hidden_channels']}, kernel {s['kernel_size']}, patch {s['patch_size']}, "
+             f"batch {s['batch_size']}, {s['input_frames']} -> {s['output_frames']} frames of "
+             f"{'x'.join(map(str, s['frame_shape']))}", "",
+             (f"Convolution roof: {roof['roof_gflops']:.0f} GFLOP/s (best dense synaptic convolution, "
+              f"forward + backward: {_shape_str(roof['roof_shape'])})." if roof["roof_gflops"] else
+              "Convolution roof: not measured (--skip-roof)."), "", *MAIN_HEADER]
+    lines += [_main_row(rows, n) for n in dict.fromkeys(r["neuron"] for r in rows)]
+    return [*lines, *_compile_table(rows), *_checkpoint_table(rows), ""]
+
+
+FOOTNOTE = ("Times are medians over the timed repetitions after warm-up, each variant in a fresh process. "
+            "Roofline = convolution FLOPs of the training step (forward 2 MACs; backward 2 MACs per "
+            "gradient computed, input and weight; every convolution: synaptic, pathway, readout) / (step "
+            "time x convolution roof). Conv share = fraction of a (profiled) step spent inside convolution "
+            "ops, so roofline / conv share is the convolutions' own rate relative to the roof. Peak memory: "
+            "growth of the peak resident set over the resident set before the first step (CPU), "
+            "max allocated minus allocated before the first step (CUDA).")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as Markdown: the machine, then per configuration the roof and the tables."""
+    m = results["machine"]
+    where = m.get("gpu") or m.get("cpu") or m.get("processor")
+    lines = [f"Machine: {where} ({m['device']}, {m['threads']} threads), torch {m['torch']}, "
+             f"{results['started']}.", ""]
+    for cfg, res in results["configs"].items():
+        lines += _config_section(cfg, res)
+    return "\n".join([*lines, FOOTNOTE, ""])
+
+
+def write_results(results: dict[str, Any], out: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``bench.json`` and ``bench.md`` into ``out``; returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    js, md = out / "bench.json", out / "bench.md"
+    js.write_text(json.dumps(results, indent=1) + "\n")
+    md.write_text(markdown(results))
+    return js, md
