@@ -1,7 +1,13 @@
 """Shared test settings."""
 
+import os
+
 import pytest
 import torch
+
+# The CLI's default `--threads auto` honours OMP_NUM_THREADS: the tests' in-process and subprocess commands run
+# one thread (tiny tensors: faster, and immune to a busy machine); tests/test_threads.py checks `auto` itself.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True, scope="module")

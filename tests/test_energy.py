@@ -65,7 +65,7 @@ def test_stc_autapse_grouped_conv_hand_count():
     # fused pathways: one conv 16 -> 32 with 16 groups: 3*3 * (16/16) * 32 per pixel
     assert convs["cells.0.autapse.conv"]["macs"] == 3 * 3 * 1 * 32 * HW * STEPS
     assert convs["cells.0.autapse.conv"]["groups"] == 16
-    assert convs["cells.0.synapse.conv"]["macs"] == 3 * 3 * 4 * 16 * HW * STEPS
+    assert convs["cells.0.base.synapse.conv"]["macs"] == 3 * 3 * 4 * 16 * HW * STEPS  # STC(IF): the base's
 
 
 def _set_current(model: SpikingPredictor, layer: int, value: float) -> None:

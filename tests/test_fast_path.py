@@ -2,9 +2,9 @@
 
 The fast path (:meth:`SpikingPredictor.rollout`: layer by layer over the observed prefix, fused pathway
 convolution, fused neuron updates, channels-last convolutions, optional activation checkpointing) is compared
-with :func:`stcsnn.models.reference.reference_rollout` (one step at a time, the two STC pathways as separate
-grouped convolutions, plain equations) and with the module path (``fast=False``), for every registered neuron,
-surrogate and option, without a mask, with a scheduled-sampling mask and with a reverse (PredRNN-v2) mask.
+with the plain path (:func:`stcsnn.models.plain_rollout`: one frame at a time through the neuron modules' own
+``synapse`` and ``update``), for every registered neuron, surrogate and option, without a mask, with a
+scheduled-sampling mask and with a reverse (PredRNN-v2) mask.
 
 Every comparison of two *different* computation paths runs in float64 (model and inputs) with a tolerance.
 The paths round differently -- oneDNN picks convolution kernels by CPU and shape (a batch of prefix frames or
@@ -34,21 +34,26 @@ import torch
 from torch import nn
 
 from stcsnn.errors import StcsnnError
-from stcsnn.models import SpikingPredictor, build_model
-from stcsnn.models.reference import EQUATIONS, reference_rollout
+from stcsnn.models import SpikingPredictor, build_model, plain_rollout
 from stcsnn.neurons import LIF, STC, SURROGATES, build_neuron, list_neurons
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_surrogate import primitive  # noqa: E402
 
 # ------------------------------------------------------------------------------------ fused-update internals
-# Every use of the fused updates' internals is in this block: when they move (next to each neuron), repoint it.
-from stcsnn.models import fused as _fused_module  # noqa: E402
+# Every use of the fused updates' internals is in this block.
+from stcsnn.neurons import fusion, glif, lif, lmh, tclif  # noqa: E402
 
-#: the modules that define the fused autograd functions and look up ``_heaviside``
-FUSED_MODULES = (_fused_module,)
-fused_update = _fused_module.fused_update
-has_fused = _fused_module.has_fused
+#: the neuron modules that define fused autograd functions (each next to its neuron's equations)
+FUSED_MODULES = (lif, glif, tclif, lmh)
+
+
+def fused_update(cell, current, state, pathways):
+    return cell.fused_update(current, state, pathways)
+
+
+def has_fused(cell) -> bool:
+    return cell.has_fused_update()
 
 
 def fused_functions() -> list[type]:
@@ -60,11 +65,7 @@ def fused_functions() -> list[type]:
 def fused_pathways(cell: nn.Module, prev_spikes: torch.Tensor) -> torch.Tensor | None:
     """The pathway input of a fused STC step, ``GN(W * S[t-1])`` before tanh, as the fast path computes it."""
     autapse = getattr(cell, "autapse", None)
-    if autapse is None:
-        return None
-    if autapse.gradient_detach:
-        prev_spikes = prev_spikes.detach()
-    return autapse.norm(autapse.conv(prev_spikes))
+    return None if autapse is None else autapse.signals(prev_spikes)
 
 
 def smooth_heaviside(monkeypatch: pytest.MonkeyPatch, surrogate: str, alpha: float) -> None:
@@ -72,8 +73,7 @@ def smooth_heaviside(monkeypatch: pytest.MonkeyPatch, surrogate: str, alpha: flo
     def step(h, threshold, strict):
         return primitive(surrogate, h - threshold, alpha)
 
-    for m in FUSED_MODULES:
-        monkeypatch.setattr(m, "_heaviside", step)
+    monkeypatch.setattr(fusion, "heaviside", step)
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -129,14 +129,14 @@ def make_inputs(kind: str, t_in: int = T_IN, t_out: int = T_OUT):
     return frames, mask
 
 
-def run(model: nn.Module, frames, mask, kind: str, reference: bool = False, t_in: int = T_IN, t_out: int = T_OUT):
+def run(model: nn.Module, frames, mask, kind: str, plain: bool = False, t_in: int = T_IN, t_out: int = T_OUT):
     """Rollout + a fixed random-weighted loss over every output; returns (frames, rates, {name: grad}), the
     gradients of every parameter and (as ``"<input>"``) of the input frames."""
     model.zero_grad(set_to_none=True)
     frames = frames.detach().clone().requires_grad_(True)
     reverse = kind == "reverse"
-    if reference:
-        out = reference_rollout(model, frames, t_in, t_out, mask, reverse=reverse)
+    if plain:
+        out = plain_rollout(model, frames, t_in, t_out, mask, reverse=reverse)
     else:
         out = model.rollout(frames, t_in, t_out, mask, reverse=reverse)
     g = torch.Generator().manual_seed(5)
@@ -170,17 +170,17 @@ def assert_runs_close(got, want, rel: float = RTOL) -> None:
 
 @pytest.mark.parametrize("kind", MASKS)
 @pytest.mark.parametrize("name", NEURONS)
-def test_fast_path_matches_reference(name: str, kind: str) -> None:
+def test_fast_path_matches_plain(name: str, kind: str) -> None:
     model = make_model(name)
     frames, mask = make_inputs(kind)
-    ref = run(model, frames, mask, kind, reference=True)
+    ref = run(model, frames, mask, kind, plain=True)
     assert ref[0][:, -T_OUT:].std() > 1e-3  # a live network, not a trivially silent one
     assert ref[2]["<input>"].abs().max() > 0
     assert_runs_close(run(model, frames, mask, kind), ref)
 
 
 @pytest.mark.parametrize("name, options", OPTION_CASES)
-def test_option_matrix_fast_path_matches_reference(name: str, options: dict) -> None:
+def test_option_matrix_fast_path_matches_plain(name: str, options: dict) -> None:
     """Every neuron x surrogate x gradient_detach x train_gates, with a scheduled-sampling mask, 2 + 2 frames."""
     model = make_model(name, hidden=(16,), **options)
     cell = model.cells[0]
@@ -191,33 +191,21 @@ def test_option_matrix_fast_path_matches_reference(name: str, options: dict) -> 
     if "train_gates" in options:
         assert getattr(cell, "base", cell).train_gates == options["train_gates"]
     frames, mask = make_inputs("scheduled", 2, 2)
-    ref = run(model, frames, mask, "scheduled", reference=True, t_in=2, t_out=2)
+    ref = run(model, frames, mask, "scheduled", plain=True, t_in=2, t_out=2)
     if not getattr(cell, "is_ann", False):
         assert 0 < ref[1].min() and ref[1].max() < 1  # spikes and silences: the surrogate matters
     fast = run(model, frames, mask, "scheduled", t_in=2, t_out=2)
     assert_runs_close(fast, ref)
 
 
-@pytest.mark.parametrize("name", NEURONS)
-def test_module_path_matches_reference(name: str) -> None:
-    """``fast=False``: frame by frame through ``cell.synapse`` + ``cell.update`` (the neuron modules)."""
-    model = make_model(name)
-    frames, mask = make_inputs("scheduled")
-    ref = run(model, frames, mask, "scheduled", reference=True)
-    model.fast = False
-    assert_runs_close(run(model, frames, mask, "scheduled"), ref)
-
-
-def test_every_spiking_neuron_has_fused_update_and_equations() -> None:
-    """The fused updates and the reference equations cover the library's neurons (ANN baselines and
-    user-defined neurons fall back to their own ``update`` -- tested below)."""
+def test_every_spiking_neuron_has_fused_update() -> None:
+    """The fused updates cover the library's neurons (ANN baselines and user-defined neurons fall back to their
+    own ``update`` -- tested below)."""
     for name in NEURONS:
         cell = make_model(name).cells[0]
         if getattr(cell, "is_ann", False):
             continue
         assert has_fused(cell), name
-        core = getattr(cell, "base", cell)
-        assert type(core) in EQUATIONS, name
 
 
 # ------------------------------------------------------------------------------------------------ one step
@@ -456,29 +444,32 @@ class _MyLIF(LIF):
 
 def test_unknown_cells_fall_back_to_their_update() -> None:
     model = make_model("lif")
+    replaced = make_model("lif").cells[0]
+    replaced.update = replaced.update  # an update replaced on the instance (what --compile does)
+    assert not has_fused(replaced)
     frames, _ = make_inputs("none")
     want = run(model, frames, None, "none")
     mine = make_model("lif")
     mine.cells = nn.ModuleList(_MyLIF(c.in_channels, c.hidden_channels, c.kernel_size) for c in model.cells)
     mine.load_state_dict(model.state_dict())
     mine.to(DT)
-    assert fused_update(mine.cells[0], torch.zeros(1, 16, 2, 2, dtype=DT), None, None) is None
+    assert not has_fused(mine.cells[0])  # its class overrides update only: the fused update would skip it
     _MyLIF.calls = 0
     got = run(mine, frames, None, "none")
     assert _MyLIF.calls == 2 * (T_IN + T_OUT - 1)
     assert_runs_close(got, want)
-    assert_runs_close(run(mine, frames, None, "none", reference=True), want)
+    assert_runs_close(run(mine, frames, None, "none", plain=True), want)
 
 
 def test_generic_stc_of_an_unknown_neuron_falls_back() -> None:
-    """``STC(user neuron)``: no fused update and no reference equations -- both paths run its ``update``
+    """``STC(user neuron)``: no fused update -- both paths run its ``update``
     with the pathway gains, and agree."""
     model = make_model("stc_lif")
     model.cells = nn.ModuleList(STC(_MyLIF(c.in_channels, c.hidden_channels, c.kernel_size)) for c in model.cells)
     model.to(DT)
     assert not has_fused(model.cells[0])
     frames, mask = make_inputs("scheduled")
-    assert_runs_close(run(model, frames, mask, "scheduled"), run(model, frames, mask, "scheduled", reference=True))
+    assert_runs_close(run(model, frames, mask, "scheduled"), run(model, frames, mask, "scheduled", plain=True))
 
 
 def test_update_replaced_on_the_instance_is_respected() -> None:

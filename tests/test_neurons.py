@@ -32,14 +32,12 @@ from stcsnn.neurons import (
     LMH,
     PLIF,
     STC,
-    STCLIF,
-    STCLMH,
-    STCPLIF,
     TCLIF,
     GLIFState,
     MembraneState,
     TwoCompartmentState,
     build_neuron,
+    get_spec,
     list_neurons,
 )
 
@@ -293,13 +291,15 @@ def test_every_registered_name_builds_and_steps(name):
 
 
 def test_registry_classes():
-    expected = {"if": IF, "lif": LIF, "plif": PLIF, "glif": GLIF, "tclif": TCLIF, "lmh": LMH,
-                "stc_lif": STCLIF, "stc_plif": STCPLIF, "stc_lmh": STCLMH}
+    expected = {"if": IF, "lif": LIF, "plif": PLIF, "glif": GLIF, "tclif": TCLIF, "lmh": LMH}
     for name, cls in expected.items():
         assert type(build_neuron(name, 1, 16, 3)) is cls
-    for name, cls in (("stc_glif", GLIF), ("stc_tclif", TCLIF)):
+    # every STC neuron is the one STC mechanism around its base neuron (the paper's STC-LIF: around IF)
+    for name, cls in (("stc_lif", IF), ("stc_plif", PLIF), ("stc_lmh", LMH), ("stc_glif", GLIF),
+                      ("stc_tclif", TCLIF)):
         cell = build_neuron(name, 1, 16, 3)
-        assert isinstance(cell, STC) and type(cell.base) is cls
+        assert type(cell) is STC and type(cell.base) is cls
+        assert get_spec(name).is_stc
 
 
 def test_unknown_neuron_lists_valid_names():
@@ -324,7 +324,7 @@ def test_valid_options_are_applied():
     cell = build_neuron("stc_glif", 1, 16, 3, gradient_detach=True, train_gates=True)
     assert cell.autapse.gradient_detach and cell.base.train_gates
     cell = build_neuron("stc_plif", 1, 16, 3, input_gain="raw", gradient_detach=True)
-    assert cell.input_gain == "raw" and cell.autapse.gradient_detach
+    assert cell.base.input_gain == "raw" and cell.autapse.gradient_detach
     cell = build_neuron("lif", 1, 16, 3, surrogate="triangle", alpha=0.5)
     assert cell.spike_fn.name == "triangle" and cell.spike_fn.alpha == 0.5
     assert not build_neuron("stc_lif", 1, 16, 3).autapse.gradient_detach  # default off
@@ -347,11 +347,12 @@ def test_plif_rejects_unknown_input_gain():
 
 def test_initial_values():
     for name in ("plif", "stc_plif"):
-        assert build_neuron(name, 1, 16, 3).w.item() == 0.0
+        assert getattr(build_neuron(name, 1, 16, 3), "base", build_neuron(name, 1, 16, 3)).w.item() == 0.0
     tc = build_neuron("tclif", 1, 16, 3)
     assert [getattr(tc, n).item() for n in ("gamma", "s_u", "s_p")] == [0.0, 0.0, 0.0]
     for name in ("lmh", "stc_lmh"):
         cell = build_neuron(name, 1, 16, 3)
+        cell = getattr(cell, "base", cell)  # STC(LMH): the base neuron holds the scalars
         assert [getattr(cell, n).item() for n in ("d_u", "s_u", "d_p", "s_p")] == [0.0] * 4
     glif = build_neuron("glif", 1, 32, 3)
     init = {"alpha": 0.55, "beta": 0.65, "gamma": 0.55, "tau": 0.25, "v_th": 0.5, "leak": 0.0625,

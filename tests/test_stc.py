@@ -25,15 +25,13 @@ from stcsnn.neurons import (
     NEURONS,
     PLIF,
     STC,
-    STCLIF,
-    STCLMH,
-    STCPLIF,
     TCLIF,
     Autapse,
     SpikingCell,
     build_neuron,
     fuse_pathways,
     register_neuron,
+    register_stc,
     split_pathways,
 )
 
@@ -156,40 +154,21 @@ def test_fused_autapse_equals_two_separate_pathways(channels):
 
 # --------------------------------------------------------------------------------------------- equivalences
 
-EQUIV = [(IF, STCLIF, {}), (PLIF, STCPLIF, {}), (PLIF, STCPLIF, {"input_gain": "raw"}), (LMH, STCLMH, {})]
-
-
-@pytest.mark.parametrize("detach", [False, True])
-@pytest.mark.parametrize("base_cls, dedicated_cls, opts", EQUIV,
-                         ids=["if", "plif", "plif-raw", "lmh"])
-def test_generic_stc_equals_dedicated(base_cls, dedicated_cls, opts, detach):
-    """STC(IF) == stc_lif, STC(PLIF) == stc_plif, STC(LMH) == stc_lmh: forward and the gradients of every
-    parameter and of the inputs (float64: the two evaluate the same equations in another order)."""
-    generic = randomize(STC(base_cls(2, 32, 3, **opts), gradient_detach=detach).to(DT), seed=7)
-    dedicated = dedicated_cls(2, 32, 3, gradient_detach=detach, **opts).to(DT)
-    gen_names = {n for n, _ in generic.named_parameters()}
-    ded_names = {n for n, _ in dedicated.named_parameters()}
-    assert {n.removeprefix("base.") for n in gen_names} == ded_names  # base.synapse.*, base.w, autapse.*
-    assert all(n.startswith(("base.synapse.", "autapse.")) or n.count(".") == 1 for n in gen_names)
-    mapped = {k.removeprefix("base."): v for k, v in generic.state_dict().items()}
-    dedicated.load_state_dict(mapped, strict=True)
-    assert "w" not in ded_names or dedicated.w.item() != 0.0  # a non-trivial time constant
-
-    xs = inputs(T=4, seed=11)
-    xg = [x.clone().requires_grad_(True) for x in xs]
-    xd = [x.clone().requires_grad_(True) for x in xs]
-    tg, td = run_cell(generic, xg), run_cell(dedicated, xd)
-    assert_trajectories_close(tg, td)
-    assert 0 < torch.stack([s for s, _ in tg]).mean() < 1
-    weighted_loss(tg).backward()
-    weighted_loss(td).backward()
-    dp = dict(dedicated.named_parameters())
-    for n, p in generic.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, n
-        want = dp[n.removeprefix("base.")].grad
-        torch.testing.assert_close(p.grad, want, rtol=1e-10, atol=1e-10 * want.abs().max(), msg=n)
-    for a, b in zip(xg, xd):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-10 * b.grad.abs().max())
+@pytest.mark.parametrize("base_cls, opts", [(IF, {}), (PLIF, {"input_gain": "raw"}), (LMH, {}), (GLIF, {})],
+                         ids=["if", "plif-raw", "lmh", "glif"])
+def test_checkpoints_of_the_former_dedicated_cells_load(base_cls, opts):
+    """stc_lif/stc_plif/stc_lmh used to be classes with the base parameters at the top level (``synapse.*``,
+    ``w``, ... beside ``autapse.*``); such state dicts load into ``STC(base)`` unchanged, to the same values."""
+    cell = randomize(STC(base_cls(2, 32, 3, **opts)).to(DT), seed=7)
+    old_layout = {k.removeprefix("base."): v for k, v in cell.state_dict().items()}
+    assert "synapse.conv.weight" in old_layout and not any(k.startswith("base.") for k in old_layout)
+    fresh = STC(base_cls(2, 32, 3, **opts)).to(DT)
+    fresh.load_state_dict(old_layout, strict=True)
+    for k, v in cell.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    xs = inputs(T=3, seed=11)
+    for (s, st), (rs, rst) in zip(run_cell(fresh, xs), run_cell(cell, xs)):
+        assert torch.equal(s, rs) and all(torch.equal(a, b) for a, b in zip(st, rst))
 
 
 def assert_trajectories_close(got, want):
@@ -202,10 +181,10 @@ def assert_trajectories_close(got, want):
                                        msg=f"{f} differs at step {t + 1}")
 
 
-def test_registry_stc_names_are_the_dedicated_cells():
-    assert type(build_neuron("stc_lif", 1, 16, 3)) is STCLIF
-    assert type(build_neuron("stc_plif", 1, 16, 3)) is STCPLIF
-    assert type(build_neuron("stc_lmh", 1, 16, 3)) is STCLMH
+def test_registry_stc_names_are_compositions():
+    for name, base in (("stc_lif", IF), ("stc_plif", PLIF), ("stc_lmh", LMH)):
+        cell = build_neuron(name, 1, 16, 3, gradient_detach=True)
+        assert type(cell) is STC and type(cell.base) is base and cell.autapse.gradient_detach
 
 
 @pytest.mark.parametrize("base_cls", [IF, PLIF, LMH, GLIF, TCLIF])
@@ -377,13 +356,13 @@ def test_user_defined_neuron_under_stc(detach):
 
 
 def test_user_defined_neuron_in_the_registry():
-    register_neuron("stc_myleaky_test", MyLeaky, "test-only user neuron", generic_stc=True)
+    register_stc("stc_myleaky_test", MyLeaky, "test-only user neuron")
     try:
         cell = build_neuron("stc_myleaky_test", 2, 16, 3, gradient_detach=True)
         assert isinstance(cell, STC) and isinstance(cell.base, MyLeaky) and cell.autapse.gradient_detach
         s, st = cell(torch.randn(1, 2, 4, 4))
         assert type(st) is LeakyState and s.shape == (1, 16, 4, 4)
         with pytest.raises(ValueError, match="already registered"):
-            register_neuron("stc_myleaky_test", MyLeaky, "again")
+            register_neuron("stc_myleaky_test", "again", MyLeaky)
     finally:
         NEURONS.pop("stc_myleaky_test", None)

@@ -32,12 +32,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Spatio-temporal predictive learning with spiking neural networks (STC neurons).",
     )
     parser.add_argument("--version", action="version", version=f"stcsnn {__version__}")
-    parser.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads for PyTorch (default: PyTorch's choice; 1 is faster on a busy machine)")
+    parser.add_argument("--threads", default="auto", metavar="auto|N", help=THREADS_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
+    for leaf in _leaf_parsers(parser):  # `stcsnn train --threads 1` works as well as `stcsnn --threads 1 train`
+        if leaf is not parser:
+            leaf.add_argument("--threads", default=argparse.SUPPRESS, metavar="auto|N", help=THREADS_HELP)
     return parser
+
+
+THREADS_HELP = ("CPU threads for PyTorch: auto (default: the CPUs this process may use minus those busy with "
+                "other work; OMP_NUM_THREADS wins over auto) or a number")
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser that parses a command's own arguments (subcommands of subcommands included)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [parser]
+    leaves = []
+    for action in subs:
+        for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+            leaves += _leaf_parsers(child)
+    return leaves
 
 
 def error_line(exc: BaseException) -> str:
@@ -66,14 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    if args.threads is not None:
-        if args.threads < 1:
-            print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
-            return 2
-        import torch
-
-        torch.set_num_threads(args.threads)
     try:
+        from stcsnn.threads import set_threads
+
+        # printed by the commands that compute (train, bench, reproduce) when their work starts, so an input
+        # error stays one line
+        args.thread_choice = set_threads(args.threads)
         return int(args.func(args) or 0)
     except StcsnnError as exc:
         print(f"error: {error_line(exc)}", file=sys.stderr)

@@ -71,7 +71,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the scale's)")
     p.add_argument("--configs", help="folder of <dataset>/<model>.yaml for --scale paper (default configs/)")
     p.add_argument("--out", default="runs/reproduce", help="root folder (default runs/reproduce)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is faster on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no per-step training progress")
     p.set_defaults(func=_reproduce)
 
@@ -226,15 +225,11 @@ def _reproduce(args: argparse.Namespace) -> int:
     from stcsnn.config import parse_overrides
 
     overrides = parse_overrides(args.set)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise StcsnnError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
     if args.device is not None:
         overrides["device"] = args.device
     command = f"stcsnn reproduce --scale {args.scale}"
     for flag in ("datasets", "models", "device", "configs", "threads"):
-        if getattr(args, flag) is not None:
+        if getattr(args, flag, None) not in (None, "auto"):
             command += f" --{flag} {shlex.quote(str(getattr(args, flag)))}"
     command += f" --seeds {args.seeds}" + "".join(f" --set {shlex.quote(s)}" for s in args.set)
     return run_grid(args.scale, _split_names(args.datasets), _split_names(args.models), args.seeds, args.out,
