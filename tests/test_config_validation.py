@@ -377,7 +377,8 @@ def test_training_report_states_the_samples_really_evaluated(tmp_path):
     """``Trainer.test_report`` on a trainer's state (without building an optimizer: a tiny, fast test)."""
     from types import SimpleNamespace
 
-    from stcsnn.train.loop import Trainer, build_splits
+    from stcsnn.data import build_splits
+    from stcsnn.train.loop import Trainer
 
     cfg = make_config({**TINY, "eval_batch_size": 2, "max_test_batches": 2, "frame_shape": [1, 32, 32]})
     splits = build_splits(cfg, ("test",))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from stcsnn.config import Config, checkpoint_config, load_config, make_config, parse_overrides
+from stcsnn.data import build_split, resolve_frame_shape
 from stcsnn.errors import CheckpointError, StcsnnError
 
 #: Config keys that define the architecture: a checkpoint and a config given together must agree on them.
@@ -58,13 +59,11 @@ def resolve_model(config: str | None, overrides: Sequence[str] | None, checkpoin
                                       f"is {saved.frame_shape} in the checkpoint, {cfg.frame_shape} in the config")
             cfg = make_config({**cfg.to_dict(), "frame_shape": saved.frame_shape})
         dataset = build_split(cfg, split)
-        check_frame_shape(cfg, dataset, f"checkpoint {checkpoint!r}")
+        resolve_frame_shape(cfg, dataset, CheckpointError, f"checkpoint {checkpoint!r}")
         return model, cfg, dataset
     if neuron is not None:
         cfg = with_neuron(cfg, neuron)
     dataset = build_split(cfg, split)
-    from stcsnn.train.loop import resolve_frame_shape
-
     cfg = resolve_frame_shape(cfg, dataset)
     model = fresh_model(cfg).to(device)
     return model, cfg, dataset
@@ -85,22 +84,6 @@ def with_neuron(cfg: Config, neuron: str) -> Config:
     common = () if spec.is_ann else ("surrogate", "alpha")
     keep = {k: v for k, v in cfg.neuron_options.items() if k in common or k in spec.options}
     return make_config({**cfg.to_dict(), "neuron": neuron, "neuron_options": keep})
-
-
-def build_split(cfg: Config, split: str):
-    from stcsnn.data import build_dataset
-
-    opts = dict(cfg.data_options)
-    opts.setdefault("input_frames", cfg.input_frames)
-    opts.setdefault("output_frames", cfg.output_frames)
-    return build_dataset(cfg.dataset, split, root=cfg.data_root, **opts)
-
-
-def check_frame_shape(cfg: Config, dataset, what: str) -> None:
-    shape = list(dataset.frame_shape)
-    if cfg.frame_shape is not None and list(cfg.frame_shape) != shape:
-        raise CheckpointError(f"{what} was trained on frames {list(cfg.frame_shape)}, the {cfg.dataset!r} data "
-                              f"has {shape}")
 
 
 def get_batch(dataset, indices: Iterable[int], device: torch.device) -> torch.Tensor:

@@ -166,8 +166,9 @@ def training_seconds(run_dir: Path) -> float:
 
 def cell_energy(cell: Cell, max_samples: int = 16) -> dict[str, Any]:
     """Operation counts of the cell's evaluated weights on its first test batch (cached in energy.json)."""
-    from stcsnn.analysis.common import batch_indices, build_split, get_batch
+    from stcsnn.analysis.common import batch_indices, get_batch
     from stcsnn.analysis.energy import count_operations
+    from stcsnn.data import build_split
     from stcsnn.models.loading import load_model
 
     cache = cell.run_dir / "energy.json"

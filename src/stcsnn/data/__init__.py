@@ -16,6 +16,8 @@ read from the data root (``root`` argument, else ``$STCSNN_DATA``, else ``./data
 
 from stcsnn.data.base import SPLITS, SequenceDataset, resolve_root
 from stcsnn.data.registry import DATASETS, DatasetSpec, build_dataset, get_dataset_spec, list_datasets
+from stcsnn.data.splits import build_split, build_splits, resolve_frame_shape
 
-__all__ = ["DATASETS", "SPLITS", "DatasetSpec", "SequenceDataset", "build_dataset", "get_dataset_spec",
+__all__ = ["DATASETS", "SPLITS", "DatasetSpec", "SequenceDataset", "build_dataset", "build_split", "build_splits",
+           "resolve_frame_shape", "get_dataset_spec",
            "list_datasets", "resolve_root"]

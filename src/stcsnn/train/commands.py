@@ -96,11 +96,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from stcsnn.config import checkpoint_config, parse_overrides
+    from stcsnn.data import build_splits
     from stcsnn.errors import CheckpointError, ConfigError
     from stcsnn.io import check_writable
     from stcsnn.models.loading import load_model
     from stcsnn.train.evaluate import evaluate, write_report
-    from stcsnn.train.loop import build_splits
 
     overrides = parse_overrides(args.set)
     try:
@@ -281,9 +281,9 @@ def _visualize(args: argparse.Namespace) -> int:
         stem = src.stem
         check_writable(out / f"{stem}_grid.png")
     else:
+        from stcsnn.data import build_splits
         from stcsnn.models.loading import load_model
         from stcsnn.train.evaluate import evaluate
-        from stcsnn.train.loop import build_splits
 
         ckpt = src / "best.pt" if src.is_dir() else src
         if src.is_dir() and not ckpt.exists():
@@ -293,7 +293,7 @@ def _visualize(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else ckpt.parent
         stem = "visualize"
         check_writable(out / f"{stem}_grid.png")  # before the (possibly long) evaluation
-        test = build_splits(cfg)["test"]
+        test = build_splits(cfg, ("test",))["test"]
         keep = max(idx) + 1
         _, samples = evaluate(model, torch.utils.data.Subset(test, range(min(keep, len(test)))), cfg, device, keep=keep)
         inputs, truth, pred = samples["inputs"], samples["truth"], samples["pred"]

@@ -44,6 +44,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from stcsnn.config import Config, dump_config, load_config, make_config
+from stcsnn.data import build_splits, resolve_frame_shape
 from stcsnn.device import pick_device
 from stcsnn.errors import ConfigError, StcsnnError
 from stcsnn.io import RunLock, atomic_torch_save, atomic_write_text, remove_stale_temporaries
@@ -190,24 +191,6 @@ def _fmt_time(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def build_splits(cfg: Config, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, Any]:
-    """``{split: dataset}`` for the named ``splits`` only (``eval --split test`` needs no training files)."""
-    from stcsnn.data import build_dataset
-
-    opts = dict(cfg.data_options)
-    opts.setdefault("input_frames", cfg.input_frames)
-    opts.setdefault("output_frames", cfg.output_frames)
-    return {split: build_dataset(cfg.dataset, split, root=cfg.data_root, **opts) for split in splits}
-
-
-def resolve_frame_shape(cfg: Config, dataset) -> Config:
-    """Record the dataset's frame shape in the config (so checkpoints rebuild their model without data)."""
-    shape = list(dataset.frame_shape)
-    if cfg.frame_shape is not None and list(cfg.frame_shape) != shape:
-        raise ConfigError(f"frame_shape {cfg.frame_shape} does not match the dataset {cfg.dataset!r}: {shape}")
-    return make_config({**cfg.to_dict(), "frame_shape": shape})
 
 
 class Trainer:
