@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stcsnn {__version__}")
     parser.add_argument("--threads", default="auto", metavar="auto|N", help=THREADS_HELP)
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first, e.g. one that registers your own neuron (repeatable)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
@@ -85,8 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        from stcsnn.neurons.registry import load_plugin
         from stcsnn.threads import set_threads
 
+        for module in args.plugin:
+            load_plugin(module)
         # printed by the commands that compute (train, bench, reproduce) when their work starts, so an input
         # error stays one line
         args.thread_choice = set_threads(args.threads)

@@ -63,7 +63,37 @@ def register_stc(name: str, base: type, description: str) -> None:
     _add(NeuronSpec(name, description, base, is_stc=True))
 
 
+#: entry-point group through which installed packages add neurons (loaded when a name is not registered)
+ENTRY_POINT_GROUP = "stcsnn.plugins"
+_entry_points_loaded = False
+
+
+def load_plugin(module: str) -> None:
+    """Import ``module`` so that its ``@register_neuron`` / :func:`register_stc` calls run (the CLI's
+    ``--plugin MODULE``). A plugin is code the user chose to run: configs only *name* neurons, they never import."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise StcsnnError(f"cannot import plugin {module!r}: {exc} (is its folder on PYTHONPATH?)") from None
+
+
+def _load_entry_points() -> None:
+    """Register the neurons of installed packages that declare an ``stcsnn.plugins`` entry point (once)."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+
+
 def get_spec(name: str) -> NeuronSpec:
+    if name not in NEURONS:
+        _load_entry_points()
     if name not in NEURONS:
         hint = difflib.get_close_matches(name, NEURONS, n=1)
         did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
