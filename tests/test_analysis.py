@@ -1,4 +1,4 @@
-"""``stcsnn analyze gradients | dynamics`` (issue 5, items 3-4, "Bad input", "Done when").
+"""``stcsnn analyze gradients | dynamics``: results against independent computations, bad input.
 
 The expected per-step factors are computed here from the recorded states with formulas written in this file
 (the sigmoid surrogate's derivative, the STC pathway as a grouped conv + GroupNorm picked by the documented

@@ -1,4 +1,4 @@
-"""The ConvLSTM baseline (issue 5, item 1): OpenSTL's equations, the cell contract, the same predictor.
+"""The ConvLSTM baseline: OpenSTL's equations, the cell contract, the same predictor.
 
 The reference below is written from OpenSTL's ``ConvLSTMCell.forward`` / ``ConvLSTM_Model.forward``
 (``openstl/modules/convlstm_modules.py``, ``openstl/models/convlstm_model.py``, layer_norm=0) with plain

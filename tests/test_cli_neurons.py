@@ -1,4 +1,4 @@
-"""``stcsnn neurons`` and ``stcsnn --version`` (issue 2, item 1 and "Done when")."""
+"""``stcsnn neurons`` and ``stcsnn --version``."""
 
 from __future__ import annotations
 

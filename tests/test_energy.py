@@ -1,4 +1,4 @@
-"""``stcsnn energy`` (issue 5, item 5): hook counts against a hand count on small models.
+"""``stcsnn energy``: hook counts against a hand count on small models.
 
 Hand count of a k x k convolution, stride 1, same padding: ``k*k * C_in/groups * C_out * H * W`` MACs per
 frame; the predictor applies every convolution once per time step (``input_frames + n_future - 1`` steps).

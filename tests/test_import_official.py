@@ -1,4 +1,4 @@
-"""``stcsnn import-official`` (issue 4, item 8).
+"""``stcsnn import-official``.
 
 The reference model is re-implemented here *from the equations* of the paper's reference code
 (``wangtianyi1874/stclif``: ``openstl/modules/convlif_modules.py`` and ``openstl/models/convlif_model.py``),

@@ -1,4 +1,4 @@
-"""The neuron library (issue 2, items 5-8, "Bad input", "Done when").
+"""The neuron library: trajectories, equations, options and bad input.
 
 The expected values are computed *independently* of the code under test:
 

@@ -1,4 +1,4 @@
-"""The STC circuit (issue 2, items 5-6): fused pathways, generic ``STC(base)``, gradient_detach.
+"""The STC circuit: fused pathways, generic ``STC(base)``, gradient_detach.
 
 References come from ``test_neurons.py`` (plain-torch equations, separate pathway convolutions taken out of
 the fused weights with an index map written from the documented layout). Two different computations of the

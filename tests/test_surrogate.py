@@ -1,4 +1,4 @@
-"""Surrogate spike functions (issue 2, item 4): Heaviside forward, surrogate derivative backward.
+"""Surrogate spike functions: Heaviside forward, surrogate derivative backward.
 
 Every expected value here is written from the formulas of the issue / the table in ``surrogate.py``'s
 docstring, in plain numpy or torch, never by calling the derivative functions under test.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -80,9 +79,8 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Any], meta: dict
     return paths
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
+def _jsonable(x: Any) -> str:
+    """JSON has no tensors, paths or NaN: anything ``json`` cannot encode is written as its text."""
     return str(x)
 
 
