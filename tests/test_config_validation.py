@@ -390,3 +390,12 @@ def test_training_report_states_the_samples_really_evaluated(tmp_path):
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert (report["num_samples"], report["split_samples"]) == (4, 5)
     assert "samples: 4 of 5" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_gradient_detach_set_twice_is_an_error():
+    from stcsnn.config import make_config
+
+    with pytest.raises(ConfigError, match="gradient_detach is set twice: True in neuron_options and False"):
+        make_config({"neuron": "stc_lif", "neuron_options": {"gradient_detach": True}})
+    cfg = make_config({"neuron": "stc_lif", "gradient_detach": True, "neuron_options": {"gradient_detach": True}})
+    assert cfg.gradient_detach

@@ -485,6 +485,10 @@ def validate(cfg: Config) -> None:
     if cfg.amp == "fp16" and cfg.device == "cpu":
         raise ConfigError("config key 'amp' is fp16, which needs a CUDA device (its gradient scaler exists only "
                           "there), but device is 'cpu'; use amp: bf16 or null on the CPU")
+    inner = cfg.neuron_options.get("gradient_detach", cfg.gradient_detach)
+    if inner != cfg.gradient_detach:  # two keys for one setting: say which one counts instead of picking one
+        raise ConfigError(f"gradient_detach is set twice: {short(inner)} in neuron_options and "
+                          f"{short(cfg.gradient_detach)} at the top level; set only the top-level key")
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

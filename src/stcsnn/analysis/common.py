@@ -15,12 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from stcsnn.config import Config, checkpoint_config, load_config, make_config, parse_overrides
+from stcsnn.config import MODEL_KEYS, Config, checkpoint_config, load_config, make_config, parse_overrides
 from stcsnn.data import build_split, resolve_frame_shape
 from stcsnn.errors import CheckpointError, StcsnnError
 
-#: Config keys that define the architecture: a checkpoint and a config given together must agree on them.
-MODEL_KEYS = ("neuron", "neuron_options", "hidden_channels", "kernel_size", "patch_size", "gradient_detach")
+#: Config keys that define the architecture: a checkpoint and a config given together must agree on them (the
+#: frame shape is compared separately: a config may leave it to the data).
+ARCHITECTURE_KEYS = tuple(k for k in MODEL_KEYS if k != "frame_shape")
 
 
 def is_ann(cell: nn.Module) -> bool:
@@ -48,7 +49,7 @@ def resolve_model(config: str | None, overrides: Sequence[str] | None, checkpoin
         if cfg is None:  # --set may change data keys, not the keys that define the checkpoint's model
             cfg = checkpoint_config(saved, parse_overrides(overrides), "analyze another checkpoint instead")
         else:
-            for key in MODEL_KEYS:
+            for key in ARCHITECTURE_KEYS:
                 a, b = getattr(saved, key), getattr(cfg, key)
                 if a != b:
                     raise CheckpointError(f"checkpoint {checkpoint!r} does not match config {config!r}: {key} is "
