@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from stcsnn.config import Config, load_config, make_config, parse_overrides, parse_value
+from stcsnn.data import frame_shape_of
 from stcsnn.errors import ConfigError, StcsnnError
-from stcsnn.models import frame_shape_of
 from stcsnn.neurons import list_neurons
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -238,7 +238,7 @@ def test_reference_config_exists_with_required_keys(dataset, neuron):
     assert not missing, f"{path} lacks {missing}"
     assert raw["dataset"] == dataset and raw["neuron"] == neuron
     cfg = load_config(path)
-    # the reference hyper-parameters (issue: hidden 256x3, kernel 5, batch 16, Adam lr 1e-3, cosine with 10
+    # the reference hyper-parameters (hidden 256x3, kernel 5, batch 16, Adam lr 1e-3, cosine with 10
     # warm-up epochs from 1e-5, min lr 1e-5; patch 2/2/1/4; gradient_detach off for the moving digits)
     assert cfg.hidden_channels == [256, 256, 256]
     assert cfg.kernel_size == 5 and cfg.batch_size == 16
@@ -252,7 +252,7 @@ def test_reference_config_exists_with_required_keys(dataset, neuron):
 
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_tiny_config_per_dataset(dataset):
-    """Issue 4, item 2: a ``tiny.yaml`` per dataset (trains on 2 CPU cores in minutes)."""
+    """A ``tiny.yaml`` per dataset (trains on 2 CPU cores in minutes)."""
     path = CONFIGS / dataset / "tiny.yaml"
     assert path.is_file(), f"missing {path}"
     cfg = load_config(path)

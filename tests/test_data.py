@@ -12,11 +12,24 @@ import numpy as np
 import pytest
 import torch
 
-from stcsnn.data import DATASETS, SPLITS, build_dataset, list_datasets, resolve_root
+import stcsnn
+from stcsnn.config import make_config
+from stcsnn.data import (
+    DATASETS,
+    SPLITS,
+    build_dataset,
+    frame_shape_of,
+    list_datasets,
+    register_dataset,
+    resolve_config_shape,
+    resolve_root,
+)
 from stcsnn.data.formats import read_idx
 from stcsnn.data.kth import resize_bilinear, sequence_starts
 from stcsnn.data.moving import DEBIAN_FASHION_MNIST, moving_sequence, trajectory
-from stcsnn.errors import DataError
+from stcsnn.errors import ConfigError, DataError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_idx(path: Path, arr: np.ndarray, compress: bool = True) -> Path:
@@ -52,6 +65,86 @@ def test_registry_and_errors() -> None:
         build_dataset("embedded", "valid")
     with pytest.raises(DataError, match="unknown option.*'frames'.*expected some of"):
         build_dataset("embedded", "train", frames=3)
+
+
+def test_a_name_is_registered_once() -> None:
+    with pytest.raises(DataError, match="dataset 'taxibj' is registered twice"):
+        register_dataset(DATASETS["taxibj"])
+    assert list(DATASETS)[-1] == "npy"  # nothing was added
+
+
+def test_frame_shape_of_a_config_comes_from_the_spec() -> None:
+    assert frame_shape_of(make_config({"dataset": "mmnist"})) == (1, 64, 64)
+    assert frame_shape_of(make_config({"dataset": "embedded", "data_options": {"canvas_size": 32}})) == (1, 32, 32)
+    assert frame_shape_of(make_config({"dataset": "kth", "data_options": {"image_size": 64}})) == (1, 64, 64)
+    assert frame_shape_of(make_config({"dataset": "kth"})) == (1, 128, 128)
+    assert frame_shape_of(make_config({"dataset": "taxibj", "patch_size": 1})) == (2, 32, 32)
+    # a shape the config gives wins; npy's shape is unknown without the data
+    assert frame_shape_of(make_config({"dataset": "embedded", "frame_shape": [1, 16, 16]})) == (1, 16, 16)
+    assert frame_shape_of(make_config({"dataset": "npy", "frame_shape": [3, 8, 8]})) == (3, 8, 8)
+    with pytest.raises(ConfigError, match="frame shape of dataset 'npy' is unknown without its data: expected "
+                                          r"frame_shape: \[C, H, W\] in the config"):
+        frame_shape_of(make_config({"dataset": "npy", "data_options": {"path": "videos.npy"}}))
+    with pytest.raises(DataError, match="canvas_size must be an integer >= 1, found 'big'"):
+        frame_shape_of(make_config({"dataset": "mmnist", "data_options": {"canvas_size": "big"}}))
+
+
+def test_resolve_config_shape_fills_only_the_frame_shape() -> None:
+    cfg = make_config({"dataset": "embedded", "data_options": {"canvas_size": 32}})
+    filled = resolve_config_shape(cfg)
+    assert cfg.frame_shape is None and filled.frame_shape == [1, 32, 32]
+    assert filled.to_dict() == {**cfg.to_dict(), "frame_shape": [1, 32, 32]}
+    assert resolve_config_shape(filled) is filled
+
+
+def test_spec_shape_and_frames_are_those_of_the_built_dataset(tmp_path) -> None:
+    """What a spec declares without data (model building reads it) is what its loader builds."""
+    write_taxibj(tmp_path)
+    write_kth(tmp_path, {"boxing/person16_boxing_d1_uncomp": 30})  # person 16: the validation split
+    cases = [("embedded", "train", {"num_samples": 2}), ("embedded", "test", {"test_samples": 2, "canvas_size": 36}),
+             ("taxibj", "train", {}), ("kth", "val", {}), ("kth", "val", {"image_size": 32})]
+    for name, split, options in cases:
+        spec, ds = DATASETS[name], build_dataset(name, split, root=tmp_path, **options)
+        assert spec.frame_shape(options) == ds.frame_shape, (name, options)
+        assert (spec.input_frames, spec.output_frames) == (ds.input_frames, ds.output_frames), name
+    assert DATASETS["npy"].frame_shape({}) is None and DATASETS["npy"].input_frames is None
+
+
+def test_models_layer_needs_a_frame_shape_the_package_fills_it() -> None:
+    from stcsnn.models import build_model
+
+    cfg = make_config({"dataset": "embedded", "neuron": "lif", "hidden_channels": [16], "kernel_size": 3,
+                       "patch_size": 4, "input_frames": 2, "output_frames": 1, "data_options": {"canvas_size": 32}})
+    with pytest.raises(ConfigError, match=r"frame shape is unknown: .*found neither; stcsnn\.build_model\(cfg\) or "
+                                          r"stcsnn\.data\.resolve_config_shape\(cfg\) fills it"):
+        build_model(cfg)
+    assert build_model(cfg, frame_shape=(2, 16, 16)).frame_channels == 2
+    assert build_model(make_config({**cfg.to_dict(), "frame_shape": [3, 16, 16]})).frame_channels == 3
+    with pytest.raises(ConfigError, match=r"frame_shape must be \[C, H, W\] of integers >= 1, found \[1, 16\]"):
+        build_model(cfg, frame_shape=(1, 16))
+    torch.manual_seed(0)
+    model = stcsnn.build_model(cfg)  # the embedded spec's shape for canvas_size 32
+    assert tuple(model(torch.zeros(1, 2, 1, 32, 32), n_future=1).shape) == (1, 1, 1, 32, 32)
+    with pytest.raises(ConfigError, match="frame shape of dataset 'npy' is unknown"):
+        stcsnn.build_model(make_config({**cfg.to_dict(), "dataset": "npy", "data_options": {}}))
+
+
+def test_make_configs_reproduces_the_committed_configs(tmp_path, monkeypatch) -> None:
+    """scripts/make_configs.py reads the specs' default frames and reference settings: the configs it writes
+    hold the same settings as the committed ones (header comments aside, which quote neuron descriptions)."""
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("make_configs", REPO / "scripts" / "make_configs.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "ROOT", tmp_path)
+    script.main()
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.yaml"))
+    assert {p.parts[0] for p in written} == {"mmnist", "mfmnist", "taxibj", "kth"}
+    for rel in written:
+        assert yaml.safe_load((tmp_path / rel).read_text()) == yaml.safe_load((REPO / "configs" / rel).read_text()), rel
 
 
 def test_resolve_root(monkeypatch, tmp_path) -> None:

@@ -250,3 +250,25 @@ def test_prepare_nothing_to_download(capsys) -> None:
     assert "nothing to download" in capsys.readouterr().out
     assert main(["data", "list"]) == 0
     assert "mfmnist" in capsys.readouterr().out
+
+
+def test_commands_read_the_spec_not_the_name(tmp_path, capsys, monkeypatch) -> None:
+    """A dataset the commands have never heard of: `prepare` and `info` follow its spec's fields."""
+    toy = dataclasses.replace(DATASETS["embedded"], name="toy", description="a toy", local="is a toy",
+                              describe_files=lambda root: [f"file     toy.npz  present (root {root})"])
+    monkeypatch.setitem(DATASETS, "toy", toy)
+    assert main(["data", "prepare", "toy"]) == 0
+    assert capsys.readouterr().out == "toy: nothing to download, this dataset is a toy\n"
+    opts = ["-O", "num_samples=2", "-O", "val_samples=1", "-O", "test_samples=1", "-O", "canvas_size=32"]
+    assert main(["data", "info", "toy", "--root", str(tmp_path), *opts]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["dataset  toy: a toy", f"file     toy.npz  present (root {tmp_path})"]
+    assert not any(line.startswith("root ") for line in out)  # its describe_files replaces the root line
+    assert "split    val    1 sequences, inputs (10, 1, 32, 32), targets (10, 1, 32, 32)" in "\n".join(out)
+    # files under the data root (no describe_files): the root is shown and its files are listed
+    monkeypatch.setitem(DATASETS, "toy", dataclasses.replace(toy, describe_files=None, local="",
+                                                             files=DATASETS["taxibj"].files))
+    assert main(["data", "info", "toy", "--root", str(tmp_path), *opts]) == 0
+    out = capsys.readouterr().out
+    assert f"root     {tmp_path.absolute()} (given)" in out
+    assert f"file     {tmp_path / 'taxibj' / 'dataset.npz'}  MISSING" in out and "`stcsnn data prepare toy`" in out

@@ -407,7 +407,8 @@ def test_checkpointing_off_without_gradients_and_with_an_observer() -> None:
 def test_build_model_sets_checkpoint_steps() -> None:
     from stcsnn.config import make_config
 
-    cfg = make_config({"neuron": "stc_lif", "dataset": "embedded", "hidden_channels": [16], "checkpoint_steps": 4})
+    cfg = make_config({"neuron": "stc_lif", "dataset": "embedded", "hidden_channels": [16], "checkpoint_steps": 4,
+                       "frame_shape": [1, 64, 64]})
     assert build_model(cfg).checkpoint_steps == 4
 
 

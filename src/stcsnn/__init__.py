@@ -3,12 +3,35 @@
 The Spatio-Temporal Circuit (STC) neuron of Wang & Yu, "Autaptic Synaptic Circuit Enhances Spatio-temporal
 Predictive Learning of Spiking Neural Networks" (ICML 2024), its baselines (LIF, PLIF, GLIF, TC-LIF, LM-H),
 the predictor, datasets, OpenSTL-compatible metrics, training and analysis tools.
+
+Importing ``stcsnn`` imports nothing else of the package (every ``import stcsnn.x`` runs this file, so it must
+stay light and must not pull higher layers into lower ones): the subpackages (``stcsnn.neurons``,
+``stcsnn.data``, ...) are imported when first used, and the functions below import what they need on call.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from stcsnn import neurons  # noqa: E402,F401
-from stcsnn.errors import StcsnnError  # noqa: E402,F401
+import importlib
+from typing import Any
+
+from stcsnn.errors import StcsnnError
+
+__version__ = "0.1.0"
+__all__ = ["StcsnnError", "__version__", "build_model", "load_config", "load_model"]
+
+_SUBMODULES = frozenset({"analysis", "cli", "config", "data", "device", "errors", "io", "metrics", "models",
+                         "neurons", "perf", "threads", "train", "viz"})
+
+
+def __getattr__(name: str) -> Any:
+    """``stcsnn.neurons`` and the other subpackages, imported on first access."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"stcsnn.{name}")
+    raise AttributeError(f"module 'stcsnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SUBMODULES)
 
 
 def load_config(path=None, overrides=None):
@@ -19,10 +42,14 @@ def load_config(path=None, overrides=None):
 
 
 def build_model(cfg):
-    """The :class:`~stcsnn.models.SpikingPredictor` a config describes; ``model(inputs, n_future=N)``."""
+    """The :class:`~stcsnn.models.SpikingPredictor` a config describes; ``model(inputs, n_future=N)``.
+
+    A config without ``frame_shape`` gets the shape of its dataset (from the dataset's spec and options);
+    ``stcsnn.models.build_model`` itself needs the shape given."""
+    from stcsnn.data import resolve_config_shape
     from stcsnn.models import build_model as _build
 
-    return _build(cfg)
+    return _build(resolve_config_shape(cfg))
 
 
 def load_model(path, device="cpu"):

@@ -71,7 +71,7 @@ def resolve_model(config: str | None, overrides: Sequence[str] | None, checkpoin
 
 
 def fresh_model(cfg: Config) -> nn.Module:
-    from stcsnn.models import build_model
+    from stcsnn import build_model  # fills a missing frame shape from the dataset spec
 
     torch.manual_seed(cfg.seed)
     return build_model(cfg)

@@ -26,6 +26,7 @@ import numpy as np
 
 from stcsnn.data.base import SequenceDataset, check_split, frame_counts, positive_int, take_options
 from stcsnn.data.formats import check_values, load_npy, load_npz, npz_keys, require_file
+from stcsnn.data.registry import DatasetSpec, register_dataset
 from stcsnn.errors import DataError
 
 DEFAULTS: dict[str, Any] = {"path": None, "train_path": None, "val_path": None, "test_path": None,
@@ -172,3 +173,10 @@ def _scaling(arr: np.ndarray, rows: range, source: str, normalize: str | None,
     check_values(part, 0.0, 1.0, what,
                  "set normalize='minmax' (or '255' for 0..255 data) or rescale the data")
     return 0.0, 1.0, False
+
+
+register_dataset(DatasetSpec(
+    "npy", "your own videos: .npy/.npz arrays (N, T, C, H, W) or (N, T, H, W)", build_npy,
+    describe_files=lambda root: ["files    given by the options path or train_path/val_path/test_path "
+                                 "(-O path=videos.npy)"],
+    local="reads your own arrays (option path)"))

@@ -7,12 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stcsnn.data import DATASETS, get_dataset_spec, list_datasets
 from stcsnn.data.base import SPLITS, resolve_root, root_origin
-from stcsnn.data.download import FileSpec, download, extract_zip, sha256_file, verify
-from stcsnn.data.formats import npy_header, npz_shapes, read_idx
-from stcsnn.data.kth import ACTIONS
-from stcsnn.data.moving import EMBEDDED_NPZ
-from stcsnn.data.registry import DATASETS, get_dataset_spec, list_datasets
+from stcsnn.data.download import FileSpec, download, extract_zip, verify
+from stcsnn.data.formats import describe_content
 from stcsnn.errors import DataError
 
 
@@ -63,22 +61,6 @@ def _checksum_state(spec: FileSpec, path: Path, skip: bool) -> str:
     return f"sha256 DIFFERS from the published file(s) ({known}): not the published copy"
 
 
-def _content(path: Path) -> str:
-    """Shape/dtype of a data file, or the error reading its header."""
-    try:
-        if path.name.endswith(".npy"):
-            shape, dtype, _, _ = npy_header(path)
-            return f"{dtype} {shape}"
-        if path.name.endswith(".npz"):
-            return ", ".join(f"{k} {d} {s}" for k, (s, d) in npz_shapes(path).items())
-        if "idx" in path.name:
-            arr = read_idx(path)
-            return f"IDX {arr.dtype} {arr.shape}"
-    except DataError as exc:
-        return f"UNREADABLE: {exc}"
-    return ""
-
-
 def _file_rows(name: str, root: str | None, skip_checksum: bool) -> list[str]:
     rows = []
     for spec, path in get_dataset_spec(name).files(root):
@@ -90,7 +72,7 @@ def _file_rows(name: str, root: str | None, skip_checksum: bool) -> list[str]:
                     videos = sum(1 for v in p.iterdir() if v.is_dir())
                     rows.append(f"file     {p}  present, {videos} video folders")
                 elif p.is_file():
-                    rows.append(f"file     {p}  present, {p.stat().st_size} bytes, {_content(p)}, "
+                    rows.append(f"file     {p}  present, {p.stat().st_size} bytes, {describe_content(p)}, "
                                 "no published checksum")
                 else:
                     missing.append(p)
@@ -99,7 +81,7 @@ def _file_rows(name: str, root: str | None, skip_checksum: bool) -> list[str]:
                     f"{missing[0].parent}/{{{','.join(p.name for p in missing)}}}"
                 rows.append(f"file     {where}  MISSING ({spec.note}; `stcsnn data prepare {name}`)")
         elif path.is_file():
-            rows.append(f"file     {path}  present, {path.stat().st_size} bytes, {_content(path)}, "
+            rows.append(f"file     {path}  present, {path.stat().st_size} bytes, {describe_content(path)}, "
                         f"{_checksum_state(spec, path, skip_checksum)}")
         else:
             rows.append(f"file     {path}  MISSING ({spec.note}; `stcsnn data prepare {name}`)")
@@ -110,16 +92,10 @@ def _info(args: argparse.Namespace) -> int:
     spec = get_dataset_spec(args.name)
     options = parse_options(args.option)
     print(f"dataset  {spec.name}: {spec.description}")
-    if spec.name == "embedded":
-        size = EMBEDDED_NPZ.stat().st_size if EMBEDDED_NPZ.is_file() else 0
-        print(f"file     {EMBEDDED_NPZ}  {'present' if size else 'MISSING'}, {size} bytes, "
-              f"sha256 {sha256_file(EMBEDDED_NPZ) if size else '-'} (shipped with the package)")
-        if size:
-            print(f"content  {_content(EMBEDDED_NPZ)}")
-            print("source   Fashion-MNIST, Zalando Research, MIT license (see data/embedded/README.md)")
-    elif spec.name == "npy":
-        print("files    given by the options path or train_path/val_path/test_path (-O path=videos.npy)")
-    else:
+    if spec.describe_files is not None:
+        for line in spec.describe_files(args.root):
+            print(line)
+    else:  # its files live under the data root
         print(f"root     {resolve_root(args.root).absolute()} ({root_origin(args.root)})")
     for row in _file_rows(spec.name, args.root, args.no_checksum):
         print(row)
@@ -141,9 +117,8 @@ def _info(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     spec = get_dataset_spec(args.name)
-    if spec.name in ("embedded", "npy"):
-        what = "ships with the package" if spec.name == "embedded" else "reads your own arrays (option path)"
-        print(f"{spec.name}: nothing to download, this dataset {what}")
+    if not spec.downloadable:
+        print(f"{spec.name}: nothing to download, this dataset {spec.local}")
         return 0
     root = resolve_root(args.root)
     print(f"root     {root.absolute()} ({root_origin(args.root)})")
@@ -168,8 +143,8 @@ def _prepare(args: argparse.Namespace) -> int:
             failed.append(fs)
             continue
         if fs.extract_to:
-            tops = ACTIONS if spec.name == "kth" else tuple(Path(p).name for p in fs.provides)
-            extract_zip(dest, root / fs.extract_to, tops)
+            # the archive's expected top-level names: an enclosing folder of another name is stripped
+            extract_zip(dest, root / fs.extract_to, tuple(Path(p).name for p in fs.provides))
             missing = [str(root / p) for p in fs.provides if not (root / p).exists()]
             if missing:
                 print(f"failed   {dest}: expected {', '.join(missing)} after unpacking, found them missing; "

@@ -25,6 +25,8 @@ from pathlib import Path
 from stcsnn.errors import DataError
 
 CHUNK = 1 << 20
+#: OpenSTL's release assets (TaxiBJ, KTH archives)
+OPENSTL_RELEASE = "https://github.com/chengtan9907/OpenSTL/releases/download/v0.1.0/"
 
 
 @dataclass(frozen=True)

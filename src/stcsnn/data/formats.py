@@ -272,3 +272,20 @@ def check_values(arr: np.ndarray, lo: float, hi: float, what: str, fix: str, tol
 
 def describe(arr: Any) -> str:
     return f"{getattr(arr, 'dtype', type(arr).__name__)} {tuple(getattr(arr, 'shape', ()))}"
+
+
+def describe_content(path: Path) -> str:
+    """Shape and dtype of a data file (.npy, .npz, IDX) from its header, the error reading it, or ``""`` for
+    another kind of file: what ``stcsnn data info`` shows of each file."""
+    try:
+        if path.name.endswith(".npy"):
+            shape, dtype, _, _ = npy_header(path)
+            return f"{dtype} {shape}"
+        if path.name.endswith(".npz"):
+            return ", ".join(f"{k} {d} {s}" for k, (s, d) in npz_shapes(path).items())
+        if "idx" in path.name:
+            arr = read_idx(path)
+            return f"IDX {arr.dtype} {arr.shape}"
+    except DataError as exc:
+        return f"UNREADABLE: {exc}"
+    return ""

@@ -7,13 +7,15 @@ contiguous frames (10 in, 20 out) taken as OpenSTL does: scanning each video bac
 windows do not overlap for boxing, handclapping, handwaving and walking, and start every 3 frames for jogging
 and running. A frame is the first channel of the JPEG, resized to 128x128 with bilinear interpolation at pixel
 centres (as OpenCV's ``cv2.resize`` does for OpenSTL), then /255. Frames are decoded when an item is read
-(nothing is held in memory but the file list). Pillow is needed for JPEG decoding.
+(nothing is held in memory but the file list). Pillow is needed for JPEG decoding. OpenSTL's release archive has
+no published checksum: its download is size-checked only.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ from stcsnn.data.base import (
     resolve_root,
     take_options,
 )
+from stcsnn.data.download import OPENSTL_RELEASE, FileSpec
+from stcsnn.data.registry import DatasetSpec, FrameShape, files_at_root, register_dataset
 from stcsnn.errors import DataError
 
 NON_OVERLAPPING = ("boxing", "handclapping", "handwaving", "walking")
@@ -166,3 +170,24 @@ def build_kth(split: str, root: str | None = None, **options: Any) -> KTH:
                         f"found {'no such videos' if longest == 0 else f'at most {longest} frames'}; "
                         f"check the folder layout or lower input_frames/output_frames")
     return KTH(split, sequences, t_in, t_out, size)
+
+
+KTH_ZIP = FileSpec(
+    "kth/kth_action.zip", (OPENSTL_RELEASE + "kth_action.zip",), extract_to="kth",
+    provides=tuple(f"kth/{a}" for a in ACTIONS),
+    note="OpenSTL's KTH frames, unpacked to kth/<action>/<personXX_action_dY_uncomp>/image_NNNN.jpg; or the "
+         "original videos from https://www.csc.kth.se/cvap/actions/ converted to such frames (e.g. "
+         "`ffmpeg -i person01_boxing_d1_uncomp.avi image_%04d.jpg`)")
+
+
+def kth_frame_shape(options: Mapping[str, Any]) -> FrameShape:
+    """One channel, resized to ``image_size`` squares."""
+    size = positive_int(options.get("image_size", DEFAULTS["image_size"]), "image_size")
+    return (1, size, size)
+
+
+# Reference budget: 100 epochs (OpenSTL's benchmark budget, which the paper's tables are compared against).
+register_dataset(DatasetSpec(
+    "kth", "KTH human actions (10 -> 20, 1x128x128), OpenSTL's frame folders", build_kth,
+    files=files_at_root(KTH_ZIP), input_frames=DEFAULTS["input_frames"], output_frames=DEFAULTS["output_frames"],
+    frame_shape=kth_frame_shape, reference={"patch_size": 4, "gradient_detach": True, "epochs": 100}))

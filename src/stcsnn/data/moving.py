@@ -9,10 +9,17 @@ direction, moves 0.1 per frame (the step is taken before each frame is drawn), a
 Reproducible and resumable: train item ``i`` of epoch ``e`` is drawn from
 ``np.random.default_rng([seed, 0, e, i])`` (call ``set_epoch(e)``); validation and generated test items from
 ``np.random.default_rng([eval_seed, 1 or 2, 0, i])``, fixed whatever the epoch or the training seed.
+
+Checksums: only published ones, plus local hashes of the Debian copies. TensorFlow Datasets' ``url_checksums``
+files (mnist.txt, fashion_mnist.txt, moving_mnist.txt) give SHA-256 and size of the MNIST, Fashion-MNIST and
+Moving MNIST files. The Debian ``dataset-fashion-mnist`` copies were hashed on an installed system: they
+decompress to 60000/10000 28x28 images and are smaller than the upstream files by exactly the length of the
+file name that upstream's gzip header stores (24 and 23 bytes): the same data, re-packed without that field.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +34,9 @@ from stcsnn.data.base import (
     resolve_root,
     take_options,
 )
-from stcsnn.data.formats import load_npy, load_npz, read_idx, require_file
+from stcsnn.data.download import Checksum, FileSpec, sha256_file
+from stcsnn.data.formats import describe_content, load_npy, load_npz, read_idx, require_file
+from stcsnn.data.registry import DatasetSpec, FrameShape, files_at_root, register_dataset
 from stcsnn.errors import DataError
 
 STEP = 0.1
@@ -243,3 +252,81 @@ def build_embedded(split: str, root: str | None = None, **options: Any) -> Seque
     sources = MovingSources(None, None, None, "reinstall stcsnn (the subset ships with the package)")
     return build_moving("embedded", split, sources, images=embedded_images(), defaults=EMBEDDED_DEFAULTS,
                         **options)
+
+
+# ------------------------------------------------------------------------------------------------ the specs
+TFDS = "TensorFlow Datasets url_checksums/{}.txt"
+DEBIAN = "Debian dataset-fashion-mnist copy, hashed locally"
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/",
+                 "http://yann.lecun.com/exdb/mnist/")
+FMNIST_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                  "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/")
+
+MNIST_TRAIN = FileSpec(
+    "moving_mnist/train-images-idx3-ubyte.gz", tuple(m + "train-images-idx3-ubyte.gz" for m in MNIST_MIRRORS),
+    (Checksum("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422,
+              TFDS.format("mnist")),),
+    note="MNIST training images (IDX, gzip)")
+MNIST_TEST_SEQ = FileSpec(
+    "moving_mnist/mnist_test_seq.npy", ("https://www.cs.toronto.edu/~nitish/unsupervised_video/mnist_test_seq.npy",
+                                        "http://www.cs.toronto.edu/~nitish/unsupervised_video/mnist_test_seq.npy"),
+    (Checksum("c2a3e8d3939c001ab77bf543f130157424efa486bb4d0974d2cebb773b13f8b3", 819200096,
+              TFDS.format("moving_mnist")),),
+    note="the fixed Moving MNIST test set (uint8 (20, 10000, 64, 64), 819200096 bytes)")
+FMNIST_TRAIN = FileSpec(
+    "moving_fmnist/train-images-idx3-ubyte.gz",
+    tuple(m + "train-images-idx3-ubyte.gz" for m in FMNIST_MIRRORS),
+    (Checksum("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880,
+              TFDS.format("fashion_mnist")),
+     Checksum("b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7", 26421856, DEBIAN)),
+    note="Fashion-MNIST training images (IDX, gzip); also `apt install dataset-fashion-mnist`")
+FMNIST_TEST = FileSpec(
+    "moving_fmnist/t10k-images-idx3-ubyte.gz", tuple(m + "t10k-images-idx3-ubyte.gz" for m in FMNIST_MIRRORS),
+    (Checksum("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102,
+              TFDS.format("fashion_mnist")),
+     Checksum("cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa", 4422079, DEBIAN)),
+    note="Fashion-MNIST test images (IDX, gzip); test sequences are generated from them")
+
+
+def mfmnist_files(root: str | None) -> list[tuple[FileSpec, Path]]:
+    """The Fashion-MNIST files where they were found (the Debian copy counts), else where they belong."""
+    src = mfmnist_sources(root)
+    return [(FMNIST_TRAIN, src.train_images), (FMNIST_TEST, src.test_images)]
+
+
+def moving_frame_shape(defaults: dict[str, Any]) -> Callable[[Mapping[str, Any]], FrameShape]:
+    """``frame_shape(options)`` of a moving-digits dataset: one channel on a ``canvas_size`` square."""
+    def frame_shape(options: Mapping[str, Any]) -> FrameShape:
+        canvas = positive_int(options.get("canvas_size", defaults["canvas_size"]), "canvas_size")
+        return (1, canvas, canvas)
+    return frame_shape
+
+
+def describe_embedded(root: str | None) -> list[str]:
+    """``stcsnn data info embedded``: the shipped file (the data root is not used)."""
+    size = EMBEDDED_NPZ.stat().st_size if EMBEDDED_NPZ.is_file() else 0
+    lines = [f"file     {EMBEDDED_NPZ}  {'present' if size else 'MISSING'}, {size} bytes, "
+             f"sha256 {sha256_file(EMBEDDED_NPZ) if size else '-'} (shipped with the package)"]
+    if size:
+        lines += [f"content  {describe_content(EMBEDDED_NPZ)}",
+                  "source   Fashion-MNIST, Zalando Research, MIT license (see data/embedded/README.md)"]
+    return lines
+
+
+register_dataset(DatasetSpec(
+    "embedded", "offline default: moving Fashion-MNIST from the subset shipped in the package (10 -> 10, 1x64x64)",
+    build_embedded, input_frames=EMBEDDED_DEFAULTS["input_frames"], output_frames=EMBEDDED_DEFAULTS["output_frames"],
+    frame_shape=moving_frame_shape(EMBEDDED_DEFAULTS), describe_files=describe_embedded,
+    local="ships with the package"))
+# Reference budgets: 500 epochs for Moving MNIST (the paper); 200 for Moving Fashion-MNIST (OpenSTL's benchmark
+# budget, which the paper's tables are compared against).
+register_dataset(DatasetSpec(
+    "mmnist", "Moving MNIST (10 -> 10, 1x64x64); test = fixed mnist_test_seq.npy", build_mmnist,
+    files=files_at_root(MNIST_TRAIN, MNIST_TEST_SEQ), input_frames=MOVING_DEFAULTS["input_frames"],
+    output_frames=MOVING_DEFAULTS["output_frames"], frame_shape=moving_frame_shape(MOVING_DEFAULTS),
+    reference={"patch_size": 2, "gradient_detach": False, "epochs": 500}))
+register_dataset(DatasetSpec(
+    "mfmnist", "Moving Fashion-MNIST (10 -> 10, 1x64x64); test generated from test images", build_mfmnist,
+    files=mfmnist_files, input_frames=MOVING_DEFAULTS["input_frames"], output_frames=MOVING_DEFAULTS["output_frames"],
+    frame_shape=moving_frame_shape(MOVING_DEFAULTS),
+    reference={"patch_size": 2, "gradient_detach": False, "epochs": 200}))

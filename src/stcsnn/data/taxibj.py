@@ -5,6 +5,7 @@ and outflow on a 32x32 grid) with values in [-1, 1], mapped to [0, 1] by (x + 1)
 sequence is X followed by Y (8 frames): inputs are its first ``input_frames`` (4), targets the next
 ``output_frames`` (4). Validation is the last ``val_fraction`` (default 0.1) of the training samples, in file
 order (the samples are in time order, so validation comes after training in time); train is the rest.
+OpenSTL's release archive has no published checksum: its download is size-checked only.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from typing import Any
 import numpy as np
 
 from stcsnn.data.base import SequenceDataset, check_split, frame_counts, resolve_root, take_options
+from stcsnn.data.download import OPENSTL_RELEASE, FileSpec
 from stcsnn.data.formats import check_values, load_npz, require_file
+from stcsnn.data.registry import DatasetSpec, files_at_root, register_dataset
 from stcsnn.errors import DataError
 
 DEFAULTS: dict[str, Any] = {"input_frames": 4, "output_frames": 4, "val_fraction": 0.1}
+FRAME_SHAPE = (2, 32, 32)  # in and out flows on OpenSTL's 32x32 grid
 HINT = "run `stcsnn data prepare taxibj` or see `stcsnn data info taxibj`"
 
 
@@ -70,3 +74,14 @@ def build_taxibj(split: str, root: str | None = None, **options: Any) -> TaxiBJ:
     for start in range(0, len(seq), 256):  # (x + 1) / 2 in the file's precision, as OpenSTL, then float32
         out[start: start + 256] = np.clip((seq[start: start + 256] + 1) / 2, 0, 1)
     return TaxiBJ(split, out, t_in, t_out)
+
+
+TAXIBJ_ZIP = FileSpec(
+    "taxibj/taxibj_dataset.zip", (OPENSTL_RELEASE + "taxibj_dataset.zip",), extract_to="taxibj",
+    provides=("taxibj/dataset.npz",), note="OpenSTL's TaxiBJ archive, unpacked to taxibj/dataset.npz")
+
+# Reference budget: 50 epochs (OpenSTL's benchmark budget, which the paper's tables are compared against).
+register_dataset(DatasetSpec(
+    "taxibj", "TaxiBJ crowd flows (4 -> 4, 2x32x32), OpenSTL's dataset.npz", build_taxibj,
+    files=files_at_root(TAXIBJ_ZIP), input_frames=DEFAULTS["input_frames"], output_frames=DEFAULTS["output_frames"],
+    frame_shape=lambda options: FRAME_SHAPE, reference={"patch_size": 1, "gradient_detach": True, "epochs": 50}))

@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+
 from stcsnn.models.patch import from_patches, to_patches
 from stcsnn.models.predictor import Rollout, SpikingPredictor, plain_rollout
 
 __all__ = ["Rollout", "SpikingPredictor", "build_model", "from_patches", "plain_rollout", "to_patches"]
 
-#: (C, H, W) of the built-in datasets, used when a config does not say ``frame_shape``.
-DEFAULT_FRAME_SHAPES = {
-    "embedded": (1, 64, 64), "mmnist": (1, 64, 64), "mfmnist": (1, 64, 64),
-    "taxibj": (2, 32, 32), "kth": (1, 128, 128),
-}
 
+def build_model(cfg, frame_shape: tuple[int, int, int] | list[int] | None = None) -> SpikingPredictor:
+    """The model a :class:`~stcsnn.config.Config` describes (weights freshly initialised from ``cfg.seed``),
+    for frames of ``frame_shape`` (C, H, W), else ``cfg.frame_shape``.
 
-def frame_shape_of(cfg) -> tuple[int, int, int]:
+    The models layer knows no dataset: a config without a frame shape is an error here.
+    ``stcsnn.build_model(cfg)`` or ``stcsnn.data.resolve_config_shape(cfg)`` fills it from the dataset spec."""
     from stcsnn.errors import ConfigError
 
-    if cfg.frame_shape is not None:
-        return tuple(cfg.frame_shape)
-    if cfg.dataset in DEFAULT_FRAME_SHAPES and "canvas_size" not in cfg.data_options:
-        return DEFAULT_FRAME_SHAPES[cfg.dataset]
-    raise ConfigError(f"config must give frame_shape: [C, H, W] for dataset {cfg.dataset!r} with these options")
-
-
-def build_model(cfg) -> SpikingPredictor:
-    """The model a :class:`~stcsnn.config.Config` describes (weights freshly initialised from ``cfg.seed``)."""
-    from stcsnn.errors import ConfigError
-
-    c, h, w = frame_shape_of(cfg)
+    shape = frame_shape if frame_shape is not None else cfg.frame_shape
+    if shape is None:
+        raise ConfigError(
+            f"the frame shape is unknown: expected frame_shape [C, H, W] in the config (dataset {cfg.dataset!r}) "
+            "or as the frame_shape argument, found neither; stcsnn.build_model(cfg) or "
+            "stcsnn.data.resolve_config_shape(cfg) fills it from the dataset spec")
+    if len(shape) != 3 or any(isinstance(v, bool) or not isinstance(v, Integral) or v < 1 for v in shape):
+        raise ConfigError(f"frame_shape must be [C, H, W] of integers >= 1, found {list(shape)!r}")
+    c, h, w = (int(v) for v in shape)
     if h % cfg.patch_size or w % cfg.patch_size:
         raise ConfigError(f"patch_size {cfg.patch_size} must divide the frame size {h}x{w} of {cfg.dataset!r}")
     return SpikingPredictor(
