@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from stcsnn import viz
 from stcsnn.cli import main
 from stcsnn.config import make_config
 from stcsnn.io import atomic_torch_save
 from stcsnn.models import build_model
 from stcsnn.models.loading import model_checkpoint
-from stcsnn.viz import heatmap, prediction_grid
+from stcsnn.viz import grid_figure, heatmap, prediction_grid
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -59,6 +60,46 @@ def read_only_folder(path: Path, monkeypatch) -> Iterator[str]:
 
     monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
     yield "monkeypatch"
+
+
+def texts(fig) -> list[str]:
+    """Every text drawn in a matplotlib figure: figure texts, titles, axis labels, tick labels, annotations."""
+    from matplotlib.text import Text
+
+    viz.figure_rgb(fig)  # draw once: tick labels exist only after a draw
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+
+
+def rows(fig) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """(row label, (top, left, bottom, right) in pixels of the rendered image) for each labelled row, top down."""
+    viz.figure_rgb(fig)
+    height = fig.bbox.height
+    out = []
+    for ax in fig.axes:
+        if ax.get_label() == "grid row":
+            b = ax.get_window_extent()
+            out.append((ax.get_ylabel(), (round(height - b.y1), round(b.x0), round(height - b.y0), round(b.x1))))
+    return sorted(out, key=lambda r: r[1][0])
+
+
+def first_frame(image: np.ndarray, box: tuple[int, int, int, int], margin: int = 4) -> np.ndarray:
+    """Pixels well inside the first frame of a row (frames are square, as tall as the row)."""
+    top, left, bottom, _ = box
+    return image[top + margin:bottom - margin, left + margin:left + (bottom - top) - margin]
+
+
+@pytest.fixture
+def grid_spy(monkeypatch):
+    """Records what ``stcsnn visualize`` hands to ``prediction_grid`` (and the image it got back)."""
+    calls = []
+    real = viz.prediction_grid
+
+    def spy(inputs, truth, pred, **kwargs):
+        image = real(inputs, truth, pred, **kwargs)
+        calls.append({"inputs": inputs, "truth": truth, "pred": pred, "image": image, **kwargs})
+        return image
+    monkeypatch.setattr(viz, "prediction_grid", spy)
+    return calls
 
 
 def one_error(capsys, rc: int) -> str:
@@ -101,15 +142,134 @@ def test_visualize_predict_output_with_two_channel_heatmaps(tmp_path):
     assert (tmp_path / "pred_sample1.gif").exists()
 
 
-def test_grid_layout_rows_and_heatmap_ends():
+def test_grid_rows_hold_the_frames_they_are_labelled_with():
     inputs = np.zeros((1, 3, 1, 8, 8), np.float32)
     truth = np.ones((1, 2, 1, 8, 8), np.float32)
-    grid = prediction_grid(inputs, truth, truth * 0.5, gap=2)
-    # 4 rows (input, truth, prediction, error) of 8 px + gaps; 3 columns (the longer of T_in, T_out)
-    assert grid.shape == (4 * 10 + 2, 3 * 10 + 2, 3)
-    assert (grid[2 + 10:2 + 18, 2:10] == 255).all()  # the truth row is white
-    assert (grid[2 + 20:2 + 28, 2:10] == 128).all()  # the prediction row is mid grey (0.5 * 255 rounded)
-    np.testing.assert_array_equal(heatmap(np.array([0.0, 1.0])), [[68, 1, 84], [253, 231, 37]])
+    fig = grid_figure(inputs, truth, truth * 0.5)
+    image = viz.figure_rgb(fig)
+    labelled = rows(fig)
+    assert [label for label, _ in labelled] == ["input", "truth", "prediction", "|error|"]
+    box = dict(labelled)
+    assert (first_frame(image, box["input"]) == 0).all()  # black
+    assert (first_frame(image, box["truth"]) == 255).all()  # white
+    assert (first_frame(image, box["prediction"]) == 128).all()  # mid grey (0.5 * 255 rounded)
+    # |error| = 0.5 everywhere, the largest error of the sample: the top of the error colour map
+    assert (first_frame(image, box["|error|"]) == heatmap(np.array(1.0), viz.ERROR_CMAP)).all()
+    np.testing.assert_array_equal(heatmap(np.array([0.0, 1.0])), [[68, 1, 84], [253, 231, 37]])  # viridis' ends
+
+
+def test_grid_explains_itself_labels_times_title_and_error_scale():
+    rng = np.random.default_rng(0)
+    inputs = rng.random((2, 3, 1, 16, 16), dtype=np.float32)
+    truth = rng.random((2, 2, 1, 16, 16), dtype=np.float32)
+    pred = np.clip(truth + 0.25, 0, 1)
+    fig = grid_figure(inputs, truth, pred, title="stc_lif · runs/x/best.pt\nMSE 1.5", sample_labels=["sample 4",
+                                                                                                   "sample 7"])
+    words = texts(fig)
+    for label in ("input", "truth", "prediction", "|error|", "t = 1", "t = 3", "t = 4", "t = 5", "sample 4",
+                  "sample 7", "stc_lif · runs/x/best.pt\nMSE 1.5"):
+        assert label in words, (label, words)
+    assert "t = 6" not in words  # 3 inputs + 2 predicted frames
+    assert [label for label, _ in rows(fig)].count("|error|") == 2  # one error row per sample ...
+    bars = [ax for ax in fig.axes if ax.get_label() == "error colour bar"]
+    assert len(bars) == 2  # ... each with its own colour bar, ending at that sample's largest error
+    top = max(float(np.abs(truth[0] - pred[0]).max()), 1e-8)
+    assert bars[0].get_ylim()[1] == pytest.approx(top, rel=1e-6)
+    assert f"{top:.2g}" in words
+
+    plain = texts(grid_figure(inputs, None, pred))
+    assert "truth" not in plain and "|error|" not in plain and "sample 0" in plain and "t = 4" in plain
+    with pytest.raises(viz.StcsnnError, match="sample_labels"):
+        grid_figure(inputs, truth, pred, sample_labels=["only one"])
+
+
+def test_grid_png_decodes_and_grows_with_samples_rows_and_frames(tmp_path):
+    from PIL import Image
+
+    def size(n: int, t_in: int = 3, with_truth: bool = True, title: str | None = None) -> tuple[int, int]:
+        inputs = np.zeros((n, t_in, 1, 16, 16), np.float32)
+        pred = np.full((n, 2, 1, 16, 16), 0.5, np.float32)
+        path = viz.write_grid(tmp_path / f"g{n}{t_in}{with_truth}{bool(title)}.png", inputs,
+                              pred if with_truth else None, pred, title=title)
+        with Image.open(path) as im:
+            im.load()
+            assert im.format == "PNG" and im.mode == "RGB"
+            return im.height, im.width
+
+    h1, w1 = size(1)
+    h2, w2 = size(2)
+    h3, w3 = size(3)
+    assert w1 == w2 == w3 and h1 < h2 < h3 and h3 - h2 == h2 - h1  # every sample adds the same block
+    hp, wp = size(1, with_truth=False)
+    assert wp == w1 and hp < h1  # no truth, no error rows
+    assert size(1, t_in=6)[1] > w1 and size(1, t_in=6)[0] == h1  # more frames: wider, not taller
+    assert size(1, title="a title")[0] > h1
+    assert prediction_grid(np.zeros((1, 3, 1, 16, 16)), None, np.ones((1, 2, 1, 16, 16))).shape == (hp, wp, 3)
+
+
+def test_two_channel_frames_are_heatmaps_per_channel_with_a_value_scale():
+    rng = np.random.default_rng(2)
+    inputs = rng.random((1, 2, 2, 16, 16), dtype=np.float32)
+    truth = rng.random((1, 2, 2, 16, 16), dtype=np.float32)
+    fig = grid_figure(inputs, truth, truth[:, ::-1].copy())
+    image = viz.figure_rgb(fig)
+    labelled = rows(fig)
+    assert [label for label, _ in labelled] == ["input\nchannel 0", "truth\nchannel 0", "prediction\nchannel 0",
+                                                "input\nchannel 1", "truth\nchannel 1", "prediction\nchannel 1",
+                                                "|error|\nmax over\nchannels"]
+    assert "value" in texts(fig) and [ax.get_label() for ax in fig.axes].count("value colour bar") == 1
+    top, left, _, _ = dict(labelled)["truth\nchannel 1"]
+    k = (dict(labelled)["truth\nchannel 1"][2] - top - 2) // 16  # integer upscaling inside a 1 px border
+    # pixel (0, 0) of truth channel 1, frame 0, in the frames' colour map
+    np.testing.assert_array_equal(image[top + 1 + k // 2, left + 1 + k // 2], heatmap(truth[0, 0, 1, 0, 0]))
+
+
+def test_gif_has_one_labelled_frame_per_time_step(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    inputs, truth = rng.random((3, 1, 16, 16), dtype=np.float32), rng.random((2, 1, 16, 16), dtype=np.float32)
+    viz.write_gif(tmp_path / "a.gif", inputs, truth, truth * 0.5, title="sample 0")
+    with Image.open(tmp_path / "a.gif") as im:
+        assert im.n_frames == 5
+        two_panels = im.size
+    viz.write_gif(tmp_path / "b.gif", inputs, None, truth)
+    with Image.open(tmp_path / "b.gif") as im:
+        assert im.n_frames == 5 and im.size[0] < two_panels[0]  # without truth: the prediction panel alone
+    frames = viz.gif_frames(inputs, truth, truth * 0.5)
+    assert len(frames) == 5 and all(f.dtype == np.uint8 and f.ndim == 3 for f in frames)
+    assert not np.array_equal(frames[0], frames[1])  # the header (t = 1, t = 2) and the frames change
+
+
+def test_missing_viz_extra_is_one_line_naming_it_and_other_import_errors_pass(tmp_path, frames, capsys,
+                                                                              monkeypatch):
+    import builtins
+    import sys
+
+    pred = frames("pred.npy", np.full((2, 2, 1, 16, 16), 0.5, np.float32))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails as if not installed
+    line = one_error(capsys, visualize(tmp_path, pred, "--samples", "0"))
+    assert 'pip install "stcsnn[viz]"' in line and "matplotlib" in line
+    assert not (tmp_path / "pred_grid.png").exists()
+
+    from stcsnn.train.evaluate import write_report
+
+    samples = {"inputs": np.zeros((1, 3, 1, 16, 16)), "truth": np.ones((1, 2, 1, 16, 16)),
+               "pred": np.ones((1, 2, 1, 16, 16))}
+    paths = write_report(tmp_path / "rep", {"mse": 1.0}, {"neuron": "lif"}, samples)
+    assert [p.name for p in paths] == ["report.json", "report.md"]  # the numbers are written, the picture noted
+    assert 'note: no predictions.png' in capsys.readouterr().err
+    monkeypatch.undo()
+
+    real = builtins.__import__
+
+    def broken(name, *args, **kwargs):  # matplotlib present but one of its own dependencies missing
+        if name == "matplotlib":
+            raise ModuleNotFoundError("No module named 'kiwisolver'", name="kiwisolver")
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.raises(ModuleNotFoundError, match="kiwisolver"):
+        viz.require_viz()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -146,20 +306,23 @@ def visualize(tmp_path, pred, *extra):
     return main(["visualize", pred, "--input", str(tmp_path / "in.npy"), *extra])
 
 
-def test_visualize_accepts_unclipped_predictions_and_says_so(tmp_path, frames, capsys):
+def test_visualize_accepts_unclipped_predictions_and_says_so(tmp_path, frames, capsys, grid_spy):
     pred = frames.rng.random((2, 2, 1, 16, 16), dtype=np.float32) * 1.5 - 0.25
     pred[0, 0, 0, 0, :2] = [-0.25, 1.3]
     truth = frames("truth.npy", np.clip(pred, 0, 1))
     assert visualize(tmp_path, frames("pred.npy", pred), "--truth", truth, "--samples", "0,1") == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "note: prediction values in [-0.25, 1.3] clipped to [0, 1] for display" in out[0]
-    assert png_size(tmp_path / "pred_grid.png") == (2 * 4 * 18 + 2, 3 * 18 + 2)  # 2 samples x 4 rows, 3 columns
-    # drawn clipped: the prediction rows equal the truth rows (the truth is the clipped prediction)
-    from PIL import Image
-
-    grid = np.asarray(Image.open(tmp_path / "pred_grid.png"))
-    assert np.array_equal(grid[20:36, 2:36], grid[38:54, 2:36])
-    assert (grid[56:72, 2:18] == [68, 1, 84]).all()  # |truth - clipped prediction| = 0: the error row is flat
+    (call,) = grid_spy
+    assert png_size(tmp_path / "pred_grid.png") == call["image"].shape[:2]
+    assert call["sample_labels"] == ["sample 0", "sample 1"] and "metrics of the samples shown" in call["title"]
+    # drawn clipped: the prediction handed to the grid is the truth (the clipped prediction), so the error is 0
+    np.testing.assert_array_equal(call["pred"], call["truth"])
+    fig = grid_figure(call["inputs"], call["truth"], call["pred"])
+    image = viz.figure_rgb(fig)
+    for label, box in rows(fig):
+        if label == "|error|":
+            assert (first_frame(image, box) == heatmap(np.array(0.0), viz.ERROR_CMAP)).all()  # flat: no error
     for bad in (np.nan, np.inf):
         pred[1, 1, 0, 3, 3] = bad
         rc = visualize(tmp_path, frames("nan.npy", pred))
@@ -177,13 +340,15 @@ def test_visualize_inputs_and_truth_keep_the_strict_range(tmp_path, frames, caps
 
 
 @pytest.mark.parametrize("t_truth", [1, 4])
-def test_visualize_truth_of_another_length_compares_the_overlap(tmp_path, frames, capsys, t_truth):
+def test_visualize_truth_of_another_length_compares_the_overlap(tmp_path, frames, capsys, t_truth, grid_spy):
     pred = frames("pred.npy", np.full((2, 2, 1, 16, 16), 0.5, np.float32))
     truth = frames("truth.npy", np.ones((2, t_truth, 1, 16, 16), np.float32))
     assert visualize(tmp_path, pred, "--truth", truth, "--samples", "1") == 0
     t = min(2, t_truth)
     assert f"truth has {t_truth} frames, the prediction 2: comparing the first {t}" in capsys.readouterr().out
-    assert png_size(tmp_path / "pred_grid.png") == (4 * 18 + 2, 3 * 18 + 2)  # 4 rows; 3 columns (T_in = 3)
+    (call,) = grid_spy
+    assert call["truth"].shape == call["pred"].shape == (1, t, 1, 16, 16) and call["inputs"].shape[1] == 3
+    assert png_size(tmp_path / "pred_grid.png") == call["image"].shape[:2]
     assert (tmp_path / "pred_sample1.gif").exists()
 
 
@@ -193,14 +358,17 @@ def test_visualize_truth_of_another_frame_shape_is_one_line(tmp_path, frames, ca
     assert "same shape" in one_error(capsys, visualize(tmp_path, pred, "--truth", truth))
 
 
-def test_visualize_without_truth_has_no_truth_or_error_rows(tmp_path, frames, capsys):
+def test_visualize_without_truth_has_no_truth_or_error_rows(tmp_path, frames, capsys, grid_spy):
     pred = frames("pred.npy", np.full((2, 4, 1, 16, 16), 0.5, np.float32))
     assert visualize(tmp_path, pred, "--samples", "0,1") == 0
     assert "note:" not in capsys.readouterr().out  # values in [0, 1]: nothing clipped, nothing to say
-    assert png_size(tmp_path / "pred_grid.png") == (2 * 2 * 18 + 2, 4 * 18 + 2)  # input + prediction rows only
-    grid = prediction_grid(np.zeros((1, 3, 1, 8, 8)), None, np.ones((1, 2, 1, 8, 8)), gap=2)
-    assert grid.shape == (2 * 10 + 2, 3 * 10 + 2, 3)
-    assert (grid[12:20, 2:10] == 255).all() and (grid[2:10, 2:10] == 0).all()  # prediction white, input black
+    (call,) = grid_spy
+    assert call["truth"] is None and png_size(tmp_path / "pred_grid.png") == call["image"].shape[:2]
+    fig = grid_figure(np.zeros((1, 3, 1, 8, 8)), None, np.ones((1, 2, 1, 8, 8)))
+    image = viz.figure_rgb(fig)
+    labelled = rows(fig)
+    assert [label for label, _ in labelled] == ["input", "prediction"]  # input + prediction rows only
+    assert (first_frame(image, labelled[0][1]) == 0).all() and (first_frame(image, labelled[1][1]) == 255).all()
 
 
 def test_visualize_into_a_read_only_folder_is_one_line(tmp_path, frames, capsys, monkeypatch):

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stcsnn.models.commands",
     "stcsnn.perf.commands",
     "stcsnn.analysis.commands",
+    "stcsnn.analysis.plot_commands",
 )
 
 

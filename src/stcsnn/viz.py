@@ -1,117 +1,357 @@
-"""Pictures of predictions: PNG grids (no dependency: a tiny PNG encoder) and animated GIFs (Pillow).
+"""Pictures of predictions that explain themselves: a PNG grid (matplotlib) and animated GIFs (Pillow).
 
-Rows of a grid, per sample: input frames, true future, predicted future, absolute error. Single-channel frames
-are grey levels; frames with another channel count (TaxiBJ's in/out flows) are drawn as heatmaps, one row
-group per channel; the error row is always a heatmap.
+The grid has, per sample, a block of rows labelled ``input``, ``truth``, ``prediction`` and ``|error|`` (no truth
+and error rows without ground truth), frame indices as column titles (``t = 1 .. T_in`` over the inputs,
+``t = T_in+1 ..`` over the future), a colour bar with the error's scale (per sample, up to the largest error of
+that sample; the error of the frames as drawn, clipped to [0, 1]), a ``sample i`` header per block and an
+optional title (the caller's: neuron, checkpoint, metrics).
+Single-channel frames are grey levels (0 black, 1 white), three-channel frames RGB; frames with another channel
+count (TaxiBJ's in/out flows) are heatmaps, one row group per channel, with a value colour bar.
+
+Everything draws on matplotlib's Agg canvas (never a GUI, never ``pyplot``'s global state). Both libraries are
+the ``viz`` extra: without them, :func:`require_viz` raises one clear :class:`~stcsnn.errors.StcsnnError`.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import os
-import struct
-import zlib
+import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from stcsnn.errors import StcsnnError
 
-# A perceptually ordered colormap (viridis' anchor colours), interpolated linearly.
-_ANCHORS = np.array([
-    [68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], [38, 130, 142],
-    [31, 158, 137], [53, 183, 121], [109, 205, 89], [180, 222, 44], [253, 231, 37],
-], dtype=np.float64)
+VIZ_INSTALL = 'pip install "stcsnn[viz]"'
+
+FRAME_CMAP = "viridis"  # heatmaps of flow channels (TaxiBJ)
+ERROR_CMAP = "inferno"  # |error|: dark is no error, bright the largest; distinct from the frames' colours
+
+# Grid geometry in pixels at DPI (fixed, not "tight": the picture's size is a known function of its content).
+DPI = 100
+_LEFT, _RIGHT, _BOTTOM = 118, 78, 10
+_GAP, _ROW_GAP, _T_LABEL, _HEADER, _SAMPLE_GAP = 6, 6, 16, 26, 14
+_TITLE_LINE, _TITLE_PAD = 17, 14
+_BORDER = np.array([170, 170, 170], np.uint8)  # a thin frame around every picture: a white frame stays visible
 
 
-def heatmap(values: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] (any shape) -> uint8 RGB (..., 3)."""
-    v = np.clip(np.nan_to_num(values), 0.0, 1.0) * (len(_ANCHORS) - 1)
-    lo = np.floor(v).astype(int).clip(0, len(_ANCHORS) - 2)
-    frac = (v - lo)[..., None]
-    return (_ANCHORS[lo] * (1 - frac) + _ANCHORS[lo + 1] * frac).round().astype(np.uint8)
+class VizMissingError(StcsnnError):
+    """matplotlib or Pillow (the ``viz`` extra) is not installed."""
+
+
+def require_viz(what: str = "drawing pictures") -> None:
+    """Raise one clear error naming the ``viz`` extra when matplotlib or Pillow is missing.
+
+    Only the absence of those two packages themselves is translated: any other import error (a broken install,
+    a missing dependency of theirs) propagates unchanged, so it is never hidden behind the wrong advice."""
+    try:
+        import matplotlib  # noqa: F401
+        import PIL  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ("matplotlib", "PIL"):
+            raise
+        package = "Pillow" if exc.name.startswith("PIL") else "matplotlib"
+        raise VizMissingError(f"{what} needs matplotlib and Pillow (the viz extra), but {package} is not "
+                              f"installed; install it: {VIZ_INSTALL}") from None
+
+
+def _colormap(name: str):
+    import matplotlib
+
+    return matplotlib.colormaps[name]
+
+
+def heatmap(values: np.ndarray, cmap: str = FRAME_CMAP) -> np.ndarray:
+    """Values in [0, 1] (any shape) -> uint8 RGB (..., 3) through a matplotlib colormap (NaN drawn as 0)."""
+    require_viz()
+    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0)
+    return (np.asarray(_colormap(cmap)(v))[..., :3] * 255).round().astype(np.uint8)
+
+
+def _encode_png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write a uint8 (H, W) grey or (H, W, 3) RGB image as PNG (atomically)."""
+    """Write a uint8 (H, W) grey or (H, W, 3) RGB image as PNG, atomically (:mod:`stcsnn.io`)."""
     from stcsnn.io import atomic_write_bytes
 
-    img = np.ascontiguousarray(image, dtype=np.uint8)
-    if img.ndim == 2:
-        color = 0
-    elif img.ndim == 3 and img.shape[2] == 3:
-        color = 2
-    else:
-        raise StcsnnError(f"write_png expects (H, W) or (H, W, 3) uint8, got shape {img.shape}")
-    h, w = img.shape[:2]
-    raw = b"".join(b"\x00" + img[y].tobytes() for y in range(h))
+    img = np.ascontiguousarray(image)
+    if img.dtype != np.uint8 or not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
+        raise StcsnnError(f"write_png expects a (H, W) or (H, W, 3) uint8 image, got {img.dtype} of shape "
+                          f"{img.shape}")
+    require_viz("writing a PNG picture")
+    atomic_write_bytes(path, _encode_png(img))
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-    atomic_write_bytes(path, png)
+def grid_title(neuron: str | None = None, checkpoint: str | os.PathLike | None = None,
+               metrics: Mapping[str, Any] | None = None, where: str | None = None) -> str:
+    """The usual title of a grid: ``"stc_lif · runs/x/best.pt · embedded test"`` and a metrics line."""
+    head = " · ".join(str(p) for p in (neuron, checkpoint, where) if p)
+    scores = []
+    for key, fmt in (("mse", ".4g"), ("mae", ".4g"), ("ssim", ".4f"), ("psnr", ".3f")):
+        value = (metrics or {}).get(key)
+        if isinstance(value, (int, float)):
+            scores.append(f"{key.upper()} {value:{fmt}}")
+    return "\n".join(line for line in (head, "  ".join(scores)) if line)
+
+
+# --------------------------------------------------------------------------------------------------- the grid
+
+
+def _scale(h: int, w: int, target: int) -> int:
+    """Integer upscaling so a frame is about ``target`` px: nearest-neighbour at an integer factor stays crisp."""
+    return max(1, math.ceil(target / max(h, w)))
 
 
 def _frame_rgb(frame: np.ndarray, channel: int | None) -> np.ndarray:
-    """(C, H, W) in [0, 1] -> (H, W, 3) uint8: grey for C=1, RGB for C=3, heatmap of one channel else."""
+    """(C, H, W) in [0, 1] -> (H, W, 3) uint8: grey for C=1, RGB for C=3 (``channel=None``), else a heatmap of
+    one channel. Values outside [0, 1] are drawn clipped (callers say so), NaN as 0."""
     if channel is None:
-        if frame.shape[0] == 3:
-            return (np.clip(frame.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
-        grey = (np.clip(frame[0], 0, 1) * 255).round().astype(np.uint8)
+        f = np.clip(np.nan_to_num(frame.astype(np.float64)), 0.0, 1.0)
+        if f.shape[0] == 3:
+            return (f.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+        grey = (f[0] * 255).round().astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     return heatmap(frame[channel])
 
 
-def prediction_grid(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, gap: int = 2) -> np.ndarray:
-    """(N, T_in, C, H, W), (N, T_out, C, H, W) x2 -> one RGB image; rows per sample: input, truth, prediction,
-    |error| (heatmap scaled to the largest error of the sample). ``truth=None`` (a prediction without ground
-    truth): rows input and prediction only."""
+def _row_image(frames: Sequence[np.ndarray], cols: int, k: int) -> np.ndarray:
+    """Frames (H, W, 3) upscaled by ``k``, each in a 1 px border, side by side with white gaps."""
+    h, w = frames[0].shape[0] * k + 2, frames[0].shape[1] * k + 2
+    row = np.full((h, cols * w + (cols - 1) * _GAP, 3), 255, np.uint8)
+    for j, f in enumerate(frames):
+        x = j * (w + _GAP)
+        row[:, x:x + w] = _BORDER
+        row[1:-1, x + 1:x + w - 1] = f.repeat(k, 0).repeat(k, 1)
+    return row
+
+
+def _check_arrays(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray) -> None:
+    if inputs.ndim != 5 or pred.ndim != 5 or inputs.shape[2:] != pred.shape[2:] or len(inputs) != len(pred):
+        raise StcsnnError(f"a prediction grid needs inputs (N, T_in, C, H, W) and predictions (N, T_out, C, H, W) "
+                          f"of the same N, C, H, W; got {inputs.shape} and {pred.shape}")
+    if truth is not None and truth.shape != pred.shape:
+        raise StcsnnError(f"a prediction grid needs the truth shaped like the prediction {pred.shape}, got "
+                          f"{truth.shape}")
+
+
+def grid_figure(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, title: str | None = None,
+                sample_labels: Sequence[str] | None = None, frame_px: int = 80):
+    """The prediction grid as a matplotlib ``Figure`` (on an Agg canvas), see the module docstring.
+
+    ``inputs`` (N, T_in, C, H, W), ``truth`` and ``pred`` (N, T_out, C, H, W) in [0, 1]; ``truth=None`` for a
+    prediction without ground truth. ``sample_labels`` names the blocks (default ``sample 0`` ...); frames are
+    upscaled by an integer factor to about ``frame_px`` pixels."""
+    require_viz("a prediction grid")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    inputs, pred = np.asarray(inputs), np.asarray(pred)
+    truth = None if truth is None else np.asarray(truth)
+    _check_arrays(inputs, truth, pred)
     n, t_in, c, h, w = inputs.shape
     t_out = pred.shape[1]
     cols = max(t_in, t_out)
-    channels = [None] if c in (1, 3) else list(range(c))
-    rows: list[list[np.ndarray]] = []
-    for i in range(n):
-        for ch in channels:
-            rows.append([_frame_rgb(f, ch) for f in inputs[i]])
-            if truth is not None:
-                rows.append([_frame_rgb(f, ch) for f in truth[i]])
-            rows.append([_frame_rgb(f, ch) for f in pred[i]])
+    k = _scale(h, w, frame_px)
+    cell_h, cell_w = h * k + 2, w * k + 2
+    row_w = cols * cell_w + (cols - 1) * _GAP
+    channels: list[int | None] = [None] if c in (1, 3) else list(range(c))
+    labels = list(sample_labels) if sample_labels is not None else [f"sample {i}" for i in range(n)]
+    if len(labels) != n:
+        raise StcsnnError(f"sample_labels names {len(labels)} samples, the arrays hold {n}")
+
+    # rows of one block: (kind, channel, label times); the times label the first row of each time range
+    block: list[tuple[str, int | None, range | None]] = []
+    for ch in channels:
+        block.append(("input", ch, range(1, t_in + 1)))
+        future = range(t_in + 1, t_in + t_out + 1)
         if truth is not None:
-            err = np.abs(truth[i] - pred[i]).max(axis=1, keepdims=True)  # (T, 1, H, W)
-            err = err / max(float(err.max()), 1e-8)
-            rows.append([heatmap(f[0]) for f in err])
-    canvas = np.full(((h + gap) * len(rows) + gap, (w + gap) * cols + gap, 3), 255, np.uint8)
-    for r, row in enumerate(rows):
-        for k, img in enumerate(row):
-            y, x = gap + r * (h + gap), gap + k * (w + gap)
-            canvas[y:y + h, x:x + w] = img
-    return canvas
+            block.append(("truth", ch, future))
+        block.append(("prediction", ch, None if truth is not None else future))
+    if truth is not None:
+        block.append(("|error|", None, None))
+    block_h = _HEADER + sum(cell_h + _ROW_GAP + (_T_LABEL if times else 0) for _, _, times in block)
+
+    width = max(_LEFT + row_w + _RIGHT, 360)
+    # the caller's lines, each wrapped to the figure's width (about 7 px per character at 10 pt)
+    title_lines = [part for line in (title or "").splitlines() for part in textwrap.wrap(line, max(30, width // 7))]
+    top = len(title_lines) * _TITLE_LINE + _TITLE_PAD if title_lines else 6
+    height = top + n * block_h + (n - 1) * _SAMPLE_GAP + _BOTTOM
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
+    FigureCanvasAgg(fig)
+
+    def axes(x: float, y: float, ww: float, hh: float):
+        """Axes at pixel box (x, y from the top-left corner, width, height)."""
+        return fig.add_axes((x / width, 1 - (y + hh) / height, ww / width, hh / height))
+
+    if title_lines:
+        fig.text(0.5, 1 - 6 / height, "\n".join(title_lines), ha="center", va="top", fontsize=10,
+                 linespacing=1.3)
+    y = top
+    for i in range(n):
+        if i:  # a rule between samples: blocks never read as one
+            rule = y - _SAMPLE_GAP / 2
+            fig.add_artist(Line2D([0.01, 0.99], [1 - rule / height] * 2, color="0.6", linewidth=0.8))
+        fig.text(8 / width, 1 - (y + 4) / height, labels[i], ha="left", va="top", fontsize=10, fontweight="bold")
+        y += _HEADER
+        err = None
+        if truth is not None:
+            # the error of what is drawn (values clipped to [0, 1], as SSIM and PSNR see them): an overshoot
+            # drawn as plain black or white must not light up the error row; max over channels
+            err = np.abs(np.clip(truth[i], 0, 1).astype(np.float64) - np.clip(pred[i], 0, 1)).max(axis=1)
+            finite = err[np.isfinite(err)]
+            emax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        frames_top = y
+        for kind, ch, times in block:
+            if times:
+                y += _T_LABEL
+            if kind == "|error|":
+                imgs = [heatmap(e / emax, ERROR_CMAP) for e in err]
+            else:
+                seq = {"input": inputs, "truth": truth, "prediction": pred}[kind][i]
+                imgs = [_frame_rgb(f, ch) for f in seq]
+            ax = axes(_LEFT, y, row_w, cell_h)
+            ax.set_label("grid row")  # a handle for tests and callers: rows vs. colour bars
+            ax.imshow(_row_image(imgs, cols, k), interpolation="nearest", aspect="auto")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            label = kind
+            if ch is not None:
+                label += f"\nchannel {ch}"
+            elif kind == "|error|" and c > 1:
+                label += "\nmax over\nchannels"
+            ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10, labelpad=8)
+            for j, t in enumerate(times or ()):
+                ax.text(j * (cell_w + _GAP) + cell_w / 2, -3, f"t = {t}", ha="center", va="bottom", fontsize=8)
+            if kind == "|error|":
+                # next to the error row's own frames (it may be shorter than the input row)
+                cax = axes(_LEFT + t_out * (cell_w + _GAP) + 4, y, 10, cell_h)
+                cax.set_label("error colour bar")
+                bar = fig.colorbar(ScalarMappable(Normalize(0.0, emax), _colormap(ERROR_CMAP)), cax=cax)
+                bar.set_ticks([0.0, emax / 2, emax])
+                bar.ax.set_yticklabels([f"{v:.2g}" for v in (0.0, emax / 2, emax)])
+                bar.ax.tick_params(labelsize=7, length=2)
+            y += cell_h + _ROW_GAP
+            if kind == "prediction" and ch == channels[-1] and channels[0] is not None:
+                # heatmap frames: one value scale for every channel row of this sample
+                # (ending short of the error row, so the two bars' tick labels never touch)
+                bottom = y - (16 if err is not None else _ROW_GAP)
+                cax = axes(_LEFT + row_w + 10, frames_top + _T_LABEL, 10, bottom - frames_top - _T_LABEL)
+                cax.set_label("value colour bar")
+                bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), _colormap(FRAME_CMAP)), cax=cax)
+                bar.set_ticks([0.0, 0.5, 1.0])
+                bar.ax.tick_params(labelsize=7, length=2)
+                bar.ax.set_ylabel("value", fontsize=7)
+        y += _SAMPLE_GAP
+    return fig
+
+
+def figure_rgb(fig) -> np.ndarray:
+    """A matplotlib figure rendered by Agg -> RGB uint8 (H, W, 3)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def prediction_grid(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, title: str | None = None,
+                    sample_labels: Sequence[str] | None = None) -> np.ndarray:
+    """The grid of :func:`grid_figure` as an RGB uint8 array (H, W, 3), e.g. for TensorBoard's ``add_image``
+    (``dataformats="HWC"``) or :func:`write_png`."""
+    return figure_rgb(grid_figure(inputs, truth, pred, title=title, sample_labels=sample_labels))
+
+
+def write_grid(path: str | os.PathLike, inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray,
+               title: str | None = None, sample_labels: Sequence[str] | None = None) -> Path:
+    """Draw the grid and write it as PNG, atomically; returns the path."""
+    write_png(path, prediction_grid(inputs, truth, pred, title=title, sample_labels=sample_labels))
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------------- the GIF
+
+
+def gif_frames(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, frame_px: int = 160,
+               title: str | None = None) -> list[np.ndarray]:
+    """One sample's animation as RGB frames: per time step the left panel shows the true sequence (``input``,
+    then ``truth``), the right one what the model sees and makes (``input``, then ``prediction``), each titled,
+    with ``t = k of T`` on top. ``truth=None``: one panel, input then prediction."""
+    require_viz("an animated GIF")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    t_in, c, h, w = inputs.shape
+    t_out = pred.shape[0]
+    k = _scale(h, w, frame_px)
+    channels: list[int | None] = [None] if c in (1, 3) else list(range(c))
+    sides = ["truth", "prediction"] if truth is not None else ["prediction"]
+    pw, ph = w * k, h * k
+    left, gap, title_h, bottom = (70 if channels[0] is not None else 12), 12, 22, 8
+    head = 6 + (16 if title else 0)  # the caller's title line, then "t = k of T" and the phase under it
+    top = head + 40
+    width = max(left + len(sides) * pw + (len(sides) - 1) * gap + 12, 240)
+    height = top + len(channels) * (ph + title_h) + bottom
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
+    canvas = FigureCanvasAgg(fig)
+    if title:
+        fig.text(0.5, 1 - 6 / height, title, ha="center", va="top", fontsize=9)
+    header = fig.text(0.5, 1 - head / height, "", ha="center", va="top", fontsize=11, fontweight="bold")
+    phase = fig.text(0.5, 1 - (head + 18) / height, "", ha="center", va="top", fontsize=8, color="0.3")
+    panels = []
+    for r, ch in enumerate(channels):
+        for s, side in enumerate(sides):
+            x, y = left + s * (pw + gap), top + r * (ph + title_h) + title_h
+            ax = fig.add_axes((x / width, 1 - (y + ph) / height, pw / width, ph / height))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if ch is not None and s == 0:
+                ax.set_ylabel(f"channel {ch}", fontsize=9)
+            image = ax.imshow(np.zeros((ph, pw, 3), np.uint8), interpolation="nearest", aspect="auto")
+            panels.append((side, ch, image, ax.set_title("", fontsize=10, pad=4)))
+    out = []
+    for t in range(t_in + t_out):
+        future = t >= t_in
+        header.set_text(f"t = {t + 1} of {t_in + t_out}")
+        phase.set_text("future: predicted by the model" if future else "input: given to the model")
+        for side, ch, image, label in panels:
+            if not future:
+                frame, name = inputs[t], "input"
+            elif side == "truth":
+                frame, name = truth[t - t_in], "truth"
+            else:
+                frame, name = pred[t - t_in], "prediction"
+            image.set_data(_frame_rgb(frame, ch).repeat(k, 0).repeat(k, 1))
+            label.set_text(name)
+        canvas.draw()
+        out.append(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+    return out
 
 
 def write_gif(path: str | os.PathLike, inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray,
-              duration_ms: int = 200) -> None:
-    """Animated GIF of one sample: left the true sequence, right the input followed by the prediction
-    (``truth=None``: the input followed by the prediction alone)."""
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise StcsnnError(f"animated GIFs need Pillow ({exc}); install it: pip install 'stcsnn[viz]'") from None
-    ch = None if inputs.shape[1] in (1, 3) else 0
-    frames = []
-    for seq_true, seq_pred in ((inputs, inputs), (truth, pred)):
-        for a, b in zip(seq_pred if seq_true is None else seq_true, seq_pred):
-            panels = [_frame_rgb(b, ch)] if truth is None else [
-                _frame_rgb(a, ch), np.full((a.shape[1], 2, 3), 255, np.uint8), _frame_rgb(b, ch)]
-            pair = np.concatenate(panels, 1)
-            frames.append(Image.fromarray(pair).resize((pair.shape[1] * 3, pair.shape[0] * 3), Image.NEAREST))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
-        os.replace(tmp, path)
-    except BaseException:  # e.g. a full disk: no half-written temporary file left behind
-        tmp.unlink(missing_ok=True)
-        raise
+              duration_ms: int = 300, title: str | None = None) -> None:
+    """Animated GIF of one sample (``inputs`` (T_in, C, H, W), ``truth``/``pred`` (T_out, C, H, W)), written
+    atomically; see :func:`gif_frames`. The last frame is held longer so the final prediction can be read."""
+    from PIL import Image
+
+    from stcsnn.io import atomic_write_bytes
+
+    frames = [Image.fromarray(f) for f in gif_frames(inputs, truth, pred, title=title)]
+    durations = [duration_ms] * (len(frames) - 1) + [duration_ms * 4]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    atomic_write_bytes(path, buf.getvalue())

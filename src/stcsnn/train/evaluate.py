@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Any], meta: dict
     ``num_samples`` is taken from ``results`` (what :func:`evaluate` really ran) when it is there; ``meta`` may
     add ``split_samples``, the size of the whole split."""
     from stcsnn.io import atomic_write_text
-    from stcsnn.viz import prediction_grid, write_png
+    from stcsnn.viz import VizMissingError, grid_title, prediction_grid, write_png
 
     out_dir = Path(out_dir)
     if "num_samples" in results:
@@ -74,8 +75,13 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Any], meta: dict
     atomic_write_text(paths[1], report_markdown(payload))
     if samples:
         png = out_dir / ("predictions.png" if stem == "report" else f"{stem}_predictions.png")
-        write_png(png, prediction_grid(samples["inputs"], samples["truth"], samples["pred"]))
-        paths.append(png)
+        where = f"{meta.get('dataset', '?')} {meta.get('split', '?')}, metrics over {_samples(meta)} samples"
+        title = grid_title(meta.get("neuron"), meta.get("checkpoint"), payload["metrics"], where)
+        try:
+            write_png(png, prediction_grid(samples["inputs"], samples["truth"], samples["pred"], title=title))
+            paths.append(png)
+        except VizMissingError as exc:  # the numbers are written; a missing optional extra must not fail the run
+            print(f"note: no {png.name}: {exc}", file=sys.stderr)
     return paths
 
 
