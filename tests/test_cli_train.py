@@ -69,8 +69,9 @@ def inputs(run) -> np.ndarray:
 
 def test_train_writes_the_run_directory(run):
     names = {p.name for p in run.iterdir()}
-    assert {"config.yaml", "metrics.csv", "last.pt", "best.pt", "report.json", "report.md",
+    assert {"config.yaml", "metrics.csv", "steps.csv", "last.pt", "best.pt", "report.json", "report.md",
             "predictions.png"} <= names
+    assert "tensorboard" not in names  # only with --tensorboard
     assert not [n for n in names if n.endswith(".tmp")]
     # the resolved config: loads back, frame shape filled in from the data
     cfg = load_config(run / "config.yaml")
@@ -79,7 +80,8 @@ def test_train_writes_the_run_directory(run):
     # metrics.csv: one row per epoch
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert len(rows) == 2
-    for col in ("epoch", "train_loss", "val_mse", "val_ssim", "lr", "eta", "rate_l0", "rate_l1", "seconds"):
+    for col in ("epoch", "train_loss", "val_mse", "val_ssim", "lr", "eta", "p_true", "rate_l0", "rate_l1",
+                "seconds"):
         assert col in rows[0], col
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(np.isfinite(float(r["train_loss"])) and float(r["train_loss"]) > 0 for r in rows)
@@ -128,6 +130,8 @@ def test_progress_lines_when_not_a_terminal(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "epoch 1/1 [1/2]" in captured.err and "epoch 1/1 [2/2]" in captured.err
     assert "\r" not in captured.err and "it/s" in captured.err
+    # the scheduled-sampling probability is labelled p_true (eta reads like time left)
+    assert "lr 1e-05 p_true 1 " in captured.err and " eta " not in captured.err  # 1 - 2e-5 at 4 digits
     assert "test (best.pt): MSE" in captured.out
 
 
@@ -179,6 +183,23 @@ def test_eval_writes_a_report(run, tmp_path, capsys):
     assert report["metrics"]["mse"] == pytest.approx(trained["metrics"]["mse"], rel=1e-6)
     assert (out / "report.md").is_file()
     assert (out / "predictions.png").read_bytes()[:8] == PNG
+
+
+def test_eval_into_a_folder_a_train_is_running_in_is_refused(run, tmp_path, capsys):
+    from stcsnn.io import RunLock
+
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with RunLock(folder, "stcsnn train"):
+        line = one_error(capsys, main(["eval", "--checkpoint", str(run / "best.pt"), "--out", str(folder),
+                                       "--device", "cpu"]))
+        assert f"is in use by `stcsnn train` (PID {os.getpid()})" in line
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    assert (folder / "notes.txt").read_text() == "keep me"
+    # once the folder is free, eval writes there and leaves no lock file behind
+    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--out", str(folder), "--device", "cpu"]) == 0
+    assert (folder / "report.json").is_file() and not (folder / ".stcsnn.lock").exists()
 
 
 def test_eval_on_the_validation_split(run, tmp_path):

@@ -240,6 +240,14 @@ def test_sigterm_in_process_and_before_training(tmp_path, monkeypatch, capsys):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="device auto resolves to the CPU only without CUDA")
+def test_fp16_on_a_cpu_chosen_at_run_time_is_refused_before_any_work(tmp_path, capsys):
+    cfg = write_config(tmp_path / "c.yaml", device="auto", amp="fp16")
+    line = one_error(capsys, main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]))
+    assert "fp16" in line and "'auto' resolved to the CPU" in line and "bf16" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_save_on_signal_is_checked_before_any_work(tmp_path):
     assert save_signal(tiny_cfg(save_on_signal=None)) is None
     if hasattr(signal, "SIGUSR2"):

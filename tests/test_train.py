@@ -3,6 +3,7 @@ checkpoints under a crash mid-write, and the NaN guard. Tiny runs (hidden 16, 32
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import re
@@ -240,6 +241,17 @@ def assert_identical_runs(a: Path, b: Path) -> None:
     assert ca["best_val_mse"] == cb["best_val_mse"]
     best_a, best_b = model_state(a / "best.pt"), model_state(b / "best.pt")
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+    # steps.csv: one row per step (rows written after the checkpoint a resume started from were dropped), with
+    # the values of the uninterrupted run
+    steps_a, steps_b = step_rows(a), step_rows(b)
+    assert [int(r["step"]) for r in steps_b] == list(range(1, cb["step"] + 1))
+    assert steps_a == steps_b
+
+
+def step_rows(run: Path) -> list[dict[str, str]]:
+    """steps.csv without its wall-clock column."""
+    with open(run / "steps.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
 
 
 RESUME = {"epochs": 8, "data_options": {"canvas_size": 32, "num_samples": 8, "val_samples": 2, "test_samples": 2},
@@ -326,6 +338,10 @@ def test_resume_refuses_a_changed_trajectory(tmp_path):
     # epochs may change (continue a finished run for longer)
     trainer = Trainer(tiny_cfg(epochs=2), tmp_path, resume="auto", progress=False)
     assert trainer.epoch == 1 and trainer.step == 4
+    # the message quotes values bounded (config.short): a long list is cut, not printed whole
+    with pytest.raises(TrainingError, match=r"hidden_channels=\[16\], the config now says \[16, 16, .*\.\.\.") as info:
+        Trainer(tiny_cfg(epochs=2, hidden_channels=[16] * 200), tmp_path, resume="auto", progress=False)
+    assert len(str(info.value)) < 250
 
 
 # =============================================================================================== atomic writes

@@ -82,6 +82,8 @@ class Config:
     max_val_batches: int | None = None  # cap validation cost per epoch (None: the whole split)
     max_test_batches: int | None = None
     num_visualize: int = 4  # samples in the end-of-run picture
+    # also write TensorBoard event files under RUN/tensorboard/ (needs the tb extra: pip install "stcsnn[tb]")
+    tensorboard: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

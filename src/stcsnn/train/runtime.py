@@ -1,0 +1,83 @@
+"""Where a run executes: the process's rank among the processes of a DDP run (torchrun) and its device.
+
+Distributed runs are detected from the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``).
+NCCL is used on GPUs, gloo on CPUs. The checks that need the resolved device are made here, before any work:
+``device: auto`` is only known to be a CPU or a GPU at run time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from stcsnn.config import Config
+from stcsnn.device import pick_device
+from stcsnn.errors import ConfigError
+
+
+@dataclass
+class Runtime:
+    """This process's place in the run: ``rank`` of ``world`` processes, ``local_rank`` on its node."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that logs, validates and writes files."""
+        return self.rank == 0
+
+    def rows(self, batch: int) -> slice:
+        """This rank's contiguous slice of a global batch of ``batch`` samples."""
+        per_rank = batch // self.world
+        return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or no launcher), read from the environment before any process group exists."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def setup_runtime(cfg: Config) -> Runtime:
+    """Resolve the device, check what depends on it, and join the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(cfg.device, local_rank)
+    if cfg.amp == "fp16" and device.type == "cpu":
+        # config validation catches device: cpu; with device: auto only now is the CPU known
+        raise ConfigError(f"config key 'amp' is fp16, which needs a CUDA device (its gradient scaler exists only "
+                          f"there), but device {cfg.device!r} resolved to the CPU; use amp: bf16 or null on the "
+                          "CPU")
+    if world > 1:
+        import torch.distributed as dist
+
+        if cfg.batch_size % world:
+            raise ConfigError(f"batch_size {cfg.batch_size} (global) must divide by the {world} processes")
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    return Runtime(rank, world, local_rank, device)
+
+
+def all_reduce(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over the ranks in place (DDP runs only); returns it."""
+    import torch.distributed as dist
+
+    dist.all_reduce(t)
+    return t
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    dist.barrier()
