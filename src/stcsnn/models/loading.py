@@ -1,21 +1,40 @@
-"""Checkpoint files of stcsnn models: the format, reading one safely, and model + config round trips.
+"""Model files of stcsnn: checkpoints, exported folders, Hugging Face Hub repositories; reading them safely.
 
-A checkpoint is a plain dict of tensors and Python scalars (``format: stcsnn-checkpoint``), loaded with
+A **checkpoint** is a plain dict of tensors and Python scalars (``format: stcsnn-checkpoint``), loaded with
 ``torch.load(..., weights_only=True)`` through :func:`stcsnn.io.safe_load`: opening one never runs code from it.
+
+An **exported folder** (``stcsnn export``, :mod:`stcsnn.models.export`) holds ``model.safetensors`` (the
+state_dict) and ``config.json`` (the config plus ``format: stcsnn-export``): loading one reads no pickle at all,
+only safetensors and JSON, so any tool can read the weights. ``hf://user/repo[@revision]`` is such a folder on
+the Hugging Face Hub, fetched with ``huggingface_hub.snapshot_download`` (the ``hub`` extra).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from stcsnn.errors import CheckpointError
+from stcsnn.errors import CheckpointError, ConfigError
 from stcsnn.io import safe_load
 
 FORMAT = "stcsnn-checkpoint"
 VERSION = 1
+
+EXPORT_FORMAT = "stcsnn-export"
+EXPORT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+#: the keys of config.json that describe the file, not the model (everything else is the config)
+EXPORT_META_KEYS = ("format", "version", "stcsnn_version")
+#: a config.json is a few kB; anything far larger is not one of ours (and is not read into memory)
+MAX_CONFIG_BYTES = 1 << 20
+HF_PREFIX = "hf://"
+#: what a Hub snapshot needs: not step.onnx or other files a repository may hold
+HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "README.md"]
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -31,27 +50,151 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """``model, cfg = load_model("runs/x/best.pt")``: the model (eval mode) and its config."""
-    from stcsnn.config import make_config
-    from stcsnn.models import build_model
+    """``model, cfg = load_model(source)``: the model (eval mode) and its config.
 
-    ckpt = read_checkpoint(path)
-    cfg = make_config(ckpt["config"])
+    ``source``: a checkpoint file (``runs/x/best.pt``), a folder written by ``stcsnn export``, or
+    ``hf://user/repo[@revision]`` (such a folder on the Hugging Face Hub)."""
+    text = str(path)
+    if text.startswith(HF_PREFIX):
+        return load_folder(hub_snapshot(text), device, label=text)
+    if Path(path).is_dir():
+        return load_folder(path, device)
+    model, cfg = model_from_checkpoint(read_checkpoint(path), text)
+    return model.to(device).eval(), cfg
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], label: str):
+    """``model, cfg`` of a checkpoint dict read by :func:`read_checkpoint` (``label``: its path, for messages)."""
+    lacking = [k for k in ("config", "model") if k not in ckpt]
+    if lacking:
+        raise CheckpointError(
+            f"checkpoint {label!r} holds no {' and no '.join(repr(k) for k in lacking)} entry (it has "
+            f"{', '.join(sorted(map(str, ckpt))[:8])}); expected a checkpoint with the model's weights and "
+            "config, as `stcsnn train` and `stcsnn import-official` write them"
+        )
+    cfg = _make_config(ckpt["config"])
+    return _with_weights(cfg, ckpt["model"], label), cfg
+
+
+def _make_config(raw: Any):
+    from stcsnn.config import make_config
+
+    return make_config(raw)
+
+
+def _with_weights(cfg, state_dict: Any, label: str) -> torch.nn.Module:
+    """``cfg``'s model holding ``state_dict``; one CheckpointError line for weights that do not fit it."""
+    from stcsnn import build_model  # fills a frame shape older checkpoints did not record from the dataset spec
+
     model = build_model(cfg)
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{label!r} holds weights of type {type(state_dict).__name__}; expected a state_dict "
+                              "(a mapping of names to tensors)")
     try:
-        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:  # same keys, other shapes
         sizes = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
         raise CheckpointError(
-            f"checkpoint {str(path)!r} does not match its model ({cfg.neuron}, hidden {cfg.hidden_channels}): "
+            f"checkpoint {label!r} does not match its model ({cfg.neuron}, hidden {cfg.hidden_channels}): "
             f"{'; '.join(sizes[:3]) or str(exc).splitlines()[0]}"
         ) from None
     if missing or unexpected:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} does not match its model ({cfg.neuron}, hidden {cfg.hidden_channels}): "
+            f"checkpoint {label!r} does not match its model ({cfg.neuron}, hidden {cfg.hidden_channels}): "
             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
-    return model.to(device).eval(), cfg
+    return model
+
+
+def read_export_config(folder: str | os.PathLike, label: str | None = None):
+    """The :class:`~stcsnn.config.Config` of an exported folder's ``config.json`` (JSON only, size-checked)."""
+    folder = Path(folder)
+    label = label or str(folder)
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        runs = [n for n in ("best.pt", "last.pt") if (folder / n).is_file()]
+        hint = (f"; for the run folder's checkpoint use {str(folder / runs[0])!r}" if runs
+                else " (or a checkpoint file, e.g. runs/NAME/best.pt)")
+        raise CheckpointError(f"{label!r} is a folder without {CONFIG_NAME}; expected a folder written by "
+                              f"`stcsnn export` ({CONFIG_NAME} + {WEIGHTS_NAME}){hint}")
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise CheckpointError(f"{label!r}: {CONFIG_NAME} is {size} bytes; expected an stcsnn export config "
+                                  f"(a few kB, at most {MAX_CONFIG_BYTES})")
+        raw = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:200]
+        raise CheckpointError(f"{label!r}: {CONFIG_NAME} cannot be read as JSON ({reason}); expected the "
+                              "config.json written by `stcsnn export`") from None
+    if not isinstance(raw, dict) or raw.get("format") != EXPORT_FORMAT:
+        found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+        raise CheckpointError(f"{label!r}: {CONFIG_NAME} has format {found!r}; expected {EXPORT_FORMAT!r} (a "
+                              "folder written by `stcsnn export`)")
+    version = raw.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= EXPORT_VERSION:
+        raise CheckpointError(f"{label!r}: {CONFIG_NAME} has export version {version!r}; this stcsnn reads "
+                              f"versions 1..{EXPORT_VERSION} (a newer stcsnn wrote it? upgrade stcsnn)")
+    try:
+        return _make_config({k: v for k, v in raw.items() if k not in EXPORT_META_KEYS})
+    except ConfigError as exc:
+        raise CheckpointError(f"{label!r}: {CONFIG_NAME} holds a config that is not valid: {exc}") from None
+
+
+def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu", label: str | None = None):
+    """``model, cfg`` of a folder written by ``stcsnn export``: reads only ``config.json`` and
+    ``model.safetensors`` (no pickle)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    label = label or str(folder)
+    cfg = read_export_config(folder, label)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{label!r} holds {CONFIG_NAME} but no {WEIGHTS_NAME}; expected both (copy the "
+                              "whole folder that `stcsnn export` wrote)")
+    try:
+        state_dict = load_file(weights, device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{label!r}: {WEIGHTS_NAME} cannot be read ({str(exc).splitlines()[0][:200]}); "
+                              "truncated or not a safetensors file?") from None
+    return _with_weights(cfg, state_dict, label).to(device).eval(), cfg
+
+
+def parse_hub_source(source: str) -> tuple[str, str | None]:
+    """``"hf://user/repo@rev"`` -> ``("user/repo", "rev")`` (revision None when not given)."""
+    rest = source[len(HF_PREFIX):]
+    repo, sep, revision = rest.partition("@")
+    repo = repo.strip("/")
+    if repo.count("/") != 1 or not all(repo.split("/")) or (sep and not revision):
+        raise CheckpointError(f"{source!r}: expected hf://USER/REPO or hf://USER/REPO@REVISION (a branch, tag or "
+                              "commit)")
+    return repo, (revision or None)
+
+
+def hub_module():
+    """``huggingface_hub``, or one clear line saying how to install it."""
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise CheckpointError('the Hugging Face Hub needs the huggingface_hub package, which is not installed: '
+                              'pip install "stcsnn[hub]"') from None
+    return huggingface_hub
+
+
+def hub_snapshot(source: str) -> Path:
+    """The local folder of ``hf://user/repo[@revision]`` (downloaded, or from the cache; ``HF_HUB_OFFLINE=1``
+    uses the cache only)."""
+    repo, revision = parse_hub_source(source)
+    hub = hub_module()
+    try:
+        folder = hub.snapshot_download(repo, revision=revision, allow_patterns=HUB_FILES)
+    except Exception as exc:  # the Hub's errors (HTTP, offline, validation) differ by version
+        text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise CheckpointError(f"cannot fetch {source!r} from the Hugging Face Hub: {type(exc).__name__}: "
+                              f"{text}") from None
+    return Path(folder)
 
 
 def model_checkpoint(model: torch.nn.Module, cfg, **extra: Any) -> dict[str, Any]:

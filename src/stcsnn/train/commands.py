@@ -26,6 +26,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision")
     p.add_argument("--compile", action="store_true", help="torch.compile the neuron updates")
     p.add_argument("--checkpoint-steps", type=int, help="activation checkpointing over K time steps")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files under OUT/tensorboard/ (needs: pip install \"stcsnn[tb]\")")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_train)
 
@@ -43,13 +45,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict future frames for new videos (no ground truth needed)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--input", required=True, help=".npy of (N, T_in, C, H, W) or (T_in, C, H, W), uint8 or [0,1]")
-    p.add_argument("--output", required=True, help=".npy to write, (N, N_out, C, H, W) float32")
+    p.add_argument("--output", required=True,
+                   help=".npy to write, (N, N_out, C, H, W) float32 (with --stream: (N, T_in, C, H, W))")
     p.add_argument("--frames", type=int, help="frames to predict (default: the trained horizon)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-clip", action="store_true",
                    help="write the raw model outputs (default: clipped to [0, 1], the range of frames)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --output")
+    p.add_argument("--stream", action="store_true",
+                   help="running forecasts, frame by frame (model.step): the input .npy is memory-mapped and read "
+                        "one frame per sequence at a time; writes (N, T_in, C, H, W) where [n, t] is the forecast "
+                        "of frame t+1 made after input frames 0..t of sequence n (--frames does not apply)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("visualize", help="PNG grid and animated GIF of predictions")
@@ -71,8 +78,9 @@ def _train(args: argparse.Namespace) -> int:
     for key, flag in (("device", args.device), ("amp", args.amp), ("checkpoint_steps", args.checkpoint_steps)):
         if flag is not None:
             overrides[key] = flag
-    if args.compile:
-        overrides["compile"] = True
+    for key, flag in (("compile", args.compile), ("tensorboard", args.tensorboard)):
+        if flag:
+            overrides[key] = True
     if args.config is None:
         # no config: continue a run from its checkpoint (--resume PATH, or --resume auto with --out DIR)
         if args.resume == "auto" and args.out and (Path(args.out) / "last.pt").exists():
@@ -90,15 +98,16 @@ def _train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides)
         out = args.out or str(Path("runs") / Path(args.config).stem)
     # train() locks the folder (creating it only then), checks that it is this run's, and cleans up on failure
-    return train(cfg, out, args.resume, progress=not args.quiet)
+    choice = getattr(args, "thread_choice", None)
+    tune = choice is not None and choice.reason.startswith("auto")  # an explicit count is the user's to keep
+    return train(cfg, out, args.resume, progress=not args.quiet, tune_threads=tune, thread_choice=choice)
 
 
 
 def _eval(args: argparse.Namespace) -> int:
     from stcsnn.config import checkpoint_config, parse_overrides
-    from stcsnn.data import build_splits
     from stcsnn.errors import CheckpointError, ConfigError
-    from stcsnn.io import check_writable
+    from stcsnn.io import RunLock, check_writable
     from stcsnn.models.loading import load_model
     from stcsnn.train.evaluate import evaluate, write_report
 
@@ -114,28 +123,39 @@ def _eval(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).parent
     stem = "report" if args.split == "test" else f"report_{args.split}"
     check_writable(out / f"{stem}.json")
-    dataset = build_splits(cfg, (args.split,))[args.split]
-    c, h, w = dataset.frame_shape
-    if c != model.frame_channels:
-        raise DataError(f"the checkpoint's model takes {model.frame_channels}-channel frames; the {cfg.dataset!r} "
-                        f"{args.split} split has {c} channels ({c}x{h}x{w}); evaluate it on its own kind of data")
-    if h % cfg.patch_size or w % cfg.patch_size:
-        raise DataError(f"the checkpoint's model has patch_size {cfg.patch_size}, which must divide the frame size; "
-                        f"the {cfg.dataset!r} {args.split} split has {h}x{w} frames")
-    if saved.frame_shape and [c, h, w] != list(saved.frame_shape):
-        print(f"note: evaluating on {h}x{w} frames; the model was trained on {saved.frame_shape[1]}x"
-              f"{saved.frame_shape[2]}", file=sys.stderr)
-    results, samples = evaluate(model, dataset, cfg, device, cfg.max_test_batches, keep=cfg.num_visualize)
-    meta = {"split": args.split, "checkpoint": str(args.checkpoint), "dataset": cfg.dataset, "neuron": cfg.neuron,
-            "num_samples": results["num_samples"], "split_samples": len(dataset),
-            "input_frames": cfg.input_frames, "output_frames": cfg.output_frames}
-    paths = write_report(out, results, meta, samples, stem=stem)
+    # the report goes into a folder a running `stcsnn train` may own: one line naming it, before the work
+    with RunLock(out, "stcsnn eval"):
+        dataset = _eval_split(cfg, model, saved, args.split)
+        results, samples = evaluate(model, dataset, cfg, device, cfg.max_test_batches, keep=cfg.num_visualize)
+        meta = {"split": args.split, "checkpoint": str(args.checkpoint), "dataset": cfg.dataset,
+                "neuron": cfg.neuron, "num_samples": results["num_samples"], "split_samples": len(dataset),
+                "input_frames": cfg.input_frames, "output_frames": cfg.output_frames}
+        paths = write_report(out, results, meta, samples, stem=stem)
     n = results["num_samples"]
     label = args.split if n == len(dataset) else f"{args.split} ({n} of {len(dataset)} sequences)"
     print(f"{label}: MSE {results['mse']:.4f}  MAE {results['mae']:.4f}  SSIM {results['ssim']:.4f}  "
           f"PSNR {results['psnr']:.3f}")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _eval_split(cfg, model: torch.nn.Module, saved, split: str):
+    """The split to evaluate, checked against the checkpoint's model (channels, patch size; a note for another
+    frame size)."""
+    from stcsnn.data import build_splits
+
+    dataset = build_splits(cfg, (split,))[split]
+    c, h, w = dataset.frame_shape
+    if c != model.frame_channels:
+        raise DataError(f"the checkpoint's model takes {model.frame_channels}-channel frames; the {cfg.dataset!r} "
+                        f"{split} split has {c} channels ({c}x{h}x{w}); evaluate it on its own kind of data")
+    if h % cfg.patch_size or w % cfg.patch_size:
+        raise DataError(f"the checkpoint's model has patch_size {cfg.patch_size}, which must divide the frame size; "
+                        f"the {cfg.dataset!r} {split} split has {h}x{w} frames")
+    if saved.frame_shape and [c, h, w] != list(saved.frame_shape):
+        print(f"note: evaluating on {h}x{w} frames; the model was trained on {saved.frame_shape[1]}x"
+              f"{saved.frame_shape[2]}", file=sys.stderr)
+    return dataset
 
 
 def load_frames(path: str, channels: int | None = None, what: str = "input", strict_range: bool = True
@@ -145,6 +165,16 @@ def load_frames(path: str, channels: int | None = None, what: str = "input", str
     The header is checked against the file size before anything is read (a forged header cannot make this
     allocate petabytes). Frames (``strict_range``) must be uint8 or float in [0, 1]; a prediction
     (``strict_range=False``) may hold any finite values, since models overshoot."""
+    arr = open_frames(path, channels, what, strict_range)
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    return _float_frames(arr, path, what, strict_range)
+
+
+def open_frames(path: str, channels: int | None = None, what: str = "input", strict_range: bool = True
+                ) -> np.ndarray:
+    """The frames of a .npy, memory-mapped (nothing read yet), as (N, T, C, H, W) of a uint8 or float dtype:
+    header, shape, channels and dtype checked with clear errors (see :func:`load_frames`)."""
     from stcsnn.data.formats import load_npy
 
     p = Path(path)
@@ -171,11 +201,14 @@ def load_frames(path: str, channels: int | None = None, what: str = "input", str
     if channels is not None and arr.shape[2] != channels:
         raise DataError(f"{what} file {path!r} has {arr.shape[2]} channels (shape {arr.shape}); the model expects "
                         f"{channels}")
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    if not np.issubdtype(arr.dtype, np.floating):
+    if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
         raise DataError(f"{what} file {path!r} has dtype {arr.dtype}; expected uint8 or float"
                         + (" in [0, 1]" if strict_range else ""))
+    return arr
+
+
+def _float_frames(arr: np.ndarray, path: str, what: str, strict_range: bool) -> np.ndarray:
+    """Float frames as float32: finite, and (``strict_range``) in [0, 1]."""
     with np.errstate(over="ignore"):  # a float64 value beyond float32's range becomes inf: refused below
         out = arr.astype(np.float32)
     if not np.isfinite(out).all():
@@ -193,7 +226,12 @@ def _predict(args: argparse.Namespace) -> int:
 
     device = pick_device(args.device)
     model, cfg = load_model(args.checkpoint, device)
-    frames = load_frames(args.input, model.frame_channels)
+    if args.stream and args.frames is not None:
+        raise StcsnnError("--stream writes one forecast per input frame (N, T_in, C, H, W); --frames does not "
+                          "apply: drop one of the two")
+    # --stream: memory-mapped, converted one frame per sequence at a time; else read and converted at once
+    frames = open_frames(args.input, model.frame_channels) if args.stream else load_frames(args.input,
+                                                                                           model.frame_channels)
     n_out = args.frames if args.frames is not None else cfg.output_frames
     if n_out < 1:
         raise StcsnnError(f"--frames must be >= 1, got {n_out}")
@@ -207,12 +245,15 @@ def _predict(args: argparse.Namespace) -> int:
         raise StcsnnError(f"--output {args.output!r} already exists; expected a new path (or --force to "
                           "overwrite it)")
     check_writable(args.output)
-    preds = []
-    with torch.no_grad():
-        for i in range(0, len(frames), args.batch_size):
-            x = torch.from_numpy(frames[i:i + args.batch_size]).to(device)
-            preds.append(model(x, n_future=n_out).float().cpu().numpy())
-    out = np.concatenate(preds).astype(np.float32)
+    if args.stream:
+        out = _stream_forecasts(model, frames, args.input, args.batch_size, device)
+    else:
+        preds = []
+        with torch.no_grad():
+            for i in range(0, len(frames), args.batch_size):
+                x = torch.from_numpy(frames[i:i + args.batch_size]).to(device)
+                preds.append(model(x, n_future=n_out).float().cpu().numpy())
+        out = np.concatenate(preds).astype(np.float32)
     if not np.isfinite(out).all():  # a diverged model: refuse rather than write garbage
         raise StcsnnError(f"the model predicted NaN or infinite values for {args.input!r}; nothing was written "
                           "(is the checkpoint from a diverged run?)")
@@ -231,12 +272,33 @@ def _predict(args: argparse.Namespace) -> int:
         raise StcsnnError(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
     note = (f"; raw values in [{lo:.3g}, {hi:.3g}] clipped to [0, 1] (--no-clip keeps them)" if clipped
             else "; raw values, not clipped" if args.no_clip else "")
-    print(f"wrote {args.output}: {out.shape} float32 ({frames.shape[1]} input frames -> {n_out} predicted){note}")
+    what = (f"the forecast of the next frame after each of {frames.shape[1]} input frames" if args.stream
+            else f"{frames.shape[1]} input frames -> {n_out} predicted")
+    print(f"wrote {args.output}: {out.shape} float32 ({what}){note}")
     if cfg.frame_shape and list(frames.shape[3:]) != list(cfg.frame_shape[1:]):
         # after the work, so that a failure is still reported as one line
         print(f"note: frames are {frames.shape[3]}x{frames.shape[4]}, the model was trained on "
               f"{cfg.frame_shape[1]}x{cfg.frame_shape[2]}", file=sys.stderr)
     return 0
+
+
+def _stream_forecasts(model: torch.nn.Module, frames: np.ndarray, path: str, batch_size: int,
+                      device: torch.device) -> np.ndarray:
+    """``predict --stream``: per batch of sequences, the input frames one at a time through ``model.step``;
+    ``out[n, t]`` is the forecast of frame t+1 after frames 0..t. ``frames`` is the memory-mapped (N, T, C, H, W)
+    array of :func:`open_frames`: only one frame per sequence of a batch is read and converted at a time."""
+    n, t_in = frames.shape[:2]
+    out = np.empty(frames.shape, np.float32)
+    with torch.no_grad():
+        for i in range(0, n, batch_size):
+            state = None
+            for t in range(t_in):
+                raw = frames[i:i + batch_size, t]
+                x = raw.astype(np.float32) / 255.0 if raw.dtype == np.uint8 else _float_frames(raw, path, "input",
+                                                                                               True)
+                pred, state = model.step(torch.from_numpy(x).to(device), state)
+                out[i:i + batch_size, t] = pred.float().cpu().numpy()
+    return out
 
 
 def parse_samples(text: str) -> list[int]:
@@ -257,8 +319,10 @@ def parse_samples(text: str) -> list[int]:
 
 def _visualize(args: argparse.Namespace) -> int:
     from stcsnn.io import check_writable
-    from stcsnn.viz import prediction_grid, write_gif, write_png
+    from stcsnn.metrics import evaluate as score
+    from stcsnn.viz import grid_title, prediction_grid, require_viz, write_gif, write_png
 
+    require_viz("stcsnn visualize")  # before any (possibly long) evaluation
     idx = parse_samples(args.samples)
     src = Path(args.source)
     notes = []
@@ -279,6 +343,7 @@ def _visualize(args: argparse.Namespace) -> int:
             truth, pred = truth[:, :t], pred[:, :t]
         out = Path(args.out) if args.out else src.parent
         stem = src.stem
+        neuron, shown, where = None, src, f"inputs {args.input}"
         check_writable(out / f"{stem}_grid.png")
     else:
         from stcsnn.data import build_splits
@@ -297,10 +362,13 @@ def _visualize(args: argparse.Namespace) -> int:
         keep = max(idx) + 1
         _, samples = evaluate(model, torch.utils.data.Subset(test, range(min(keep, len(test)))), cfg, device, keep=keep)
         inputs, truth, pred = samples["inputs"], samples["truth"], samples["pred"]
+        neuron, shown, where = cfg.neuron, ckpt, f"{cfg.dataset} test"
     n = min(len(pred), len(inputs), len(truth) if truth is not None else len(pred))
     bad = [i for i in idx if i >= n]
     if bad:
         raise StcsnnError(f"sample index {bad[0]} out of range: there are {n} samples")
+    scores = score(pred[idx], truth[idx]) if truth is not None else None  # on the values as predicted, unclipped
+    title = grid_title(neuron, shown, scores, where + (", metrics of the samples shown" if scores else ""))
     lo, hi = float(pred[idx].min()), float(pred[idx].max())
     if lo < 0.0 or hi > 1.0:  # drawn clipped, and said so: the picture must not hide an overshoot silently
         notes.append(f"note: prediction values in [{lo:.3g}, {hi:.3g}] clipped to [0, 1] for display")
@@ -312,10 +380,10 @@ def _visualize(args: argparse.Namespace) -> int:
     png = out / f"{stem}_grid.png"
     written = [png]
     try:
-        write_png(png, prediction_grid(inputs, truth, pred))
+        write_png(png, prediction_grid(inputs, truth, pred, title=title, sample_labels=[f"sample {i}" for i in idx]))
         for k, i in enumerate(idx):
             gif = out / f"{stem}_sample{i}.gif"
-            write_gif(gif, inputs[k], None if truth is None else truth[k], pred[k])
+            write_gif(gif, inputs[k], None if truth is None else truth[k], pred[k], title=f"sample {i}")
             written.append(gif)
     except OSError as exc:
         raise StcsnnError(f"cannot write into {str(out)!r}: {exc.strerror or exc}") from None
