@@ -152,12 +152,12 @@ def test_predict_stream_writes_the_forecast_after_each_input_frame(ckpt, inp, tm
 
 
 def test_predict_stream_reads_the_input_memory_mapped_one_frame_at_a_time(ckpt, tmp_path, monkeypatch):
-    import stcsnn.train.commands as commands
+    import stcsnn.data.formats as formats
 
     x = (np.random.default_rng(1).random((3, T_IN, 1, 16, 16)) * 255).astype(np.uint8)
     np.save(tmp_path / "u8.npy", x)
     loads, reads = [], []
-    real_load, real_open = np.load, commands.open_frames
+    real_load, real_open = np.load, formats.open_frames
 
     def spy_load(path, *args, **kwargs):
         loads.append((str(path), kwargs.get("mmap_mode")))
@@ -175,7 +175,7 @@ def test_predict_stream_reads_the_input_memory_mapped_one_frame_at_a_time(ckpt, 
             return self.arr[key]
 
     monkeypatch.setattr(np, "load", spy_load)
-    monkeypatch.setattr(commands, "open_frames", lambda *a, **kw: Recording(real_open(*a, **kw)))
+    monkeypatch.setattr(formats, "open_frames", lambda *a, **kw: Recording(real_open(*a, **kw)))
     assert predict(ckpt, tmp_path / "u8.npy", tmp_path / "s.npy", "--stream", "--no-clip", "--batch-size", "2") == 0
     assert (str(tmp_path / "u8.npy"), "r") in loads
     # per batch of sequences (2, then 1), frame t alone: never the whole array

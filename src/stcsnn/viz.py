@@ -19,6 +19,7 @@ import math
 import os
 import textwrap
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,129 @@ def _check_arrays(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray
                           f"{truth.shape}")
 
 
+@dataclass
+class _Grid:
+    """The figure of a prediction grid and its geometry in pixels (see :func:`grid_figure`)."""
+
+    fig: Any
+    width: int
+    height: int
+    cols: int  # frame columns: max(T_in, T_out)
+    k: int  # integer upscaling of every frame
+    cell_h: int  # a frame with its 1 px border
+    cell_w: int
+    row_w: int  # a full row of frames with their gaps
+    t_out: int
+    channels: list[int | None]  # [None]: grey/RGB frames; else one row group per channel (heatmaps)
+    c: int
+
+    def axes(self, x: float, y: float, ww: float, hh: float):
+        """Axes at pixel box (x, y from the top-left corner, width, height)."""
+        return self.fig.add_axes((x / self.width, 1 - (y + hh) / self.height, ww / self.width, hh / self.height))
+
+
+def _grid_rows(channels: list[int | None], t_in: int, t_out: int, has_truth: bool
+               ) -> list[tuple[str, int | None, range | None]]:
+    """The rows of one sample's block: (kind, channel, label times); the times label the first row of each time
+    range."""
+    block: list[tuple[str, int | None, range | None]] = []
+    for ch in channels:
+        block.append(("input", ch, range(1, t_in + 1)))
+        future = range(t_in + 1, t_in + t_out + 1)
+        if has_truth:
+            block.append(("truth", ch, future))
+        block.append(("prediction", ch, None if has_truth else future))
+    if has_truth:
+        block.append(("|error|", None, None))
+    return block
+
+
+def _sample_error(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, float]:
+    """One sample's |error| per frame (max over channels) and the top of its colour scale."""
+    # the error of what is drawn (values clipped to [0, 1], as SSIM and PSNR see them): an overshoot
+    # drawn as plain black or white must not light up the error row; max over channels
+    err = np.abs(np.clip(truth, 0, 1).astype(np.float64) - np.clip(pred, 0, 1)).max(axis=1)
+    finite = err[np.isfinite(err)]
+    emax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    return err, emax
+
+
+def _draw_row(grid: _Grid, y: float, kind: str, ch: int | None, times: range | None, imgs: list[np.ndarray]) -> None:
+    """One row of frames at height ``y``, labelled with its kind (and channel) and its frames' times."""
+    ax = grid.axes(_LEFT, y, grid.row_w, grid.cell_h)
+    ax.set_label("grid row")  # a handle for tests and callers: rows vs. colour bars
+    ax.imshow(_row_image(imgs, grid.cols, grid.k), interpolation="nearest", aspect="auto")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    label = kind
+    if ch is not None:
+        label += f"\nchannel {ch}"
+    elif kind == "|error|" and grid.c > 1:
+        label += "\nmax over\nchannels"
+    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10, labelpad=8)
+    for j, t in enumerate(times or ()):
+        ax.text(j * (grid.cell_w + _GAP) + grid.cell_w / 2, -3, f"t = {t}", ha="center", va="bottom", fontsize=8)
+
+
+def _error_colour_bar(grid: _Grid, y: float, emax: float) -> None:
+    """The error row's colour bar, from 0 to the sample's largest error."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    # next to the error row's own frames (it may be shorter than the input row)
+    cax = grid.axes(_LEFT + grid.t_out * (grid.cell_w + _GAP) + 4, y, 10, grid.cell_h)
+    cax.set_label("error colour bar")
+    bar = grid.fig.colorbar(ScalarMappable(Normalize(0.0, emax), _colormap(ERROR_CMAP)), cax=cax)
+    bar.set_ticks([0.0, emax / 2, emax])
+    bar.ax.set_yticklabels([f"{v:.2g}" for v in (0.0, emax / 2, emax)])
+    bar.ax.tick_params(labelsize=7, length=2)
+
+
+def _value_colour_bar(grid: _Grid, frames_top: float, bottom: float) -> None:
+    """The heatmaps' value scale beside a sample's frame rows, from ``frames_top`` (its first time labels) to
+    ``bottom``."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    cax = grid.axes(_LEFT + grid.row_w + 10, frames_top + _T_LABEL, 10, bottom - frames_top - _T_LABEL)
+    cax.set_label("value colour bar")
+    bar = grid.fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), _colormap(FRAME_CMAP)), cax=cax)
+    bar.set_ticks([0.0, 0.5, 1.0])
+    bar.ax.tick_params(labelsize=7, length=2)
+    bar.ax.set_ylabel("value", fontsize=7)
+
+
+def _draw_sample(grid: _Grid, y: float, label: str, block: list[tuple[str, int | None, range | None]],
+                 inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray) -> float:
+    """One sample's block (header, rows, colour bars) from height ``y``; returns the height below it."""
+    fig = grid.fig
+    fig.text(8 / grid.width, 1 - (y + 4) / grid.height, label, ha="left", va="top", fontsize=10, fontweight="bold")
+    y += _HEADER
+    err = None
+    if truth is not None:
+        err, emax = _sample_error(truth, pred)
+    frames_top = y
+    for kind, ch, times in block:
+        if times:
+            y += _T_LABEL
+        if kind == "|error|":
+            imgs = [heatmap(e / emax, ERROR_CMAP) for e in err]
+        else:
+            seq = {"input": inputs, "truth": truth, "prediction": pred}[kind]
+            imgs = [_frame_rgb(f, ch) for f in seq]
+        _draw_row(grid, y, kind, ch, times, imgs)
+        if kind == "|error|":
+            _error_colour_bar(grid, y, emax)
+        y += grid.cell_h + _ROW_GAP
+        if kind == "prediction" and ch == grid.channels[-1] and grid.channels[0] is not None:
+            # heatmap frames: one value scale for every channel row of this sample
+            # (ending short of the error row, so the two bars' tick labels never touch)
+            _value_colour_bar(grid, frames_top, y - (16 if err is not None else _ROW_GAP))
+    return y
+
+
 def grid_figure(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, title: str | None = None,
                 sample_labels: Sequence[str] | None = None, frame_px: int = 80):
     """The prediction grid as a matplotlib ``Figure`` (on an Agg canvas), see the module docstring.
@@ -153,8 +277,6 @@ def grid_figure(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, 
     upscaled by an integer factor to about ``frame_px`` pixels."""
     require_viz("a prediction grid")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
@@ -171,17 +293,7 @@ def grid_figure(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, 
     labels = list(sample_labels) if sample_labels is not None else [f"sample {i}" for i in range(n)]
     if len(labels) != n:
         raise StcsnnError(f"sample_labels names {len(labels)} samples, the arrays hold {n}")
-
-    # rows of one block: (kind, channel, label times); the times label the first row of each time range
-    block: list[tuple[str, int | None, range | None]] = []
-    for ch in channels:
-        block.append(("input", ch, range(1, t_in + 1)))
-        future = range(t_in + 1, t_in + t_out + 1)
-        if truth is not None:
-            block.append(("truth", ch, future))
-        block.append(("prediction", ch, None if truth is not None else future))
-    if truth is not None:
-        block.append(("|error|", None, None))
+    block = _grid_rows(channels, t_in, t_out, truth is not None)
     block_h = _HEADER + sum(cell_h + _ROW_GAP + (_T_LABEL if times else 0) for _, _, times in block)
 
     width = max(_LEFT + row_w + _RIGHT, 360)
@@ -191,11 +303,7 @@ def grid_figure(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, 
     height = top + n * block_h + (n - 1) * _SAMPLE_GAP + _BOTTOM
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
     FigureCanvasAgg(fig)
-
-    def axes(x: float, y: float, ww: float, hh: float):
-        """Axes at pixel box (x, y from the top-left corner, width, height)."""
-        return fig.add_axes((x / width, 1 - (y + hh) / height, ww / width, hh / height))
-
+    grid = _Grid(fig, width, height, cols, k, cell_h, cell_w, row_w, t_out, channels, c)
     if title_lines:
         fig.text(0.5, 1 - 6 / height, "\n".join(title_lines), ha="center", va="top", fontsize=10,
                  linespacing=1.3)
@@ -204,58 +312,7 @@ def grid_figure(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, 
         if i:  # a rule between samples: blocks never read as one
             rule = y - _SAMPLE_GAP / 2
             fig.add_artist(Line2D([0.01, 0.99], [1 - rule / height] * 2, color="0.6", linewidth=0.8))
-        fig.text(8 / width, 1 - (y + 4) / height, labels[i], ha="left", va="top", fontsize=10, fontweight="bold")
-        y += _HEADER
-        err = None
-        if truth is not None:
-            # the error of what is drawn (values clipped to [0, 1], as SSIM and PSNR see them): an overshoot
-            # drawn as plain black or white must not light up the error row; max over channels
-            err = np.abs(np.clip(truth[i], 0, 1).astype(np.float64) - np.clip(pred[i], 0, 1)).max(axis=1)
-            finite = err[np.isfinite(err)]
-            emax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-        frames_top = y
-        for kind, ch, times in block:
-            if times:
-                y += _T_LABEL
-            if kind == "|error|":
-                imgs = [heatmap(e / emax, ERROR_CMAP) for e in err]
-            else:
-                seq = {"input": inputs, "truth": truth, "prediction": pred}[kind][i]
-                imgs = [_frame_rgb(f, ch) for f in seq]
-            ax = axes(_LEFT, y, row_w, cell_h)
-            ax.set_label("grid row")  # a handle for tests and callers: rows vs. colour bars
-            ax.imshow(_row_image(imgs, cols, k), interpolation="nearest", aspect="auto")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            label = kind
-            if ch is not None:
-                label += f"\nchannel {ch}"
-            elif kind == "|error|" and c > 1:
-                label += "\nmax over\nchannels"
-            ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10, labelpad=8)
-            for j, t in enumerate(times or ()):
-                ax.text(j * (cell_w + _GAP) + cell_w / 2, -3, f"t = {t}", ha="center", va="bottom", fontsize=8)
-            if kind == "|error|":
-                # next to the error row's own frames (it may be shorter than the input row)
-                cax = axes(_LEFT + t_out * (cell_w + _GAP) + 4, y, 10, cell_h)
-                cax.set_label("error colour bar")
-                bar = fig.colorbar(ScalarMappable(Normalize(0.0, emax), _colormap(ERROR_CMAP)), cax=cax)
-                bar.set_ticks([0.0, emax / 2, emax])
-                bar.ax.set_yticklabels([f"{v:.2g}" for v in (0.0, emax / 2, emax)])
-                bar.ax.tick_params(labelsize=7, length=2)
-            y += cell_h + _ROW_GAP
-            if kind == "prediction" and ch == channels[-1] and channels[0] is not None:
-                # heatmap frames: one value scale for every channel row of this sample
-                # (ending short of the error row, so the two bars' tick labels never touch)
-                bottom = y - (16 if err is not None else _ROW_GAP)
-                cax = axes(_LEFT + row_w + 10, frames_top + _T_LABEL, 10, bottom - frames_top - _T_LABEL)
-                cax.set_label("value colour bar")
-                bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), _colormap(FRAME_CMAP)), cax=cax)
-                bar.set_ticks([0.0, 0.5, 1.0])
-                bar.ax.tick_params(labelsize=7, length=2)
-                bar.ax.set_ylabel("value", fontsize=7)
+        y = _draw_sample(grid, y, labels[i], block, inputs[i], None if truth is None else truth[i], pred[i])
         y += _SAMPLE_GAP
     return fig
 
@@ -281,6 +338,20 @@ def write_grid(path: str | os.PathLike, inputs: np.ndarray, truth: np.ndarray | 
     """Draw the grid and write it as PNG, atomically; returns the path."""
     write_png(path, prediction_grid(inputs, truth, pred, title=title, sample_labels=sample_labels))
     return Path(path)
+
+
+def write_samples(out: str | os.PathLike, stem: str, inputs: np.ndarray, truth: np.ndarray | None,
+                  pred: np.ndarray, indices: Sequence[int], title: str | None = None) -> list[Path]:
+    """The grid of some samples (``OUT/STEM_grid.png``) and one GIF per sample (``OUT/STEM_sample{i}.gif``, ``i``
+    from ``indices``, which labels the arrays' samples); returns the paths written. An OSError propagates."""
+    png = Path(out) / f"{stem}_grid.png"
+    written = [png]
+    write_png(png, prediction_grid(inputs, truth, pred, title=title, sample_labels=[f"sample {i}" for i in indices]))
+    for k, i in enumerate(indices):
+        gif = Path(out) / f"{stem}_sample{i}.gif"
+        write_gif(gif, inputs[k], None if truth is None else truth[k], pred[k], title=f"sample {i}")
+        written.append(gif)
+    return written
 
 
 # ---------------------------------------------------------------------------------------------------- the GIF

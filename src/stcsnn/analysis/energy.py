@@ -132,10 +132,8 @@ def _energy(mac_ops: float, sops: float, macs: float) -> dict[str, float]:
     return {"energy_snn_pj": E_MAC_PJ * mac_ops + E_AC_PJ * sops, "energy_ann_pj": E_MAC_PJ * macs}
 
 
-@torch.no_grad()
-def count_operations(model: nn.Module, batches: list[Tensor], input_frames: int, n_future: int) -> EnergyReport:
-    """Hook every ``nn.Conv2d`` of ``model`` (a :class:`~stcsnn.models.SpikingPredictor`), run a real rollout
-    on each batch of frames ``(B, T, C, H, W)`` and return the counts per sequence."""
+def _hook_convolutions(model: nn.Module) -> tuple[list[ConvCount], list[Any]]:
+    """A :class:`ConvCount` hooked on every ``nn.Conv2d`` of ``model``, and the hooks' handles."""
     forced: set[int] = {id(m) for m in model.readout.modules()} | {id(m) for m in model.cells[0].synapse.modules()}
     for cell in model.cells:
         if is_ann(cell):
@@ -149,6 +147,13 @@ def count_operations(model: nn.Module, batches: list[Tensor], input_frames: int,
                           sum(p.numel() for p in module.parameters()), id(module) in forced)
             counts.append(c)
             handles.append(module.register_forward_hook(c.hook))
+    return counts, handles
+
+
+def _run_rollouts(model: nn.Module, batches: list[Tensor], input_frames: int, n_future: int,
+                  handles: list[Any]) -> tuple[int, list[int]]:
+    """Roll ``model`` out (in eval mode) on every batch; ``(samples, neuron updates per layer)``. The hooks are
+    removed and the model's training mode restored afterwards, whatever happens."""
     updates = [0] * len(model.cells)
 
     def observer(t: int, layer: int, spikes: Tensor, state) -> None:
@@ -156,7 +161,7 @@ def count_operations(model: nn.Module, batches: list[Tensor], input_frames: int,
 
     was_training = model.training
     model.eval()
-    samples, steps = 0, input_frames + n_future - 1
+    samples = 0
     try:
         for frames in batches:
             model.rollout(frames, input_frames, n_future, observer=observer)
@@ -165,24 +170,28 @@ def count_operations(model: nn.Module, batches: list[Tensor], input_frames: int,
         for h in handles:
             h.remove()
         model.train(was_training)
-    if samples == 0:
-        from stcsnn.errors import StcsnnError
+    return samples, updates
 
-        raise StcsnnError("no data to count operations on (empty split?)")
 
-    def per_sample(x: float) -> float:
-        return x / samples
-
-    conv_rows = []
+def _conv_rows(counts: list[ConvCount], samples: int) -> list[dict[str, Any]]:
+    """One row per convolution, per sequence: MACs, input rate, AC/MAC kind, SOPs and energies."""
+    rows = []
     for c in counts:
         row = {"layer": c.layer, "module": c.module, "role": c.role, "in_channels": c.in_channels,
                "out_channels": c.out_channels, "kernel": c.kernel, "groups": c.groups, "params": c.params,
-               "calls": c.calls, "frames_per_sample": per_sample(c.frames), "macs": per_sample(c.macs),
+               "calls": c.calls, "frames_per_sample": c.frames / samples, "macs": c.macs / samples,
                "input_rate": c.input_rate, "op": "MAC" if c.spike_macs == 0 else
                ("AC" if c.spike_macs == c.macs else "AC+MAC"),
-               "mac_ops": per_sample(c.mac_ops), "sops": per_sample(c.sops)}
+               "mac_ops": c.mac_ops / samples, "sops": c.sops / samples}
         row.update(_energy(row["mac_ops"], row["sops"], row["macs"]))
-        conv_rows.append(row)
+        rows.append(row)
+    return rows
+
+
+def _layer_rows(model: nn.Module, counts: list[ConvCount], conv_rows: list[dict[str, Any]], updates: list[int],
+                samples: int) -> list[dict[str, Any]]:
+    """One row per layer (each cell, then the readout): its convolutions summed, its parameters, the firing
+    rate its convolutions receive and its neuron updates, per sequence."""
     layer_rows = []
     names = [f"layer {l}" for l in range(len(model.cells))] + ["readout"]
     modules = list(model.cells) + [model.readout]
@@ -195,13 +204,28 @@ def count_operations(model: nn.Module, batches: list[Tensor], input_frames: int,
                "sops": sum(r["sops"] for r in rows),
                # firing rate of the spikes this layer's convolutions receive (spiking inputs only)
                "input_rate": nonzero / elems if elems else float("nan"),
-               "neuron_updates": per_sample(updates[l]) if l < len(updates) else 0.0}
+               "neuron_updates": updates[l] / samples if l < len(updates) else 0.0}
         row.update(_energy(row["mac_ops"], row["sops"], row["macs"]))
         layer_rows.append(row)
+    return layer_rows
+
+
+@torch.no_grad()
+def count_operations(model: nn.Module, batches: list[Tensor], input_frames: int, n_future: int) -> EnergyReport:
+    """Hook every ``nn.Conv2d`` of ``model`` (a :class:`~stcsnn.models.SpikingPredictor`), run a real rollout
+    on each batch of frames ``(B, T, C, H, W)`` and return the counts per sequence."""
+    counts, handles = _hook_convolutions(model)
+    samples, updates = _run_rollouts(model, batches, input_frames, n_future, handles)
+    if samples == 0:
+        from stcsnn.errors import StcsnnError
+
+        raise StcsnnError("no data to count operations on (empty split?)")
+    conv_rows = _conv_rows(counts, samples)
+    layer_rows = _layer_rows(model, counts, conv_rows, updates, samples)
     total = {"layer": "total", "params": sum(p.numel() for p in model.parameters()),
              **{k: sum(r[k] for r in layer_rows) for k in ("macs", "mac_ops", "sops", "neuron_updates",
                                                              "energy_snn_pj", "energy_ann_pj")}}
-    return EnergyReport(samples, steps, conv_rows, layer_rows, total)
+    return EnergyReport(samples, input_frames + n_future - 1, conv_rows, layer_rows, total)
 
 
 def format_table(report: EnergyReport) -> str:

@@ -176,6 +176,51 @@ def _unique_labels(runs: Sequence[RunCurves]) -> list[str]:
     return out
 
 
+def _loss_panel(ax, runs: Sequence[RunCurves], colors: list[str]) -> None:
+    """Training loss: per step (faint raw values under a moving average) or dashed per epoch; log scale when the
+    loss spans more than 20x."""
+    for run, color in zip(runs, colors):
+        if run.loss_per_step:
+            n = len(run.loss.x)
+            window = max(1, n // 50)
+            if window > 1:  # the raw per-step loss is noisy: faint, with its moving average on top
+                ax.plot(run.loss.x, run.loss.y, color=color, alpha=0.25, linewidth=0.6)
+            ax.plot(run.loss.x, _smooth(run.loss.y, window), color=color, linewidth=1.5)
+        else:
+            ax.plot(run.loss.x, run.loss.y, color=color, linewidth=1.5, linestyle="--", marker="o", markersize=3)
+    ys = np.concatenate([r.loss.finite().y for r in runs])
+    if ys.size and ys.min() > 0 and ys.max() / ys.min() > 20:
+        ax.set_yscale("log")
+    per_epoch = [not r.loss_per_step for r in runs]
+    ax.set_title("training loss" + (" (dashed: per epoch)" if any(per_epoch) else ""))
+
+
+def _lr_panel(ax, runs: Sequence[RunCurves], colors: list[str]) -> None:
+    """Learning rate on a log scale, or "no data" when no run logged one."""
+    if any(r.lr is not None for r in runs):
+        for run, color in zip(runs, colors):
+            if run.lr is not None:
+                ax.plot(run.lr.x, run.lr.y, color=color, linewidth=1.2)
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="0.5")
+    ax.set_title("learning rate")
+
+
+def _val_panels(axes, runs: Sequence[RunCurves], colors: list[str]) -> None:
+    """One panel per validation metric (:data:`VAL_PANELS`), "no validation yet" where no run has a value."""
+    for ax, (key, title) in zip(axes, VAL_PANELS):
+        drawn = False
+        for run, color in zip(runs, colors):
+            curve = run.val.get(key)
+            if curve is not None and curve.x.size:
+                ax.plot(curve.x, curve.y, color=color, linewidth=1.2, marker="o", markersize=3)
+                drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=ax.transAxes, color="0.5")
+        ax.set_title(title)
+
+
 def curves_figure(runs: Sequence[RunCurves]):
     """A matplotlib ``Figure`` (Agg canvas) with six panels over optimizer steps: training loss, learning rate,
     validation MSE, MAE, SSIM, PSNR; one colour per run, named in the legend on top."""
@@ -192,43 +237,9 @@ def curves_figure(runs: Sequence[RunCurves]):
     axes = fig.subplots(2, 3).ravel()
     colors = [f"C{i % 10}" for i in range(len(runs))]
     labels = _unique_labels(runs)
-
-    ax = axes[0]
-    for run, color in zip(runs, colors):
-        if run.loss_per_step:
-            n = len(run.loss.x)
-            window = max(1, n // 50)
-            if window > 1:  # the raw per-step loss is noisy: faint, with its moving average on top
-                ax.plot(run.loss.x, run.loss.y, color=color, alpha=0.25, linewidth=0.6)
-            ax.plot(run.loss.x, _smooth(run.loss.y, window), color=color, linewidth=1.5)
-        else:
-            ax.plot(run.loss.x, run.loss.y, color=color, linewidth=1.5, linestyle="--", marker="o", markersize=3)
-    ys = np.concatenate([r.loss.finite().y for r in runs])
-    if ys.size and ys.min() > 0 and ys.max() / ys.min() > 20:
-        ax.set_yscale("log")
-    per_epoch = [not r.loss_per_step for r in runs]
-    ax.set_title("training loss" + (" (dashed: per epoch)" if any(per_epoch) else ""))
-
-    ax = axes[1]
-    if any(r.lr is not None for r in runs):
-        for run, color in zip(runs, colors):
-            if run.lr is not None:
-                ax.plot(run.lr.x, run.lr.y, color=color, linewidth=1.2)
-        ax.set_yscale("log")
-    else:
-        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="0.5")
-    ax.set_title("learning rate")
-
-    for ax, (key, title) in zip(axes[2:], VAL_PANELS):
-        drawn = False
-        for run, color in zip(runs, colors):
-            curve = run.val.get(key)
-            if curve is not None and curve.x.size:
-                ax.plot(curve.x, curve.y, color=color, linewidth=1.2, marker="o", markersize=3)
-                drawn = True
-        if not drawn:
-            ax.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=ax.transAxes, color="0.5")
-        ax.set_title(title)
+    _loss_panel(axes[0], runs, colors)
+    _lr_panel(axes[1], runs, colors)
+    _val_panels(axes[2:], runs, colors)
     for ax in axes:
         ax.set_xlabel("step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers, even on short runs

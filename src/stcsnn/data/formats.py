@@ -1,4 +1,4 @@
-"""Readers for the on-disk formats, each checking what it reads: IDX (MNIST), .npy, .npz.
+"""Readers for the on-disk formats, each checking what it reads: IDX (MNIST), .npy, .npz, .npy of frames.
 
 All failures are :class:`~stcsnn.errors.DataError` naming the file, what was expected, what was found and how
 to fix it.
@@ -152,6 +152,66 @@ def load_npy(path: str | os.PathLike[str], mmap: bool = True) -> np.ndarray:
     except (ValueError, OSError) as exc:
         raise DataError(f"{path}: expected a readable .npy file, found an unreadable one ({exc}); "
                         "download or save it again") from None
+
+
+def open_frames(path: str, channels: int | None = None, what: str = "input", strict_range: bool = True
+                ) -> np.ndarray:
+    """The frames of a .npy, memory-mapped (nothing read yet), as (N, T, C, H, W) of a uint8 or float dtype:
+    header, shape, channels and dtype checked with clear errors (see :func:`load_frames`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{what} file {path!r} not found (expected a .npy of frames (N, T, C, H, W))")
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise DataError(f"{what} file {path!r} cannot be read: {exc.strerror or exc}") from None
+    if magic.startswith(b"PK"):
+        raise DataError(f"{what} file {path!r} is an .npz archive; expected a single .npy array")
+    try:
+        arr = load_npy(p)  # memory-mapped: only what is converted below is read
+    except DataError as exc:
+        raise DataError(f"{what} file {path!r} is not a readable .npy array: {exc}") from None
+    if arr.ndim == 4:
+        arr = arr[None]
+    if arr.ndim != 5:
+        raise DataError(f"{what} file {path!r} has shape {arr.shape}; expected (N, T, C, H, W) or (T, C, H, W)")
+    if 0 in arr.shape:
+        raise DataError(f"{what} file {path!r} has shape {arr.shape}; expected at least one sequence of at least "
+                        "one frame (N, T, C, H, W all >= 1)")
+    if channels is not None and arr.shape[2] != channels:
+        raise DataError(f"{what} file {path!r} has {arr.shape[2]} channels (shape {arr.shape}); the model expects "
+                        f"{channels}")
+    if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
+        raise DataError(f"{what} file {path!r} has dtype {arr.dtype}; expected uint8 or float"
+                        + (" in [0, 1]" if strict_range else ""))
+    return arr
+
+
+def float_frames(arr: np.ndarray, path: str, what: str = "input", strict_range: bool = True) -> np.ndarray:
+    """Frames of :func:`open_frames` (all of them or a slice) as float32: uint8 scaled to [0, 1]; float checked
+    finite and (``strict_range``) in [0, 1]. ``path`` and ``what`` name the file in messages."""
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    with np.errstate(over="ignore"):  # a float64 value beyond float32's range becomes inf: refused below
+        out = arr.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise DataError(f"{what} file {path!r} contains NaN or infinite values (or values beyond float32's "
+                        "range); expected finite values")
+    lo, hi = float(out.min()), float(out.max())
+    if strict_range and (lo < 0.0 or hi > 1.0):
+        raise DataError(f"{what} file {path!r} has values in [{lo:.4g}, {hi:.4g}]; expected [0, 1] (or uint8)")
+    return out
+
+
+def load_frames(path: str, channels: int | None = None, what: str = "input", strict_range: bool = True
+                ) -> np.ndarray:
+    """Read a .npy of frames (N, T, C, H, W) or (T, C, H, W) as float32, with clear errors.
+
+    The header is checked against the file size before anything is read (a forged header cannot make this
+    allocate petabytes). Frames (``strict_range``) must be uint8 or float in [0, 1]; a prediction
+    (``strict_range=False``) may hold any finite values, since models overshoot."""
+    return float_frames(open_frames(path, channels, what, strict_range), path, what, strict_range)
 
 
 def _npz_error(path: Path, exc: BaseException) -> DataError:

@@ -211,15 +211,8 @@ def _number(x: Any, digits: int) -> str:
     return f"{x:.{digits}f}" if isinstance(x, (int, float)) and math.isfinite(x) else str(x)
 
 
-def model_card(cfg, model: nn.Module, ckpt: dict[str, Any], checkpoint: Path, command: str, onnx: bool) -> str:
-    """The README.md of an export (Hugging Face model card front matter included); ``cfg`` has its frame_shape."""
-    from stcsnn import __version__
-    from stcsnn.neurons import get_spec
-
-    c, h, w = cfg.frame_shape
-    spec = get_spec(cfg.neuron)
-    params = sum(p.numel() for p in model.parameters())
-    report, why = _report_for(checkpoint)
+def _training_budget(cfg, ckpt: dict[str, Any]) -> str:
+    """The card's training row: epochs, steps and best validation MSE, or where the weights came from."""
     imported = ckpt.get("imported_from")
     if "step" in ckpt and "epoch" in ckpt:
         budget = (f"{ckpt['epoch']} of {cfg.epochs} configured epochs completed"
@@ -227,13 +220,23 @@ def model_card(cfg, model: nn.Module, ckpt: dict[str, Any], checkpoint: Path, co
                   + f", {ckpt['step']} optimizer steps, batch size {cfg.batch_size}, lr {cfg.lr:g}")
         if isinstance(ckpt.get("best_val_mse"), (int, float)) and math.isfinite(ckpt["best_val_mse"]):
             budget += f"; best validation MSE {ckpt['best_val_mse']:.4f}"
-    elif imported:
-        budget = (f"imported from the reference implementation ({imported.get('reference_model', '?')}); its "
-                  "training budget is not recorded")
-    else:
-        budget = "not recorded in the checkpoint"
+        return budget
+    if imported:
+        return (f"imported from the reference implementation ({imported.get('reference_model', '?')}); its "
+                "training budget is not recorded")
+    return "not recorded in the checkpoint"
+
+
+def _card_summary(cfg, model: nn.Module, budget: str) -> list[str]:
+    """The card's front matter, heading and summary table (neuron, dataset, frames, architecture, training)."""
+    from stcsnn import __version__
+    from stcsnn.neurons import get_spec
+
+    c, h, w = cfg.frame_shape
+    spec = get_spec(cfg.neuron)
+    params = sum(p.numel() for p in model.parameters())
     layers = len(cfg.hidden_channels)
-    lines = [
+    return [
         "---",
         "library_name: stcsnn",
         "license: mit",
@@ -254,24 +257,31 @@ def model_card(cfg, model: nn.Module, ckpt: dict[str, Any], checkpoint: Path, co
         f"{cfg.kernel_size}, patch {cfg.patch_size}, gradient_detach {cfg.gradient_detach}; {params:,} parameters |",
         f"| training | {budget} |",
         "",
-        "## Test metrics",
-        "",
     ]
+
+
+def _card_metrics(cfg, checkpoint: Path) -> list[str]:
+    """The card's test metrics section: the table of the report beside the checkpoint, or why there is none."""
+    report, why = _report_for(checkpoint)
+    lines = ["## Test metrics", ""]
     if report is None:
-        lines.append(why[0].upper() + why[1:] + ".")
-    else:
-        m = report["metrics"]
-        n = report.get("num_samples", "?")
-        lines += [
-            f"On the `{report.get('split', 'test')}` split of `{report.get('dataset', cfg.dataset)}` ({n} sequences; "
-            "MSE and MAE are per-frame sums over channels and pixels, OpenSTL's convention):",
-            "",
-            "| MSE | MAE | SSIM | PSNR |",
-            "|---:|---:|---:|---:|",
-            f"| {_number(m.get('mse'), 4)} | {_number(m.get('mae'), 4)} | {_number(m.get('ssim'), 4)} "
-            f"| {_number(m.get('psnr'), 3)} |",
-        ]
-    lines += [
+        return lines + [why[0].upper() + why[1:] + "."]
+    m = report["metrics"]
+    n = report.get("num_samples", "?")
+    return lines + [
+        f"On the `{report.get('split', 'test')}` split of `{report.get('dataset', cfg.dataset)}` ({n} sequences; "
+        "MSE and MAE are per-frame sums over channels and pixels, OpenSTL's convention):",
+        "",
+        "| MSE | MAE | SSIM | PSNR |",
+        "|---:|---:|---:|---:|",
+        f"| {_number(m.get('mse'), 4)} | {_number(m.get('mae'), 4)} | {_number(m.get('ssim'), 4)} "
+        f"| {_number(m.get('psnr'), 3)} |",
+    ]
+
+
+def _card_files(cfg, model: nn.Module, onnx: bool) -> list[str]:
+    """The card's list of the folder's files (the ONNX step with its input and state names when exported)."""
+    lines = [
         "",
         "## Files",
         "",
@@ -279,6 +289,7 @@ def model_card(cfg, model: nn.Module, ckpt: dict[str, Any], checkpoint: Path, co
         f"- `{CONFIG_NAME}`: the full stcsnn config (`format: {EXPORT_FORMAT}`)",
     ]
     if onnx:
+        c, h, w = cfg.frame_shape
         names = ", ".join(f"`{n}`" for n in state_names(model))
         p = cfg.patch_size
         lines += [
@@ -286,7 +297,13 @@ def model_card(cfg, model: nn.Module, ckpt: dict[str, Any], checkpoint: Path, co
             f"(B, {c}, {h}, {w}) and the state {names}; outputs `prediction` (the forecast of the next frame) and "
             f"the same state names prefixed `next_`. Start from zeros shaped (B, hidden, {h // p}, {w // p}).",
         ]
-    lines += [
+    return lines
+
+
+def _card_usage(cfg, command: str) -> list[str]:
+    """The card's closing sections: how to load the folder, the command that made it, the license."""
+    c, h, w = cfg.frame_shape
+    return [
         "",
         "## How to load",
         "",
@@ -314,6 +331,12 @@ def model_card(cfg, model: nn.Module, ckpt: dict[str, Any], checkpoint: Path, co
         + ": check them before redistributing.",
         "",
     ]
+
+
+def model_card(cfg, model: nn.Module, ckpt: dict[str, Any], checkpoint: Path, command: str, onnx: bool) -> str:
+    """The README.md of an export (Hugging Face model card front matter included); ``cfg`` has its frame_shape."""
+    lines = (_card_summary(cfg, model, _training_budget(cfg, ckpt)) + _card_metrics(cfg, checkpoint)
+             + _card_files(cfg, model, onnx) + _card_usage(cfg, command))
     return "\n".join(lines)
 
 

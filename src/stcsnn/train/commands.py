@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from stcsnn.device import pick_device
@@ -158,71 +157,12 @@ def _eval_split(cfg, model: torch.nn.Module, saved, split: str):
     return dataset
 
 
-def load_frames(path: str, channels: int | None = None, what: str = "input", strict_range: bool = True
-                ) -> np.ndarray:
-    """Read a .npy of frames (N, T, C, H, W) or (T, C, H, W) as float32, with clear errors.
-
-    The header is checked against the file size before anything is read (a forged header cannot make this
-    allocate petabytes). Frames (``strict_range``) must be uint8 or float in [0, 1]; a prediction
-    (``strict_range=False``) may hold any finite values, since models overshoot."""
-    arr = open_frames(path, channels, what, strict_range)
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    return _float_frames(arr, path, what, strict_range)
-
-
-def open_frames(path: str, channels: int | None = None, what: str = "input", strict_range: bool = True
-                ) -> np.ndarray:
-    """The frames of a .npy, memory-mapped (nothing read yet), as (N, T, C, H, W) of a uint8 or float dtype:
-    header, shape, channels and dtype checked with clear errors (see :func:`load_frames`)."""
-    from stcsnn.data.formats import load_npy
-
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{what} file {path!r} not found (expected a .npy of frames (N, T, C, H, W))")
-    try:
-        with open(p, "rb") as f:
-            magic = f.read(4)
-    except OSError as exc:
-        raise DataError(f"{what} file {path!r} cannot be read: {exc.strerror or exc}") from None
-    if magic.startswith(b"PK"):
-        raise DataError(f"{what} file {path!r} is an .npz archive; expected a single .npy array")
-    try:
-        arr = load_npy(p)  # memory-mapped: only what is converted below is read
-    except DataError as exc:
-        raise DataError(f"{what} file {path!r} is not a readable .npy array: {exc}") from None
-    if arr.ndim == 4:
-        arr = arr[None]
-    if arr.ndim != 5:
-        raise DataError(f"{what} file {path!r} has shape {arr.shape}; expected (N, T, C, H, W) or (T, C, H, W)")
-    if 0 in arr.shape:
-        raise DataError(f"{what} file {path!r} has shape {arr.shape}; expected at least one sequence of at least "
-                        "one frame (N, T, C, H, W all >= 1)")
-    if channels is not None and arr.shape[2] != channels:
-        raise DataError(f"{what} file {path!r} has {arr.shape[2]} channels (shape {arr.shape}); the model expects "
-                        f"{channels}")
-    if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
-        raise DataError(f"{what} file {path!r} has dtype {arr.dtype}; expected uint8 or float"
-                        + (" in [0, 1]" if strict_range else ""))
-    return arr
-
-
-def _float_frames(arr: np.ndarray, path: str, what: str, strict_range: bool) -> np.ndarray:
-    """Float frames as float32: finite, and (``strict_range``) in [0, 1]."""
-    with np.errstate(over="ignore"):  # a float64 value beyond float32's range becomes inf: refused below
-        out = arr.astype(np.float32)
-    if not np.isfinite(out).all():
-        raise DataError(f"{what} file {path!r} contains NaN or infinite values (or values beyond float32's "
-                        "range); expected finite values")
-    lo, hi = float(out.min()), float(out.max())
-    if strict_range and (lo < 0.0 or hi > 1.0):
-        raise DataError(f"{what} file {path!r} has values in [{lo:.4g}, {hi:.4g}]; expected [0, 1] (or uint8)")
-    return out
-
-
 def _predict(args: argparse.Namespace) -> int:
-    from stcsnn.io import atomic_write_bytes, check_writable
+    """``stcsnn predict``: read the input frames, roll the model out (or stream it), write the .npy."""
+    from stcsnn.data.formats import load_frames, open_frames
+    from stcsnn.io import check_writable
     from stcsnn.models.loading import load_model
+    from stcsnn.train.predict import finish_prediction, predict_frames, stream_forecasts, write_npy
 
     device = pick_device(args.device)
     model, cfg = load_model(args.checkpoint, device)
@@ -230,46 +170,17 @@ def _predict(args: argparse.Namespace) -> int:
         raise StcsnnError("--stream writes one forecast per input frame (N, T_in, C, H, W); --frames does not "
                           "apply: drop one of the two")
     # --stream: memory-mapped, converted one frame per sequence at a time; else read and converted at once
-    frames = open_frames(args.input, model.frame_channels) if args.stream else load_frames(args.input,
-                                                                                           model.frame_channels)
+    frames = (open_frames if args.stream else load_frames)(args.input, model.frame_channels)
     n_out = args.frames if args.frames is not None else cfg.output_frames
-    if n_out < 1:
-        raise StcsnnError(f"--frames must be >= 1, got {n_out}")
-    if args.batch_size < 1:
-        raise StcsnnError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not args.output.endswith(".npy"):
-        raise StcsnnError(f"--output must be a .npy path, got {args.output!r}")
-    if Path(args.output).is_dir():
-        raise StcsnnError(f"--output {args.output!r} is a directory; expected a .npy file path")
-    if Path(args.output).exists() and not args.force:
-        raise StcsnnError(f"--output {args.output!r} already exists; expected a new path (or --force to "
-                          "overwrite it)")
+    _check_predict_args(args, n_out)
     check_writable(args.output)
     if args.stream:
-        out = _stream_forecasts(model, frames, args.input, args.batch_size, device)
+        out = stream_forecasts(model, frames, args.input, args.batch_size, device)
     else:
-        preds = []
-        with torch.no_grad():
-            for i in range(0, len(frames), args.batch_size):
-                x = torch.from_numpy(frames[i:i + args.batch_size]).to(device)
-                preds.append(model(x, n_future=n_out).float().cpu().numpy())
-        out = np.concatenate(preds).astype(np.float32)
-    if not np.isfinite(out).all():  # a diverged model: refuse rather than write garbage
-        raise StcsnnError(f"the model predicted NaN or infinite values for {args.input!r}; nothing was written "
-                          "(is the checkpoint from a diverged run?)")
-    lo, hi = float(out.min()), float(out.max())
+        out = predict_frames(model, frames, n_out, args.batch_size, device)
+    lo, hi = finish_prediction(out, args.input, clip=not args.no_clip)
+    write_npy(args.output, out)
     clipped = not args.no_clip and (lo < 0.0 or hi > 1.0)
-    if not args.no_clip:
-        # frames live in [0, 1]; the raw overshoot only matters for metrics, which `eval` computes itself
-        np.clip(out, 0.0, 1.0, out=out)
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, out)
-    try:
-        atomic_write_bytes(args.output, buf.getvalue())
-    except OSError as exc:  # the previous file, if any, is left as it was
-        raise StcsnnError(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
     note = (f"; raw values in [{lo:.3g}, {hi:.3g}] clipped to [0, 1] (--no-clip keeps them)" if clipped
             else "; raw values, not clipped" if args.no_clip else "")
     what = (f"the forecast of the next frame after each of {frames.shape[1]} input frames" if args.stream
@@ -282,23 +193,19 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stream_forecasts(model: torch.nn.Module, frames: np.ndarray, path: str, batch_size: int,
-                      device: torch.device) -> np.ndarray:
-    """``predict --stream``: per batch of sequences, the input frames one at a time through ``model.step``;
-    ``out[n, t]`` is the forecast of frame t+1 after frames 0..t. ``frames`` is the memory-mapped (N, T, C, H, W)
-    array of :func:`open_frames`: only one frame per sequence of a batch is read and converted at a time."""
-    n, t_in = frames.shape[:2]
-    out = np.empty(frames.shape, np.float32)
-    with torch.no_grad():
-        for i in range(0, n, batch_size):
-            state = None
-            for t in range(t_in):
-                raw = frames[i:i + batch_size, t]
-                x = raw.astype(np.float32) / 255.0 if raw.dtype == np.uint8 else _float_frames(raw, path, "input",
-                                                                                               True)
-                pred, state = model.step(torch.from_numpy(x).to(device), state)
-                out[i:i + batch_size, t] = pred.float().cpu().numpy()
-    return out
+def _check_predict_args(args: argparse.Namespace, n_out: int) -> None:
+    """``--frames``, ``--batch-size`` and ``--output`` (a new .npy path, or an existing one with ``--force``)."""
+    if n_out < 1:
+        raise StcsnnError(f"--frames must be >= 1, got {n_out}")
+    if args.batch_size < 1:
+        raise StcsnnError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not args.output.endswith(".npy"):
+        raise StcsnnError(f"--output must be a .npy path, got {args.output!r}")
+    if Path(args.output).is_dir():
+        raise StcsnnError(f"--output {args.output!r} is a directory; expected a .npy file path")
+    if Path(args.output).exists() and not args.force:
+        raise StcsnnError(f"--output {args.output!r} already exists; expected a new path (or --force to "
+                          "overwrite it)")
 
 
 def parse_samples(text: str) -> list[int]:
@@ -318,74 +225,37 @@ def parse_samples(text: str) -> list[int]:
 
 
 def _visualize(args: argparse.Namespace) -> int:
+    """``stcsnn visualize``: gather the samples (a predict output, or a checkpoint's test split), draw them."""
     from stcsnn.io import check_writable
-    from stcsnn.metrics import evaluate as score
-    from stcsnn.viz import grid_title, prediction_grid, require_viz, write_gif, write_png
+    from stcsnn.train import predict
+    from stcsnn.viz import grid_title, require_viz, write_samples
 
     require_viz("stcsnn visualize")  # before any (possibly long) evaluation
     idx = parse_samples(args.samples)
     src = Path(args.source)
-    notes = []
     if src.suffix == ".npy":
-        pred = load_frames(str(src), what="prediction", strict_range=False)
-        if not args.input:
-            raise StcsnnError("visualizing a predict output needs --input FRAMES.npy (the frames it was made from)")
-        inputs = load_frames(args.input)
-        truth = load_frames(args.truth, what="truth") if args.truth else None
-        for name, arr in (("input", inputs), ("truth", truth)):
-            if arr is not None and arr.shape[2:] != pred.shape[2:]:
-                raise DataError(f"{name} frames are {arr.shape[2:]} (C, H, W) but the prediction's are "
-                                f"{pred.shape[2:]}; expected frames of the same shape")
-        if truth is not None and truth.shape[1] != pred.shape[1]:
-            t = min(truth.shape[1], pred.shape[1])
-            notes.append(f"note: truth has {truth.shape[1]} frames, the prediction {pred.shape[1]}: comparing the "
-                         f"first {t}")
-            truth, pred = truth[:, :t], pred[:, :t]
+        samples = predict.read_predict_output(str(src), args.input, args.truth)
         out = Path(args.out) if args.out else src.parent
         stem = src.stem
         neuron, shown, where = None, src, f"inputs {args.input}"
         check_writable(out / f"{stem}_grid.png")
     else:
-        from stcsnn.data import build_splits
         from stcsnn.models.loading import load_model
-        from stcsnn.train.evaluate import evaluate
 
-        ckpt = src / "best.pt" if src.is_dir() else src
-        if src.is_dir() and not ckpt.exists():
-            ckpt = src / "last.pt"
+        ckpt = predict.run_checkpoint(src)
         device = pick_device(args.device)
         model, cfg = load_model(ckpt, device)
         out = Path(args.out) if args.out else ckpt.parent
         stem = "visualize"
         check_writable(out / f"{stem}_grid.png")  # before the (possibly long) evaluation
-        test = build_splits(cfg, ("test",))["test"]
-        keep = max(idx) + 1
-        _, samples = evaluate(model, torch.utils.data.Subset(test, range(min(keep, len(test)))), cfg, device, keep=keep)
-        inputs, truth, pred = samples["inputs"], samples["truth"], samples["pred"]
+        samples = predict.first_test_samples(model, cfg, device, max(idx) + 1)
         neuron, shown, where = cfg.neuron, ckpt, f"{cfg.dataset} test"
-    n = min(len(pred), len(inputs), len(truth) if truth is not None else len(pred))
-    bad = [i for i in idx if i >= n]
-    if bad:
-        raise StcsnnError(f"sample index {bad[0]} out of range: there are {n} samples")
-    scores = score(pred[idx], truth[idx]) if truth is not None else None  # on the values as predicted, unclipped
-    title = grid_title(neuron, shown, scores, where + (", metrics of the samples shown" if scores else ""))
-    lo, hi = float(pred[idx].min()), float(pred[idx].max())
-    if lo < 0.0 or hi > 1.0:  # drawn clipped, and said so: the picture must not hide an overshoot silently
-        notes.append(f"note: prediction values in [{lo:.3g}, {hi:.3g}] clipped to [0, 1] for display")
-        pred = np.clip(pred[idx], 0.0, 1.0)
-    else:
-        pred = pred[idx]
-    inputs = inputs[idx]
-    truth = truth[idx] if truth is not None else None
-    png = out / f"{stem}_grid.png"
-    written = [png]
+    chosen = predict.select_samples(samples, idx)
+    where += ", metrics of the samples shown" if chosen.scores else ""
+    title = grid_title(neuron, shown, chosen.scores, where)
     try:
-        write_png(png, prediction_grid(inputs, truth, pred, title=title, sample_labels=[f"sample {i}" for i in idx]))
-        for k, i in enumerate(idx):
-            gif = out / f"{stem}_sample{i}.gif"
-            write_gif(gif, inputs[k], None if truth is None else truth[k], pred[k], title=f"sample {i}")
-            written.append(gif)
+        written = write_samples(out, stem, chosen.inputs, chosen.truth, chosen.pred, idx, title=title)
     except OSError as exc:
         raise StcsnnError(f"cannot write into {str(out)!r}: {exc.strerror or exc}") from None
-    print("wrote " + ", ".join(str(p) for p in written) + "".join(f"; {m}" for m in notes))
+    print("wrote " + ", ".join(str(p) for p in written) + "".join(f"; {m}" for m in chosen.notes))
     return 0
