@@ -3,7 +3,7 @@
 ``torch.hub.load(REPO, "stc_lif", source="local", hidden_channels=[16], frame_shape=[1, 16, 16])`` returns a
 fresh :class:`stcsnn.models.SpikingPredictor` for that neuron; the keyword arguments are config keys
 (``stcsnn.config.Config``; dotted keys such as ``data_options.canvas_size`` work too). There is one entry point
-per registered neuron (``torch.hub.list(REPO, source="local")``), generated from the registry, and
+per registered neuron (the names of ``stcsnn neurons``), generated from the registry, and
 ``load(path_or_hf)`` returns a pretrained model: an ``stcsnn export`` folder, ``hf://user/repo[@revision]`` or a
 checkpoint file. Importing this file imports only stcsnn's neuron registry and torch.
 """

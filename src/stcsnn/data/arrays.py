@@ -133,7 +133,7 @@ def build_npy(split: str, root: str | None = None, **options: Any) -> VideoArray
                 sources[s] = (arr, rows, str(path))
     else:
         raise DataError("npy: expected the option path (or train_path, val_path, test_path) naming your "
-                        ".npy/.npz videos, found none; set data.options.path in the config")
+                        ".npy/.npz videos, found none; set data_options.path in the config")
     arr, rows, source = sources[split]
     n_frames = arr.shape[1]
     t_in = opt["input_frames"] if opt["input_frames"] is not None else n_frames // 2
