@@ -502,3 +502,53 @@ def test_runs_under_bf16_autocast() -> None:
     out.frames.float().square().mean().backward()
     assert torch.isfinite(out.frames.float()).all()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------------ channels-last
+
+
+@pytest.mark.parametrize("name", NEURONS)
+def test_end_to_end_channels_last_matches_plain(name: str) -> None:
+    """``channels_last = "end_to_end"`` (every tensor NHWC; an STC model's CPU inference default): outputs, rates
+    and every gradient equal the plain path's; and the default no-grad rollout equals it too."""
+    model = make_model(name)
+    frames, mask = make_inputs("scheduled")
+    ref = run(model, frames, mask, "scheduled", plain=True)
+    model.channels_last = "end_to_end"
+    assert_runs_close(run(model, frames, mask, "scheduled"), ref)
+    model.channels_last = True
+    layouts = []
+    with torch.no_grad():
+        got = model.rollout(frames, T_IN, T_OUT, observer=lambda t, l, s, st: layouts.append(
+            fusion.is_channels_last(s) and not s.is_contiguous()))
+        want = plain_rollout(model, frames, T_IN, T_OUT)
+    # the default without gradients on CPU: NHWC throughout for STC models (measured faster for them only)
+    stc = hasattr(model.cells[0], "autapse")
+    assert layouts and all(layouts) if stc else not any(layouts)
+    torch.testing.assert_close(got.frames, want.frames, rtol=RTOL, atol=RTOL * want.frames.abs().max().item())
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_channels_last_group_norm_is_group_norm(affine: bool) -> None:
+    """The channels-last GroupNorm of the end-to-end path: GroupNorm's values (also on a frame sliced out of a
+    sequence) and, by gradcheck, its exact derivative w.r.t. input, weight and bias."""
+    g = torch.Generator().manual_seed(2)
+    norm = nn.GroupNorm(4, 8, affine=affine).to(DT)
+    if affine:
+        with torch.no_grad():
+            norm.weight.normal_(generator=g)
+            norm.bias.normal_(generator=g)
+    seq = (3 * torch.randn(2, 3, 5, 4, 8, generator=g, dtype=DT) + 1).requires_grad_(True)
+    x = seq.permute(0, 1, 4, 2, 3)[:, 1]  # a frame of a channels-last (B, T, C, H, W) sequence
+    assert fusion.is_channels_last(x) and not x.is_contiguous()
+    y = fusion.group_norm(norm, x)
+    assert y.grad_fn is not None and type(y.grad_fn).__name__ == "GroupNormChannelsLastBackward"
+    torch.testing.assert_close(y, norm(x.contiguous()), rtol=1e-12, atol=1e-12)
+    assert fusion.group_norm(norm, x.contiguous()).grad_fn.name() != y.grad_fn.name()  # NCHW: the native one
+    params = (norm.weight, norm.bias) if affine else ()
+
+    def f(x, *p):
+        return fusion.GroupNormChannelsLast.apply(x, *(p or (None, None)), 4, norm.eps)
+
+    x = x.detach().clone(memory_format=torch.channels_last).requires_grad_(True)
+    assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-7, rtol=1e-6)

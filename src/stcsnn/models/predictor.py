@@ -27,7 +27,9 @@ equations as written: one frame at a time through the neuron modules themselves 
 * **channels-last convolutions** (``channels_last``): the convolutions batched over the prefix frames and,
   in training, the grouped pathway convolution run on NHWC inputs, where oneDNN is faster (the grouped one
   about 1.8x forward + backward on CPU); the elementwise work stays NCHW (its pathway halves are contiguous
-  there), so each such convolution converts its input and output.
+  there), so each such convolution converts its input and output. An STC model's inference on CPU runs
+  **end to end** channels-last instead: every tensor NHWC from the input frames on, no conversion at all,
+  GroupNorm by :func:`stcsnn.neurons.fusion.group_norm` (torch's own is several times slower on NHWC).
 * **activation checkpointing over time** (``checkpoint_steps = K > 0``, training only): the rollout runs in
   chunks of K steps under :func:`torch.utils.checkpoint.checkpoint`, keeping only the states between chunks
   (the last chunk, whose backward comes first, is not checkpointed); the backward recomputes one chunk at a
@@ -56,10 +58,16 @@ from torch.utils.checkpoint import checkpoint
 
 from stcsnn.errors import StcsnnError, StcsnnTypeError
 from stcsnn.models.patch import from_patches, to_patches
+from stcsnn.neurons import fusion
 from stcsnn.neurons.base import Synapse
 from stcsnn.neurons.registry import build_neuron, get_spec
 
 Observer = Callable[[int, int, Tensor, NamedTuple], None]
+#: ``channels_last`` policy: every tensor of a run channels-last (NHWC), no conversions (STC inference on CPU)
+END_TO_END = "end_to_end"
+#: The state of :meth:`SpikingPredictor.step`: one cell state per layer, each the cell's own NamedTuple
+#: (``MembraneState(v, s)``, ``LSTMState(s, c)``, ...) of (B, hidden_channels[l], H / p, W / p) tensors.
+StepState = tuple[NamedTuple, ...]
 
 
 class Rollout(NamedTuple):
@@ -98,8 +106,9 @@ class SpikingPredictor(nn.Module):
         #: layer-by-layer prefix, fused updates, channels-last; False: the plain module path, frame by frame
         self.fast = True
         #: channels-last (NHWC) convolutions, fast path only: True -- where it measured faster (the convolutions
-        #: batched over frames; in training also the grouped pathway convolution); False; "all"; or a tuple of
-        #: kinds from ("batched", "grouped", "step")
+        #: batched over frames; in training also the grouped pathway convolution; an STC model's inference on
+        #: CPU end to end); False; "all"; "end_to_end" (every tensor NHWC, no conversions); or a tuple of kinds
+        #: from ("batched", "grouped", "step")
         self.channels_last: bool | str | tuple[str, ...] = True
         #: > 0: activation checkpointing over chunks of this many time steps (when gradients are recorded)
         self.checkpoint_steps = int(checkpoint_steps)
@@ -193,6 +202,70 @@ class SpikingPredictor(nn.Module):
         out = torch.cat(outputs, 1) if len(outputs) > 1 else outputs[0]
         return Rollout(from_patches(out, p), rate_sums / steps)
 
+    # ------------------------------------------------------------------ streaming
+    def step(self, frame: Tensor, state: StepState | None = None, fast: bool | None = None
+             ) -> tuple[Tensor, StepState]:
+        """One time step: ``pred, state = model.step(frame, state)``.
+
+        ``frame`` (B, C, H, W) is the frame at time t (an observed one, or the model's own previous forecast);
+        ``pred`` (B, C, H, W) is the forecast of frame t+1. ``state`` is a :data:`StepState`: a tuple with one
+        cell state per layer, each that cell's own NamedTuple (e.g. ``MembraneState(v, s)``, ``LSTMState(s, c)``)
+        of tensors shaped (B, hidden_channels[l], H / patch_size, W / patch_size); ``None`` starts from fresh
+        (zero) states. Nothing else is carried between calls, so feeding the ``T_in`` input frames and then each
+        forecast in turn computes what ``model(inputs, n_future)`` does (that is the plain path's sequential
+        step; the fast path batches the observed prefix instead, equal to float rounding).
+        ``fast``: fused neuron updates (True) or the neuron modules' own ``update`` (False, what ONNX export
+        traces); ``None``: ``self.fast``.
+        """
+        if not isinstance(frame, Tensor):
+            raise StcsnnTypeError(f"frame must be a torch.Tensor, got {type(frame).__name__}")
+        if frame.dim() != 4:
+            raise StcsnnError(f"frame must have shape (B, C, H, W), got {tuple(frame.shape)}")
+        self.check_frames(frame.unsqueeze(1), "frame")
+        b, _, h, w = frame.shape
+        p = self.patch_size
+        if state is not None:
+            state = self.check_step_state(state, b, h // p, w // p)
+        return self._step(frame, state, self.fast if fast is None else fast)
+
+    def check_step_state(self, state, batch: int, height: int, width: int) -> StepState:
+        """``state`` as a :data:`StepState` (plain tuples of the right length become the cells' NamedTuples),
+        or a clear error for a state of another model, batch or frame size."""
+        if not isinstance(state, (tuple, list)) or len(state) != len(self.cells):
+            found = f"{type(state).__name__} of length {len(state)}" if isinstance(state, (tuple, list)) \
+                else type(state).__name__
+            raise StcsnnError(f"state must be a tuple of {len(self.cells)} per-layer cell states (what step() "
+                              f"returned), got a {found}")
+        out = []
+        for l, (cell, s) in enumerate(zip(self.cells, state)):
+            cls = cell.State
+            if not isinstance(s, cls) and isinstance(s, (tuple, list)) and len(s) == len(cls._fields):
+                s = cls(*s)
+            if not isinstance(s, cls):
+                raise StcsnnTypeError(f"state of layer {l} must be a {cls.__name__} {cls._fields}, "
+                                      f"got {type(s).__name__}")
+            expected = (batch, cell.hidden_channels, height, width)
+            for name, t in zip(s._fields, s):
+                if not isinstance(t, Tensor) or tuple(t.shape) != expected:
+                    found = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                    raise StcsnnError(f"state of layer {l}, field {name!r}: expected shape {expected}, got {found} "
+                                      "(a state from another batch or frame size?)")
+            out.append(s)
+        return tuple(out)
+
+    def _step(self, frame: Tensor, state: StepState | None, fast: bool) -> tuple[Tensor, StepState]:
+        """:meth:`step` without the checks (what ONNX export traces); the same operations as one step of
+        :meth:`_Run.sequential`."""
+        p = self.patch_size
+        run = _Run(self, to_patches(frame.unsqueeze(1), p), 1, None, False, None, fast)
+        states = list(state) if state is not None else [None] * len(self.cells)
+        net = run.x[:, 0]
+        for l, cell in enumerate(self.cells):
+            current = run.synapse(cell, net) if fast else cell.synapse(net)
+            net, states[l] = run.update(cell, current, states[l])
+        pred = run.conv(self.readout, net)
+        return from_patches(pred.unsqueeze(1), p)[:, 0], tuple(states)
+
 
 class _Run:
     """One rollout's inputs; ``prefix`` / ``sequential`` evaluate steps ``[t0, t1)`` from the given states and
@@ -208,9 +281,26 @@ class _Run:
         self.observer = observer
         self.fast = fast
         policy = model.channels_last if fast else False
-        if policy is True:  # measured on CPU: the grouped one pays for its conversions only with a backward
-            policy = ("batched", "grouped") if torch.is_grad_enabled() else ("batched",)
+        if policy is True:
+            # measured on CPU (small configuration, one thread): in training only the batched and the grouped
+            # convolutions channels-last (end to end measured ~1.14x slower there: the per-frame dense
+            # convolutions run slower on NHWC, and the pathway halves alternate every C/16 channels); without
+            # gradients, STC models end to end (~0.75x: the grouped convolution without any conversion), the
+            # others batched only (end to end measured 1.06-1.13x slower for them). Elsewhere (not measured):
+            # the grouped convolution only in training, where it pays for its conversions.
+            stc = any(getattr(cell, "autapse", None) is not None for cell in model.cells)
+            if torch.is_grad_enabled():
+                policy = ("batched", "grouped")
+            else:
+                policy = END_TO_END if (stc and x.device.type == "cpu") else ("batched",)
+        #: every tensor of the run channels-last, from the input frames on: no layout conversions at all
+        self.end_to_end = policy == END_TO_END
+        if self.end_to_end:
+            self.x = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+            policy = ()
         self.cl_kinds = ("batched", "grouped", "step") if policy == "all" else tuple(policy or ())
+        #: the pathway GroupNorm: end to end, the channels-last one (see :func:`stcsnn.neurons.fusion.group_norm`)
+        self.pathway_norm = fusion.group_norm if self.end_to_end else None
 
     # ------------------------------------------------------------------ pieces
     def conv(self, conv: nn.Module, x: Tensor, kind: str = "step") -> Tensor:
@@ -224,8 +314,11 @@ class _Run:
 
     def synapse(self, cell: nn.Module, x: Tensor, kind: str = "step") -> Tensor:
         syn = cell.synapse
+        if self.end_to_end and not fusion.is_channels_last(x):  # (an input frame mixed with a prediction)
+            x = x.contiguous(memory_format=torch.channels_last)
         if type(syn) is Synapse:
-            return syn.norm(self.conv(syn.conv, x, kind))
+            y = self.conv(syn.conv, x, kind)
+            return fusion.group_norm(syn.norm, y) if self.end_to_end else syn.norm(y)
         if type(syn) is nn.Conv2d:
             return self.conv(syn, x, kind)
         return syn(x)
@@ -235,7 +328,7 @@ class _Run:
             state = cell.init_state(current)
         if self.fast and cell.has_fused_update():
             autapse = getattr(cell, "autapse", None)
-            pathways = None if autapse is None else autapse.signals(state.s, self.grouped_conv)
+            pathways = None if autapse is None else autapse.signals(state.s, self.grouped_conv, self.pathway_norm)
             return cell.fused_update(current, state, pathways)
         return cell.update(current, state)
 
@@ -245,8 +338,27 @@ class _Run:
     def time_batched(self, fn: Callable[[Tensor], Tensor], seq: Tensor) -> Tensor:
         """Apply a per-frame function to (B, T, C, H, W) as one batch of B*T frames."""
         b, t = seq.shape[:2]
-        out = fn(seq.reshape(b * t, *seq.shape[2:]))
+        if self.end_to_end:  # merged in the (B, T, H, W, C) layout: a view, never a transposing copy
+            c, h, w = seq.shape[2:]
+            out = fn(seq.permute(0, 1, 3, 4, 2).reshape(b * t, h, w, c).permute(0, 3, 1, 2))
+        else:
+            out = fn(seq.reshape(b * t, *seq.shape[2:]))
         return out.reshape(b, t, *out.shape[1:])
+
+    def unbind_time(self, seq: Tensor) -> list[Tensor]:
+        """(B, T, C, H, W) -> T frames (B, C, H, W). Not ``seq[:, i]``: the backward of T selects would zero-fill
+        T full-size buffers; end to end, unbound in the (B, T, H, W, C) layout (the backward stacks the frames'
+        gradients there: no transposing copy)."""
+        if not self.end_to_end:
+            return list(seq.unbind(1))
+        return [f.permute(0, 3, 1, 2) for f in seq.permute(0, 1, 3, 4, 2).unbind(1)]
+
+    def stack_time(self, frames: list[Tensor]) -> Tensor:
+        """T frames (B, C, H, W) -> (B, T, C, H, W); end to end in the (B, T, H, W, C) layout (no transposing
+        copy of channels-last frames)."""
+        if not self.end_to_end:
+            return torch.stack(frames, 1)
+        return torch.stack([f.permute(0, 2, 3, 1) for f in frames], 1).permute(0, 1, 4, 2, 3)
 
     def input(self, t: int, prev: Tensor | None) -> Tensor:
         mask, x = self.mask, self.x
@@ -267,13 +379,12 @@ class _Run:
         for l, cell in enumerate(model.cells):
             currents = self.time_batched(lambda z, cell=cell: self.synapse(cell, z, "batched"), spikes)
             seq = []
-            # unbind, not currents[:, i]: the backward of T selects would zero-fill T full-size buffers
-            for i, current in enumerate(currents.unbind(1)):
+            for i, current in enumerate(self.unbind_time(currents)):
                 s, states[l] = self.update(cell, current, states[l])
                 if observer is not None:
                     observer(t0 + i, l, s, states[l])
                 seq.append(s)
-            spikes = torch.stack(seq, 1)
+            spikes = self.stack_time(seq)
             rates[l] = spikes.detach().mean(dim=(0, 2, 3, 4)).sum()
         out = self.time_batched(lambda z: self.conv(model.readout, z, "batched"), spikes)
         return out, out[:, -1], states, rates
@@ -294,7 +405,7 @@ class _Run:
                 rates[l] += net.detach().mean()
             prev = self.conv(model.readout, net)
             outputs.append(prev)
-        return torch.stack(outputs, 1), prev, states, rates
+        return self.stack_time(outputs), prev, states, rates
 
 
 def plain_rollout(model: SpikingPredictor, frames: Tensor, input_frames: int, n_future: int,

@@ -43,13 +43,14 @@ class Autapse(nn.Module):
                               bias=False)
         self.norm = nn.GroupNorm(2 * GROUPS, 2 * channels)
 
-    def signals(self, prev_spike: Tensor, conv=None) -> Tensor:
+    def signals(self, prev_spike: Tensor, conv=None, norm=None) -> Tensor:
         """Both pathways' normalised signals before tanh, fused: ``GN32(W * S~[t-1])`` (B, 2C, H, W), conv group g
-        holding ``[A of group g, B of group g]``. ``conv(module, x)``, if given, runs the convolution (the
-        predictor passes a channels-last one)."""
+        holding ``[A of group g, B of group g]``. ``conv(module, x)`` and ``norm(module, x)``, if given, run the
+        convolution and the GroupNorm (the predictor passes channels-last ones)."""
         if self.gradient_detach:
             prev_spike = prev_spike.detach()
-        return self.norm(self.conv(prev_spike) if conv is None else conv(self.conv, prev_spike))
+        y = self.conv(prev_spike) if conv is None else conv(self.conv, prev_spike)
+        return self.norm(y) if norm is None else norm(self.norm, y)
 
     def pathways(self, prev_spike: Tensor) -> tuple[Tensor, Tensor]:
         """The normalised pathway signals ``(A[t], B[t])`` (before tanh), each (B, C, H, W)."""

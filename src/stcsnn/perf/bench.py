@@ -28,6 +28,13 @@ observed frames, which need none) -- every convolution counts, dense synaptic, g
 readout. Roofline efficiency = step FLOPs / (step time x roof): 1.0 would be a step that is nothing but
 convolutions running at the best dense rate.
 
+**Threads** (``--busy K``, K >= 0). Instead of the tables above, the training step of the chosen neurons
+(default ``stc_lif`` only) at the default thread setting (``auto``: what :func:`stcsnn.threads.choose_threads`
+picks while the load runs) and at every fixed count 1..usable CPUs, while K competing CPU-bound processes spin
+on the same CPUs (:mod:`stcsnn.perf.load`; ``--busy 0``: a quiet machine). All settings are measured in one
+process, interleaved step by step (a drifting load then affects them alike); the table gives each setting's
+median step and its ratio to the best fixed count, so the default's row is its slowdown against the best.
+
 Results: a Markdown table (printed, ``bench.md``) and ``bench.json`` in ``--out``. Benchmarks are never tests:
 nothing here asserts a time.
 """
@@ -50,6 +57,7 @@ import torch
 from stcsnn.config import Config, make_config
 from stcsnn.device import autocast, pick_device
 from stcsnn.errors import StcsnnError
+from stcsnn.perf.load import BusyLoad
 from stcsnn.perf.measure import ConvFlops, conv_roof, conv_time_share, median_time, memory_mark, peak_growth, time_calls
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -155,6 +163,55 @@ def run_variant(spec: dict[str, Any]) -> dict[str, Any]:
         "conv_flops_backward_input": flops.backward_input, "conv_flops_backward_weight": flops.backward_weight,
         "conv_time_share": share,
     }
+
+
+def run_threads(spec: dict[str, Any]) -> dict[str, Any]:
+    """The training step (fast path) at each of ``spec["settings"]`` (``"auto"`` or a thread count), interleaved
+    in this one process: warm-up steps per setting, then ``repeats`` rounds of one step per setting (each round
+    starting one setting later, so no setting always runs right after another). ``auto`` is resolved here, by
+    :func:`stcsnn.threads.choose_threads`, while whatever load the caller started runs."""
+    from stcsnn.threads import choose_threads
+
+    counts: dict[str, int] = {}
+    reasons: dict[str, str] = {}
+    for setting in spec["settings"]:
+        choice = choose_threads("auto" if setting == "auto" else int(setting))
+        counts[str(setting)], reasons[str(setting)] = choice.threads, choice.reason
+    w = build(spec)
+    train_step, _ = step_functions(w, fast=True)
+    names = list(counts)
+    for name in names:
+        torch.set_num_threads(counts[name])
+        time_calls(train_step, spec["warmup"], w.device)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(spec["repeats"]):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            torch.set_num_threads(counts[name])
+            times[name] += time_calls(train_step, 1, w.device)
+    rows = [{"setting": name, "threads": counts[name], "reason": reasons[name],
+             "step_s": statistics.median(times[name]), "step_times_s": times[name]} for name in names]
+    return {**spec, "rows": rows}
+
+
+def thread_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The default (``auto``) setting against the best fixed thread count, from rows of :func:`run_threads`:
+    ``{"best_threads", "best_s", "default_threads", "default_s", "slowdown"}`` (the default's median step over
+    the best fixed one's); also each row's ``vs_best``."""
+    fixed = [r for r in rows if r["setting"] != "auto"]
+    if not fixed:
+        raise StcsnnError("a thread table needs at least one fixed thread count, got only 'auto'")
+    best = min(fixed, key=lambda r: r["step_s"])
+    default = next((r for r in rows if r["setting"] == "auto"), None)
+    for r in rows:
+        r["vs_best"] = r["step_s"] / best["step_s"]
+    return {"best_threads": best["threads"], "best_s": best["step_s"],
+            "default_threads": default["threads"] if default else None,
+            "default_s": default["step_s"] if default else None,
+            "slowdown": default["step_s"] / best["step_s"] if default else None}
+
+
+#: the issue's targets for the default's slowdown against the best fixed count: quiet, one busy process
+THREAD_TARGETS = {0: 1.1, 1: 1.25}
 
 
 def roof_shapes(settings: dict[str, Any]) -> list[tuple[int, int, int, bool]]:
@@ -307,6 +364,47 @@ def run_benchmark(configs: list[str], neurons: list[str], device: str = "auto", 
     return results
 
 
+def run_thread_benchmark(configs: list[str], neurons: list[str], busy: int, device: str = "cpu",
+                         repeats: int | None = None, warmup: int = 2, log: Callable[[str], Any] = print,
+                         progress: Callable[[dict[str, Any]], Any] | None = None, settle: float = 1.0,
+                         usable: int | None = None) -> dict[str, Any]:
+    """``stcsnn bench --busy K``: the thread table of each neuron at each configuration while ``busy`` load
+    processes spin (none for 0); the load is stopped however this returns or raises. ``usable`` (default: the
+    CPUs this process may use) bounds the fixed counts measured."""
+    from stcsnn.threads import usable_cpus
+
+    if busy < 0:
+        raise StcsnnError(f"--busy must be a number of load processes >= 0, got {busy}")
+    dev = pick_device(device)
+    if dev.type != "cpu":
+        raise StcsnnError(f"--busy measures CPU thread counts: expected --device cpu, got {device} ({dev})")
+    check_request(configs, neurons, dev, allow_slow=False)
+    usable = usable or usable_cpus()
+    settings = ["auto", *range(1, usable + 1)]
+    results: dict[str, Any] = {"machine": machine_info(str(dev)), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                               "busy": busy, "usable_cpus": usable, "configs": {}}
+    with BusyLoad(busy) as load:
+        if busy:
+            log(f"started {busy} competing load process(es): pids {', '.join(map(str, load.pids))}")
+            time.sleep(settle)  # let them reach full speed before anything is chosen or timed
+        for cfg in configs:
+            tables: list[dict[str, Any]] = []
+            results["configs"][cfg] = {"settings": CONFIGS[cfg], "rows": [], "threads": tables}
+            for neuron in neurons:
+                spec = {"config": cfg, "device": str(dev), "neuron": neuron, "path": "fast", "busy": busy,
+                        "settings": settings, "repeats": repeats or DEFAULT_REPEATS[cfg], "warmup": warmup}
+                r = run_child("threads", spec)
+                r["summary"] = thread_summary(r["rows"])
+                tables.append(r)
+                for row in r["rows"]:
+                    log(f"[{cfg}] {neuron:<10} busy={busy} threads {row['setting']:>4} ({row['threads']}) "
+                        f"step {row['step_s'] * 1e3:8.1f} ms  {row['vs_best']:.2f}x best")
+                if progress is not None:
+                    progress(results)
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    return results
+
+
 # ---------------------------------------------------------------------------------------------- reporting
 
 
@@ -370,16 +468,49 @@ def _checkpoint_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _config_section(cfg: str, res: dict[str, Any]) -> list[str]:
-    s, roof, rows = res["settings"], res["roof"], res["rows"]
+def _thread_table(tables: list[dict[str, Any]], busy: int) -> list[str]:
+    """``--busy``: per neuron the settings, their thread counts, median steps and ratios to the best fixed
+    count, then one line per neuron comparing the default with the best."""
+    if not tables:
+        return []
+    load = "no competing load (quiet)" if not busy else f"{busy} competing CPU-bound process(es) spinning"
+    lines = [f"Thread settings, training step, {load}:", "",
+             "| neuron | setting | threads | train step (ms) | vs best |", "|---|---|---:|---:|---:|"]
+    notes = []
+    for t in tables:
+        summary = thread_summary(t["rows"])
+        for r in t["rows"]:
+            setting = "auto (default)" if r["setting"] == "auto" else r["setting"]
+            lines.append(f"| {t['neuron']} | {setting} | {r['threads']} | {r['step_s'] * 1e3:.1f} | "
+                         f"{r['vs_best']:.2f}x |")
+        if summary["slowdown"] is not None:
+            target = THREAD_TARGETS.get(busy)
+            verdict = "" if target is None else (
+                f" (target <= {target:.2f}x: {'met' if summary['slowdown'] <= target else 'missed'})")
+            auto = next(r for r in t["rows"] if r["setting"] == "auto")
+            same = next((r for r in t["rows"] if r["setting"] != "auto" and r["threads"] == auto["threads"]), None)
+            noise = "" if same is None else (  # the same computation twice: what the load's jitter alone moves
+                f" auto and the fixed {same['threads']} ran the same thread count: their ratio "
+                f"{auto['step_s'] / same['step_s']:.2f}x is this run's noise.")
+            notes.append(f"{t['neuron']}: the default (auto, {summary['default_threads']} thread(s); "
+                         f"{auto['reason']}) is {summary['slowdown']:.2f}x the best fixed count "
+                         f"({summary['best_threads']} thread(s)){verdict}.{noise}")
+    return [*lines, "", *notes]
+
+
+def _config_section(cfg: str, res: dict[str, Any], busy: int | None = None) -> list[str]:
+    s, roof, rows = res["settings"], res.get("roof"), res["rows"]
     lines = [f"### `{cfg}`: hidden {s['hidden_channels']}, kernel {s['kernel_size']}, patch {s['patch_size']}, "
              f"batch {s['batch_size']}, {s['input_frames']} -> {s['output_frames']} frames of "
-             f"{'x'.join(map(str, s['frame_shape']))}", "",
-             (f"Convolution roof: {roof['roof_gflops']:.0f} GFLOP/s (best dense synaptic convolution, "
-              f"forward + backward: {_shape_str(roof['roof_shape'])})." if roof["roof_gflops"] else
-              "Convolution roof: not measured (--skip-roof)."), "", *MAIN_HEADER]
-    lines += [_main_row(rows, n) for n in dict.fromkeys(r["neuron"] for r in rows)]
-    return [*lines, *_compile_table(rows), *_checkpoint_table(rows), ""]
+             f"{'x'.join(map(str, s['frame_shape']))}", ""]
+    if roof is not None:
+        lines += [(f"Convolution roof: {roof['roof_gflops']:.0f} GFLOP/s (best dense synaptic convolution, "
+                   f"forward + backward: {_shape_str(roof['roof_shape'])})." if roof["roof_gflops"] else
+                   "Convolution roof: not measured (--skip-roof)."), ""]
+    if rows:
+        lines += [*MAIN_HEADER, *(_main_row(rows, n) for n in dict.fromkeys(r["neuron"] for r in rows))]
+    return [*lines, *_compile_table(rows), *_checkpoint_table(rows),
+            *_thread_table(res.get("threads", []), busy or 0), ""]
 
 
 FOOTNOTE = ("Times are medians over the timed repetitions after warm-up, each variant in a fresh process. "
@@ -391,6 +522,12 @@ FOOTNOTE = ("Times are medians over the timed repetitions after warm-up, each va
             "max allocated minus allocated before the first step (CUDA).")
 
 
+THREAD_FOOTNOTE = ("Times are medians over the timed repetitions after warm-up; all settings of a neuron ran in "
+                   "one process, one step each in turn. 'vs best' = the setting's median / the fastest fixed "
+                   "count's median. 'auto' is what `--threads auto` (the default) chose in that process while "
+                   "the load ran.")
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The results as Markdown: the machine, then per configuration the roof and the tables."""
     m = results["machine"]
@@ -398,8 +535,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"Machine: {where} ({m['device']}, {m['threads']} threads), torch {m['torch']}, "
              f"{results['started']}.", ""]
     for cfg, res in results["configs"].items():
-        lines += _config_section(cfg, res)
-    return "\n".join([*lines, FOOTNOTE, ""])
+        lines += _config_section(cfg, res, results.get("busy"))
+    footnote = THREAD_FOOTNOTE if "busy" in results else FOOTNOTE
+    return "\n".join([*lines, footnote, ""])
 
 
 def write_results(results: dict[str, Any], out: str | os.PathLike) -> tuple[Path, Path]:

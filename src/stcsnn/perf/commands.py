@@ -39,6 +39,10 @@ def add_arguments(p: argparse.ArgumentParser, standalone: bool = False) -> None:
     p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype (GPU)")
     p.add_argument("--allow-slow", action="store_true", help="allow the paper configuration on a CPU")
     p.add_argument("--skip-roof", action="store_true", help="skip the convolution roof (no roofline column)")
+    p.add_argument("--busy", type=int, default=None, metavar="K",
+                   help="measure thread settings instead: the training step at --threads auto and at every fixed "
+                        "count while K competing CPU-bound processes spin on the same CPUs (0: quiet); "
+                        "default neurons stc_lif")
     p.add_argument("--out", default="runs/bench", help="directory for bench.json and bench.md")
 
 
@@ -56,6 +60,8 @@ def _csv(text: str | None) -> list[str] | None:
 
 def bench_command(args: argparse.Namespace) -> int:
     """Run the benchmark the parsed options describe, print the table, write bench.json / bench.md."""
+    if getattr(args, "busy", None) is not None:
+        return busy_command(args)
     neurons = _csv(args.neurons) or bench.default_neurons()
     try:
         ks = [int(k) for k in _csv(args.checkpoint_steps) or []]
@@ -80,6 +86,21 @@ def bench_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def busy_command(args: argparse.Namespace) -> int:
+    """``--busy K``: the thread table (see :func:`stcsnn.perf.bench.run_thread_benchmark`)."""
+    if args.busy < 0:
+        raise StcsnnError(f"--busy must be a number of load processes >= 0, got {args.busy}")
+    device = "cpu" if args.device == "auto" else args.device  # thread counts are a CPU matter
+    results = bench.run_thread_benchmark(
+        args.config or ["small"], _csv(args.neurons) or ["stc_lif"], args.busy, device, args.repeats, args.warmup,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+        progress=lambda partial: bench.write_results(partial, args.out))
+    js, md = bench.write_results(results, args.out)
+    print(bench.markdown(results))
+    print(f"wrote {js} and {md}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python benchmarks/bench.py ...``: the same as ``stcsnn bench ...``."""
     p = argparse.ArgumentParser(prog="bench", description=_description())
@@ -93,12 +114,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_task(task: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """One measurement: ``roof`` (the convolution roof) or ``variant`` (one variant of one neuron)."""
+    """One measurement: ``roof`` (the convolution roof), ``variant`` (one variant of one neuron) or ``threads``
+    (the thread settings of one neuron)."""
     if task == "roof":
         return bench.measure_roof(spec)
     if task == "variant":
         return bench.run_variant(spec)
-    raise StcsnnError(f"unknown benchmark task {task!r}: expected roof or variant")
+    if task == "threads":
+        return bench.run_threads(spec)
+    raise StcsnnError(f"unknown benchmark task {task!r}: expected roof, variant or threads")
 
 
 def child_main(argv: list[str]) -> int:
