@@ -161,20 +161,8 @@ class SpikingPredictor(nn.Module):
         e.g. ``state.v.retain_grad()`` to read gradients through time); it turns activation checkpointing off.
         ``fast``: the fast (True) or the plain (False) path; ``None``: ``self.fast``.
         """
-        self.check_frames(frames)
-        if n_future < 1 or input_frames < 1:
-            raise StcsnnError(f"need input_frames >= 1 and n_future >= 1, got {input_frames} and {n_future}")
-        if frames.shape[1] < input_frames:
-            raise StcsnnError(f"expected at least {input_frames} input frames, got {frames.shape[1]}")
+        frames, mask = self._check_rollout(frames, input_frames, n_future, mask, reverse)
         steps = input_frames + n_future - 1
-        if mask is None:
-            frames = frames[:, :input_frames]  # no ground truth after the inputs can leak in
-        else:
-            want = steps - 1 if reverse else n_future - 1
-            if tuple(mask.shape[:2]) != (frames.shape[0], want) or frames.shape[1] < steps:
-                raise StcsnnError(f"scheduled-sampling mask must be (B, {want}) with {steps} frames, "
-                                  f"got mask {tuple(mask.shape)} and {frames.shape[1]} frames")
-            mask = mask.to(frames.dtype).view(*mask.shape[:2], 1, 1, 1)
         p = self.patch_size
         run = _Run(self, to_patches(frames, p), input_frames, mask, reverse, observer,
                    self.fast if fast is None else fast)
@@ -201,6 +189,24 @@ class SpikingPredictor(nn.Module):
             t = end
         out = torch.cat(outputs, 1) if len(outputs) > 1 else outputs[0]
         return Rollout(from_patches(out, p), rate_sums / steps)
+
+    def _check_rollout(self, frames: Tensor, input_frames: int, n_future: int, mask: Tensor | None,
+                       reverse: bool) -> tuple[Tensor, Tensor | None]:
+        """Validated ``(frames, mask)`` of a rollout: without a mask only the observed frames are kept (no ground
+        truth after the inputs can leak in); a mask is shaped (B, n, 1, 1, 1) in the frames' dtype."""
+        self.check_frames(frames)
+        if n_future < 1 or input_frames < 1:
+            raise StcsnnError(f"need input_frames >= 1 and n_future >= 1, got {input_frames} and {n_future}")
+        if frames.shape[1] < input_frames:
+            raise StcsnnError(f"expected at least {input_frames} input frames, got {frames.shape[1]}")
+        steps = input_frames + n_future - 1
+        if mask is None:
+            return frames[:, :input_frames], None
+        want = steps - 1 if reverse else n_future - 1
+        if tuple(mask.shape[:2]) != (frames.shape[0], want) or frames.shape[1] < steps:
+            raise StcsnnError(f"scheduled-sampling mask must be (B, {want}) with {steps} frames, "
+                              f"got mask {tuple(mask.shape)} and {frames.shape[1]} frames")
+        return frames, mask.to(frames.dtype).view(*mask.shape[:2], 1, 1, 1)
 
     # ------------------------------------------------------------------ streaming
     def step(self, frame: Tensor, state: StepState | None = None, fast: bool | None = None
