@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import one_error
 
 from stcsnn import __version__
 from stcsnn.cli import main
@@ -33,15 +34,6 @@ TINY = {
 }
 
 
-def one_error(capsys, rc: int) -> str:
-    """The failure was reported as exactly one ``error:`` line on stderr, no traceback, exit code != 0."""
-    out = capsys.readouterr()
-    assert rc != 0
-    lines = [line for line in out.err.splitlines() if line.strip()]
-    assert len(lines) == 1, out.err
-    assert lines[0].startswith("error: "), out.err
-    assert "Traceback" not in out.err + out.out
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import one_error
 
 from stcsnn.cli import error_line, main
 from stcsnn.config import (
@@ -37,15 +38,6 @@ TINY = {
 HANG_GUARD_S = 2.0  # hostile input must be refused at once; generous so a busy machine does not fail it
 
 
-def one_error(capsys, rc: int) -> str:
-    """Exactly one ``error:`` line on stderr, no traceback, exit code 2."""
-    out = capsys.readouterr()
-    assert rc == 2, out.err
-    lines = [line for line in out.err.splitlines() if line.strip()]
-    assert len(lines) == 1, out.err
-    assert lines[0].startswith("error: "), out.err
-    assert "Traceback" not in out.err + out.out
-    return lines[0]
 
 
 def alias_bomb(levels: int = 9) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import one_error
 
 import stcsnn
 from stcsnn.cli import main
@@ -49,13 +50,6 @@ def exported(ckpt, tmp_path_factory) -> Path:
     return out
 
 
-def one_error(capsys, rc: int) -> str:
-    out = capsys.readouterr()
-    assert rc == 2, out
-    lines = [line for line in out.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), out.err
-    assert "Traceback" not in out.err + out.out
-    return lines[0]
 
 
 def frames(n: int = 2, t: int = T_IN, seed: int = 0, dtype=torch.float32) -> torch.Tensor:

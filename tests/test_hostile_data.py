@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import one_error
 
 from stcsnn.cli import main
 from stcsnn.config import make_config
@@ -41,13 +42,6 @@ def npy_bytes(shape: tuple[int, ...], descr: str = "<f4", payload: bytes = bytes
     return buf.getvalue() + payload
 
 
-def one_error(capsys, rc: int) -> str:
-    out = capsys.readouterr()
-    assert rc == 2, out
-    lines = [line for line in out.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), out.err
-    assert "Traceback" not in out.err + out.out
-    return lines[0]
 
 
 def tiny_checkpoint(path: Path, **cfg) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_error
 
 from stcsnn.analysis.plot import curves_figure, read_run
 from stcsnn.cli import main
@@ -33,13 +34,6 @@ def make_run(root: Path, name: str, neuron: str, seed: int, steps: bool = True, 
     return run
 
 
-def one_error(capsys, rc: int) -> str:
-    out = capsys.readouterr()
-    assert rc == 2, out
-    lines = [line for line in out.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), out.err
-    assert "Traceback" not in out.err + out.out
-    return lines[0]
 
 
 def legend_texts(fig) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import one_error
 from test_visualize import png_size, read_only_folder
 
 from stcsnn.cli import main
@@ -43,13 +44,6 @@ def predict(ckpt, inp_path, out, *extra) -> int:
                  "--device", "cpu", *extra])
 
 
-def one_error(capsys, rc: int) -> str:
-    out = capsys.readouterr()
-    assert rc == 2, out
-    lines = [line for line in out.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), out.err
-    assert "Traceback" not in out.err + out.out
-    return lines[0]
 
 
 def raw_prediction(ckpt, x) -> np.ndarray:

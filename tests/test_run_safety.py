@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import one_error
 
 from stcsnn import io as io_mod
 from stcsnn.cli import main
@@ -52,14 +53,6 @@ def write_config(path: Path, **over) -> Path:
     return path
 
 
-def one_error(capsys, rc: int) -> str:
-    """Exit 2 with exactly one ``error:`` line on stderr and no traceback; returns the line."""
-    out = capsys.readouterr()
-    assert rc == 2, out.err
-    lines = [line for line in out.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.err
-    assert "Traceback" not in out.err + out.out
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
