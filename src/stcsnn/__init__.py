@@ -17,7 +17,7 @@ from typing import Any
 from stcsnn.errors import StcsnnError
 
 __version__ = "0.1.0"
-__all__ = ["StcsnnError", "__version__", "build_model", "load_config", "load_model"]
+__all__ = ["StcsnnError", "__version__", "build_model", "load_config", "load_model", "set_threads"]
 
 _SUBMODULES = frozenset({"analysis", "cli", "config", "data", "device", "errors", "io", "metrics", "models",
                          "neurons", "perf", "threads", "train", "viz"})
@@ -57,3 +57,11 @@ def load_model(path, device="cpu"):
     from stcsnn.models.loading import load_model as _load
 
     return _load(path, device)
+
+
+def set_threads(setting="auto", verbose: bool = False):
+    """PyTorch's CPU thread count, as every command sets it: ``"auto"`` (the CPUs this process may use minus
+    those busy with other work; ``OMP_NUM_THREADS`` wins) or a number. Returns the choice (threads, reason)."""
+    from stcsnn.threads import set_threads as _set
+
+    return _set(setting, verbose)
