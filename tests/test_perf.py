@@ -339,3 +339,26 @@ def test_bench_busy_rejects_a_negative_count(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --busy must be") and "got -1" in err and "\n" not in err
     assert "Traceback" not in err and marker.read_text() == "earlier results\n"
+
+
+@pytest.mark.parametrize("argv", [["--threads", "1", "bench"], ["bench", "--threads", "1"], ["bench"]])
+def test_bench_command_takes_the_global_thread_choice(argv, tmp_path, monkeypatch, capsys):
+    """The CLI applies --threads (auto or N) before the command: the benchmark reads the resulting count and
+    hands it to its measuring subprocesses (it used to pass the raw option text to torch)."""
+    import torch
+
+    from stcsnn.cli import main
+
+    seen = {}
+
+    def fake_run(configs, neurons, *args, threads=None, **kwargs):
+        seen["threads"] = threads
+        return {"machine": {"cpu": "Test CPU", "device": "cpu", "threads": threads, "torch": "x"}, "started": "now",
+                "configs": {"small": {"settings": bench.CONFIGS["small"],
+                                      "roof": {"roof_gflops": None, "roof_shape": None, "shapes": []},
+                                      "rows": [_row("lif", "fast", 0.1, 0.04, 100)]}}}
+
+    monkeypatch.setattr(bench, "run_benchmark", fake_run)
+    assert main([*argv, "--neurons", "lif", "--out", str(tmp_path)]) == 0
+    assert seen["threads"] == torch.get_num_threads() == 1  # the tests pin OMP_NUM_THREADS=1 for auto
+    assert (tmp_path / "bench.md").is_file()

@@ -71,8 +71,8 @@ def bench_command(args: argparse.Namespace) -> int:
         print("note: --no-reference is deprecated, use --no-plain", file=sys.stderr)
     import torch
 
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
+    if getattr(args, "thread_choice", None) is None and getattr(args, "threads", None):
+        torch.set_num_threads(int(args.threads))  # standalone (benchmarks/bench.py); the CLI has applied it
     threads = torch.get_num_threads()  # every measuring subprocess uses this process's thread count
     results = bench.run_benchmark(
         args.config or ["small"], neurons, args.device, args.repeats, args.warmup, ks,
