@@ -11,18 +11,21 @@ differently, so these comparisons run in float64 (in float32 one rounding differ
 from __future__ import annotations
 
 import csv
+import importlib.util
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from stcsnn.analysis.dynamics import gain_rows, rate_rows, trace_dynamics
+import stcsnn
+from stcsnn.analysis.dynamics import gain_rows, object_masks, rate_rows, region_rows, trace_dynamics
 from stcsnn.analysis.gradients import gradient_rows, trace_gradients
+from stcsnn.analysis.reproduce import run_grid
 from stcsnn.cli import main
 from stcsnn.config import make_config
+from stcsnn.data import build_split
 from stcsnn.io import atomic_torch_save
-from stcsnn.models import build_model
-from stcsnn.models.loading import model_checkpoint
+from stcsnn.models.loading import load_model, model_checkpoint
 
 T_IN, T_OUT = 3, 3
 STEPS = T_IN + T_OUT - 1
@@ -33,7 +36,7 @@ def small(neuron: str, hidden=(16,)):
     cfg = make_config({"neuron": neuron, "hidden_channels": list(hidden), "kernel_size": 3, "patch_size": 2,
                        "frame_shape": [1, 8, 8], "input_frames": T_IN, "output_frames": T_OUT, "seed": 0})
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = stcsnn.build_model(cfg)
     with torch.no_grad():  # larger currents: neurons fire and the surrogate derivative takes many values
         for cell in model.cells:
             cell.synapse.norm.weight.mul_(3.0)
@@ -202,7 +205,7 @@ def test_bad_input_one_error_line(tmp_path, config, capsys):
     cfg = make_config({"neuron": "lif", "hidden_channels": [32], "kernel_size": 3, "patch_size": 4,
                        "frame_shape": [1, 32, 32]})
     ckpt = tmp_path / "m.pt"
-    atomic_torch_save(model_checkpoint(build_model(cfg), cfg), ckpt)
+    atomic_torch_save(model_checkpoint(stcsnn.build_model(cfg), cfg), ckpt)
     cases = [
         ["analyze", "dynamics", "--config", config, "--checkpoint", str(ckpt)],
         ["analyze", "gradients", "--config", config, "--neurons", "lif,nosuch"],
@@ -213,6 +216,136 @@ def test_bad_input_one_error_line(tmp_path, config, capsys):
     ]
     expected = ["does not match", "nosuch", "mmnist", "ANN baseline", "out of range"]
     for argv, text in zip(cases, expected):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and text in err[0], err
+
+
+# ---------------------------------------------------------------------------------------------- trained models
+
+GRID = {
+    "name": "micro", "datasets": ["embedded"], "seeds": 1, "horizon": 0,
+    "config": {
+        "data_options": {"canvas_size": 32, "num_samples": 8, "val_samples": 2, "test_samples": 4},
+        "hidden_channels": [16, 16], "kernel_size": 3, "patch_size": 4, "input_frames": 3, "output_frames": 2,
+        "batch_size": 2, "eval_batch_size": 2, "epochs": 1, "steps_per_epoch": 3, "warmup_epochs": 0,
+        "lr": 0.01, "max_val_batches": 1, "max_test_batches": 1, "num_visualize": 0, "device": "cpu",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """A finished micro grid (lif, stc_lif): trained checkpoints as `stcsnn reproduce` leaves them."""
+    out = tmp_path_factory.mktemp("grid")
+    torch.set_num_threads(1)
+    assert run_grid(GRID, models=["lif", "stc_lif"], out=out, progress=False, log=lambda s: None, plots=False) == 0
+    return out / "micro"
+
+
+def independent_norms(model, cfg, frames):
+    """||dL/dV_l[t]|| by retain_grad on each membrane through an observer and one backward of a loss written
+    here (MSE over frames 2..T of the rollout), not by the analysis' torch.autograd.grad."""
+    membranes = [[] for _ in model.cells]
+
+    def observer(t, l, s, state):
+        v = getattr(state, model.cells[l].membrane)
+        v.retain_grad()
+        membranes[l].append(v)
+
+    out = model.rollout(frames, cfg.input_frames, cfg.output_frames, observer=observer, fast=False)
+    F.mse_loss(out.frames, frames[:, 1:cfg.input_frames + cfg.output_frames]).backward()
+    return [[0.0 if v.grad is None else v.grad.norm().item() for v in layer] for layer in membranes]
+
+
+def test_trained_checkpoint_gradients_match_independent_autograd(grid, tmp_path):
+    ckpt = grid / "embedded" / "stc_lif" / "seed0" / "best.pt"
+    out = tmp_path / "g"
+    assert main(["analyze", "gradients", "--checkpoint", str(ckpt), "--batch-size", "2", "--out", str(out)]) == 0
+    rows = read_csv(out / "gradients.csv")
+    model, cfg = load_model(ckpt)
+    assert model.cells[0].membrane == "v"
+    frames = torch.stack([torch.cat(build_split(cfg, "test")[i], 0) for i in range(2)])
+    norms = independent_norms(model, cfg, frames)
+    assert [(int(r["layer"]), int(r["step"])) for r in rows] == [(l, t) for l in range(2) for t in range(4)]
+    for r in rows:
+        assert float(r["grad_norm"]) == pytest.approx(norms[int(r["layer"])][int(r["step"])], rel=1e-5, abs=1e-12)
+    assert any(float(r["grad_norm"]) > 0 for r in rows if r["step"] == "0")
+    # the per-step factors of the trained model equal autograd through the real (fast) rollout, in float64
+    model = model.double()
+    trace = trace_gradients(model, frames.double(), cfg)
+    vs = []
+    model.rollout(frames.double(), 3, 2, observer=lambda t, l, s, st: vs.append(st.v) if l == 0 else None)
+    for t in range(1, 4):
+        graph = torch.autograd.grad(vs[t], vs[t - 1], torch.ones_like(vs[t]), retain_graph=True)[0]
+        torch.testing.assert_close(trace.factors[0][t], graph, rtol=1e-9, atol=1e-12)
+    summary = read_csv(out / "factor_summary.csv")
+    assert [r["layer"] for r in summary] == ["0", "1", "all"] and float(summary[-1]["factor_max"]) <= 2.0
+
+
+def test_grid_gradients(grid, tmp_path):
+    assert main(["analyze", "gradients", "--grid", str(grid), "--batch-size", "2", "--out", str(tmp_path / "g")]) == 0
+    rows = read_csv(tmp_path / "g" / "gradients.csv")
+    assert {(r["neuron"], r["seed"]) for r in rows} == {("lif", "0"), ("stc_lif", "0")}
+    assert max(float(r["factor_max"]) for r in rows if r["neuron"] == "lif" and r["factor_max"]) <= 0.5
+    ckpt = grid / "embedded" / "stc_lif" / "seed0" / "best.pt"
+    summary = read_csv(tmp_path / "g" / "factor_summary.csv")
+    assert {(r["neuron"], r["layer"]) for r in summary} >= {("lif", "all"), ("stc_lif", "all")}
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "g" / "gradients_embedded_lif_vs_stc_lif.png").is_file()
+    # two checkpoints side by side: the same numbers as the grid's for the same cells and batch
+    both = tmp_path / "both"
+    assert main(["analyze", "gradients", "--checkpoint", str(grid / "embedded" / "lif" / "seed0" / "best.pt"),
+                 "--checkpoint", str(ckpt), "--batch-size", "2", "--out", str(both)]) == 0
+    pair = read_csv(both / "gradients.csv")
+    assert [r["neuron"] for r in pair[::8]] == ["lif", "stc_lif"] and pair[-1]["checkpoint"] == str(ckpt)
+    assert [float(r["grad_norm"]) for r in pair] == [float(r["grad_norm"]) for r in rows]
+
+
+def test_grid_dynamics_gains_by_region(grid, tmp_path, capsys):
+    assert main(["analyze", "dynamics", "--grid", str(grid), "--batch-size", "2", "--out", str(tmp_path / "d")]) == 0
+    printed = capsys.readouterr().out
+    assert "stc_lif layer 0 temporal gain: object" in printed
+    regions = read_csv(tmp_path / "d" / "gains_by_region_summary.csv")
+    assert [(r["model"], r["layer"], r["gain"]) for r in regions] == \
+        [("stc_lif", str(l), g) for l in range(2) for g in ("temporal", "spatial")]
+    for r in regions:
+        assert float(r["difference_mean"]) == pytest.approx(float(r["object_mean"]) - float(r["background_mean"]))
+    assert {r["model"] for r in read_csv(tmp_path / "d" / "rates.csv")} == {"lif", "stc_lif"}
+
+
+def test_gains_by_region_by_hand():
+    model, cfg, _ = small("stc_lif")
+    frames = torch.zeros(2, T_IN + T_OUT, 1, 8, 8)
+    frames[:, :, :, 0:2, 0:3] = 0.5  # an object over patches (0, 0) and (0, 1) of the 4 x 4 patch grid
+    frames[1, :, :, 7, 7] = 0.05  # below the threshold: still background
+    trace = trace_dynamics(model, frames, cfg)
+    masks = object_masks(trace, 0.1)
+    expected = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    expected[:, :, 0, 0:2] = True
+    torch.testing.assert_close(masks[1], expected)
+    rows = region_rows(trace, 0.1)
+    obj = next(r for r in rows if (r["layer"], r["gain"], r["region"], r["step"]) == (0, "temporal", "object", 1))
+    gain = trace.gains[0]["temporal"][1]  # (2, 16, 4, 4)
+    assert obj["count"] == 2 * 16 * 2 and obj["share"] == pytest.approx(2 / 16)
+    assert obj["gain_mean"] == pytest.approx(gain[:, :, 0, 0:2].mean().item(), rel=1e-6)
+    pooled = next(r for r in rows if (r["layer"], r["gain"], r["region"], r["step"])
+                  == (0, "spatial", "background", "all"))
+    manual = torch.cat([trace.gains[0]["spatial"][t][~masks[t].expand(2, 16, 4, 4)] for t in range(1, STEPS)])
+    assert pooled["gain_mean"] == pytest.approx(manual.mean().item(), rel=1e-6)
+    # after the inputs the object mask follows the model's own prediction, the frame it reads
+    pred = model.eval().rollout(frames, T_IN, T_OUT).frames
+    torch.testing.assert_close(masks[T_IN], F.max_pool2d(pred[:, T_IN - 1], 2) > 0.1)
+
+
+def test_grid_bad_input_one_error_line(tmp_path, capsys, grid):
+    cases = [
+        (["analyze", "gradients", "--grid", str(tmp_path / "nothing")], "no such folder"),
+        (["analyze", "gradients", "--grid", str(tmp_path)], "found none"),
+        (["analyze", "gradients", "--grid", str(grid), "--neurons", "lif"], "--grid"),
+        (["analyze", "dynamics", "--grid", str(grid), "--object-threshold", "2"], "--object-threshold"),
+    ]
+    for argv, text in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and text in err[0], err

@@ -1,31 +1,46 @@
-"""``stcsnn reproduce`` (issue 5, item 2) on a micro scale: the table's rows and columns, skipping finished
-cells, resuming unfinished ones, and one-line errors for bad names."""
+"""``stcsnn reproduce`` on a micro scale: the grid resumes after a kill without retraining finished cells, the
+table's statistics against hand-computed numbers, the long-term evaluation against a manual rollout, the
+``small`` scale's defaults and data fallback, ``--jobs``, and one-line errors for bad input."""
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import math
+from pathlib import Path
 
 import pytest
+import torch
 
 import stcsnn.train.loop as loop
-from stcsnn.analysis.reproduce import aggregate, plan_grid, run_grid
-from stcsnn.analysis.scales import DEFAULT_MODELS, SCALES
+from stcsnn.analysis.reproduce import (
+    aggregate,
+    horizon_ranges,
+    paired_differences,
+    parse_seeds,
+    plan_grid,
+    run_grid,
+)
+from stcsnn.analysis.scales import DEFAULT_MODELS, SCALES, SMALL_MODELS
 from stcsnn.cli import main
+from stcsnn.data import build_dataset
+from stcsnn.models.loading import load_model
 
 MICRO = {
     "name": "micro",
-    "datasets": ["embedded"],
+    "datasets": ["mfmnist"],
+    "fallback": {"mfmnist": "embedded"},  # the tests give an empty data root: the fallback is taken and stated
+    "seeds": 1,
+    "horizon": 6,
     "config": {
-        "data_options": {"canvas_size": 32, "num_samples": 8, "val_samples": 2, "test_samples": 2},
+        "data_options": {"canvas_size": 32, "num_samples": 8, "val_samples": 2, "test_samples": 4},
         "hidden_channels": [16], "kernel_size": 3, "patch_size": 4, "input_frames": 3, "output_frames": 2,
         "batch_size": 2, "eval_batch_size": 2, "epochs": 1, "steps_per_epoch": 2, "warmup_epochs": 0,
-        "max_val_batches": 1, "max_test_batches": 1, "num_visualize": 1, "device": "cpu",
+        "max_val_batches": 1, "max_test_batches": 2, "num_visualize": 1, "device": "cpu",
     },
 }
-MODELS = ["lif", "convlstm"]
-
+MODELS = ["lif", "stc_lif"]
 
 
 def read_csv(path):
@@ -33,84 +48,221 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-class CountingTrainer(loop.Trainer):
-    calls: list = []
-
-    def __init__(self, cfg, out_dir, resume=None, progress=True):
-        CountingTrainer.calls.append((cfg.neuron, str(out_dir), resume))
-        super().__init__(cfg, out_dir, resume, progress)
+def snapshot(folder: Path) -> dict[str, int]:
+    """mtime (ns) of every file under ``folder``."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_grid_table_skip_and_resume(tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "Trainer", CountingTrainer)
-    CountingTrainer.calls = []
+def outputs(root: Path) -> dict[str, bytes]:
+    return {name: (root / name).read_bytes() for name in ("table.md", "table.csv", "paired.csv", "runs.csv",
+                                                          "per_horizon.csv", "results.json")}
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """A micro grid (lif, stc_lif; one seed) run the way an interrupted grid is: a cell limit, then killed while
+    training the second cell, then the same command twice. Returns what each run did."""
+    out = tmp_path_factory.mktemp("grid")
+    root = out / "micro"
+    first = root / "embedded" / "lif" / "seed0"
+    overrides = {"data_root": str(out / "no-data")}
+    calls: list[str] = []
     logs: list[str] = []
-    assert run_grid(MICRO, models=MODELS, out=tmp_path, progress=False, log=logs.append) == 0
-    assert [c[0] for c in CountingTrainer.calls] == MODELS and all(c[2] == "auto" for c in CountingTrainer.calls)
-    root = tmp_path / "micro"
-    rows = read_csv(root / "results.csv")
+    seen: dict = {}
+    real_train = loop.train
+
+    def counting(cfg, out_dir, resume=None, progress=True):
+        calls.append(f"{cfg.neuron}:{resume}")
+        return real_train(cfg, out_dir, resume, progress)
+
+    def killed(cfg, out_dir, resume=None, progress=True):
+        calls.append(f"{cfg.neuron}:killed")
+        raise KeyboardInterrupt
+
+    def grid(train, **kw):
+        calls.clear()
+        logs.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(loop, "train", train)
+            return run_grid(MICRO, models=MODELS, out=out, overrides=overrides, progress=False, log=logs.append,
+                            **kw)
+
+    torch.set_num_threads(1)
+    seen["limited"] = (grid(counting, max_cells=1, plots=False), list(calls), (root / "table.md").read_text())
+    seen["stamps"] = snapshot(first)
+    with pytest.raises(KeyboardInterrupt):
+        grid(killed, plots=False)
+    seen["killed"] = (list(calls), (root / ".stcsnn.lock").exists())
+    seen["rerun"] = (grid(counting), list(calls), list(logs), snapshot(first), outputs(root))
+    seen["again"] = (grid(counting, plots=False), list(calls), snapshot(first), outputs(root))
+    return root, overrides, seen
+
+
+def test_grid_resumes_after_a_kill_without_retraining(resumed):
+    root, _, seen = resumed
+    rc, calls, table = seen["limited"]  # a cell limit: the first cell only; the table says the other is missing
+    assert rc == 0 and calls == ["lif:auto"] and "cells: 1 of 2 finished" in table
+    assert {"report.json", "best.pt", "horizon6.json", "energy.json", "timing.json"} <= set(seen["stamps"])
+    calls, locked = seen["killed"]  # killed while training the second cell; the grid's lock went with it
+    assert calls == ["stc_lif:killed"] and not locked
+    rc, calls, logs, stamps, after = seen["rerun"]  # the same command: the finished cell is left alone
+    assert rc == 0 and calls == ["stc_lif:auto"]
+    assert sum("finished, skipped" in line for line in logs) == 1
+    assert stamps == seen["stamps"]
+    assert "cells: 2 of 2 finished" in after["table.md"].decode()
+    rc, calls, stamps, again = seen["again"]  # once more: nothing trains, the table is byte for byte the same
+    assert rc == 0 and calls == [] and stamps == seen["stamps"] and again == after
+
+
+def test_unfinished_cell_resumes_from_last_pt(tmp_path):
+    calls: list[str] = []
+    logs: list[str] = []
+    overrides = {"data_root": str(tmp_path / "no-data")}
+    assert run_grid(MICRO, models=["lif"], out=tmp_path, overrides=overrides, progress=False, log=logs.append,
+                    plots=False) == 0
+    run = tmp_path / "micro" / "embedded" / "lif" / "seed0"
+    before = json.loads((run / "report.json").read_text())
+    (run / "report.json").unlink()  # stopped after its last checkpoint, before the test report
+    real_train = loop.train
+
+    def counting(cfg, out_dir, resume=None, progress=True):
+        calls.append(resume)
+        return real_train(cfg, out_dir, resume, progress)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop, "train", counting)
+        assert run_grid(MICRO, models=["lif"], out=tmp_path, overrides=overrides, progress=False,
+                        log=logs.append, plots=False) == 0
+    assert calls == ["auto"] and any("resuming" in line for line in logs)
+    assert json.loads((run / "report.json").read_text())["metrics"] == before["metrics"]
+
+
+def test_table_files_and_caption(resumed):
+    root, _, _ = resumed
+    rows = read_csv(root / "table.csv")
     assert [(r["dataset"], r["model"], r["kind"], r["seeds"]) for r in rows] == \
-        [("embedded", "lif", "SNN", "1"), ("embedded", "convlstm", "ANN", "1")]
-    for key in ("mse", "mae", "ssim", "psnr", "params", "macs", "sops", "energy_snn_uj", "energy_ann_uj",
-                "firing_rate", "train_seconds"):
-        assert f"{key}_mean" in rows[0] and f"{key}_std" in rows[0]
-    assert float(rows[0]["macs_mean"]) > 0 and float(rows[0]["train_seconds_mean"]) > 0
-    assert rows[1]["firing_rate_mean"] == ""  # no firing rate for the ANN
-    assert float(rows[1]["sops_mean"]) == 0
-    md = (root / "results.md").read_text()
-    assert "| model | kind | MSE | MAE | SSIM | PSNR | params | MACs (M)" in md
-    assert "| lif | SNN |" in md and "| convlstm | ANN |" in md
+        [("embedded", "lif", "SNN", "1"), ("embedded", "stc_lif", "SNN", "1")]
+    for key in ("mse", "mae", "ssim", "psnr", "mse_3_4", "mse_5_6", "params", "macs", "sops", "firing_rate",
+                "train_seconds"):
+        assert f"{key}_mean" in rows[0] and f"{key}_std" in rows[0], key
+    assert rows[0]["mse_std"] == ""  # one seed: no spread is claimed
+    md = (root / "table.md").read_text()
+    assert "| model | kind | seeds | MSE | MAE | SSIM | PSNR | MSE 3-4 | MSE 5-6 | params | MACs (M)" in md
+    assert "in place of mfmnist" in md and "Fashion-MNIST subset shipped with stcsnn" in md  # the fallback, said
+    assert "| stc_lif − lif | 0 |" in md and "| stc_lif − lif | STC better |" in md
+    assert "threads per cell: 1" in md
+    paired = read_csv(root / "paired.csv")
+    assert [r["seed"] for r in paired] == ["0", "mean", "std"]
+    runs = {r["model"]: r for r in read_csv(root / "runs.csv")}
+    assert float(paired[0]["mse"]) == pytest.approx(float(runs["stc_lif"]["mse"]) - float(runs["lif"]["mse"]))
     horizon = read_csv(root / "per_horizon.csv")
-    assert {(r["model"], r["metric"]) for r in horizon} >= {("lif", "mse"), ("convlstm", "ssim")}
-    assert {r["frame"] for r in horizon} == {"1", "2"}
-    assert len(read_csv(root / "runs.csv")) == 2
+    assert {r["frame"] for r in horizon} == {str(t) for t in range(1, 7)} and {r["source"] for r in horizon} == {"long"}
+    payload = json.loads((root / "results.json").read_text())
+    assert payload["cells"] == {"total": 2, "finished": 2} and len(payload["paired"]) == 1
     if importlib.util.find_spec("matplotlib"):
-        assert (root / "per_horizon_embedded.png").is_file()
-
-    # re-running skips every finished cell (no training), and rebuilds the same table
-    report = root / "embedded" / "lif" / "seed0" / "report.json"
-    stamp = report.stat().st_mtime_ns
-    CountingTrainer.calls = []
-    logs.clear()
-    assert run_grid(MICRO, models=MODELS, out=tmp_path, progress=False, log=logs.append) == 0
-    assert CountingTrainer.calls == []
-    assert sum("skipped" in line for line in logs) == 2
-    assert report.stat().st_mtime_ns == stamp
-    assert read_csv(root / "results.csv") == rows
-
-    # an unfinished cell (no report.json) is resumed from its last.pt; the finished one is skipped
-    (root / "embedded" / "convlstm" / "seed0" / "report.json").unlink()
-    assert run_grid(MICRO, models=MODELS, out=tmp_path, progress=False, log=logs.append) == 0
-    assert [c[0] for c in CountingTrainer.calls] == ["convlstm"]
-    assert any("resuming" in line for line in logs)
-    assert (root / "embedded" / "convlstm" / "seed0" / "report.json").is_file()
+        for name in ("per_horizon_embedded.png", "pairs_embedded.png"):
+            assert (root / name).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_aggregate_mean_and_std_over_seeds():
-    base = {"dataset": "d", "model": "m", "kind": "SNN", "mae": 1.0, "ssim": 0.5, "psnr": 10.0, "params": 7,
-            "macs": 100.0, "sops": 10.0, "energy_snn_uj": 1.0, "energy_ann_uj": 2.0, "firing_rate": 0.1,
-            "train_seconds": 3.0}
-    rows = [{**base, "seed": 0, "mse": 1.0}, {**base, "seed": 1, "mse": 3.0}]
-    (row,) = aggregate(rows)
-    assert row["seeds"] == 2 and row["mse_mean"] == 2.0 and row["mse_std"] == pytest.approx(math.sqrt(2.0))
-    (one,) = aggregate(rows[:1])
-    assert math.isnan(one["mse_std"])
+def test_paired_differences_and_mean_std_by_hand():
+    base = {"dataset": "d", "kind": "SNN", "mae": 1.0, "ssim": 0.5, "psnr": 10.0, "params": 7, "macs": 100.0,
+            "sops": 10.0, "energy_snn_uj": 1.0, "energy_ann_uj": 2.0, "firing_rate": 0.1, "train_seconds": 3.0,
+            "cell_wall_seconds": 4.0}
+    lif = [1.0, 3.0, 5.0]
+    stc = [2.0, 5.0, 9.0]  # differences 1, 2, 4
+    rows = [{**base, "model": "lif", "seed": s, "mse": v, "mse_11_20": 2 * v} for s, v in enumerate(lif)]
+    rows += [{**base, "model": "stc_lif", "seed": s, "mse": v, "mse_11_20": 2 * lif[s] - 1, "ssim": 0.4 + 0.1 * s}
+             for s, v in enumerate(stc)]
+    rows.append({**base, "model": "stc_plif", "seed": 0, "mse": 1.0})  # no plif: no pair
+    table = {r["model"]: r for r in aggregate(rows)}
+    assert table["lif"]["mse_mean"] == 3.0 and table["lif"]["mse_std"] == pytest.approx(2.0)  # sqrt(8 / 2)
+    assert table["stc_lif"]["mse_std"] == pytest.approx(math.sqrt(((2 - 16 / 3) ** 2 + (5 - 16 / 3) ** 2
+                                                                   + (9 - 16 / 3) ** 2) / 2))
+    assert math.isnan(table["stc_plif"]["mse_std"]) and table["stc_plif"]["seeds"] == 1
+    (pair,) = paired_differences(rows)
+    assert (pair["stc"], pair["base"], pair["seeds"]) == ("stc_lif", "lif", [0, 1, 2])
+    assert [p["mse"] for p in pair["per_seed"]] == [1.0, 2.0, 4.0]
+    assert pair["mse_mean"] == pytest.approx(7 / 3)
+    assert pair["mse_std"] == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    assert pair["mse_stc_better"] == 0  # a higher MSE in every seed
+    assert [p["mse_11_20"] for p in pair["per_seed"]] == [-1.0, -1.0, -1.0] and pair["mse_11_20_stc_better"] == 3
+    assert [round(p["ssim"], 10) for p in pair["per_seed"]] == [-0.1, 0.0, 0.1]
+    assert pair["ssim_stc_better"] == 1  # higher SSIM is better; a tie is not
+    assert horizon_ranges(10, 30) == [(11, 20), (21, 30)] and horizon_ranges(10, 25) == [(11, 20), (21, 25)]
+
+
+def test_long_horizon_equals_manual_rollout(resumed):
+    root, _, _ = resumed
+    run = root / "embedded" / "stc_lif" / "seed0"
+    long = json.loads((run / "horizon6.json").read_text())
+    report = json.loads((run / "report.json").read_text())
+    model, cfg = load_model(run / "best.pt")
+    assert long["checkpoint"] == "best.pt" and long["available"] and cfg.output_frames == 2
+    test = build_dataset("embedded", "test", **{**cfg.data_options, "input_frames": 3, "output_frames": 6})
+    n = cfg.max_test_batches * cfg.eval_batch_size
+    inputs = torch.stack([test[i][0] for i in range(n)])
+    truth = torch.stack([test[i][1] for i in range(n)])
+    assert truth.shape[1] == 6  # the data generate the longer truth
+    with torch.no_grad():
+        pred = model.eval().rollout(inputs, 3, 6).frames[:, -6:]
+    mse = ((pred - truth) ** 2).sum(dim=(2, 3, 4)).mean(0)  # per-frame sums over pixels, mean over sequences
+    assert long["num_samples"] == n
+    assert long["per_horizon"]["mse"] == pytest.approx(mse.tolist(), rel=1e-5)
+    assert long["ranges"] == pytest.approx({"3-4": mse[2:4].mean().item(), "5-6": mse[4:6].mean().item()}, rel=1e-5)
+    # the first two frames are those of the test report: same checkpoint, sequences and rollout
+    assert long["per_horizon"]["mse"][:2] == pytest.approx(report["per_horizon"]["mse"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_jobs_run_cells_in_processes_with_the_same_results(tmp_path, resumed):
+    root, overrides, _ = resumed
+    logs: list[str] = []
+    assert run_grid(MICRO, models=MODELS, out=tmp_path, overrides=overrides, progress=False, log=logs.append,
+                    jobs=2, threads=2) == 0
+    assert "2 cells at a time, 1 thread(s) each" in logs
+    keys = ("model", "seed", "mse", "mae", "ssim", "psnr", "mse_3_4", "mse_5_6")
+    strip = [[r[k] for k in keys] for r in read_csv(root / "runs.csv")]
+    assert [[r[k] for k in keys] for r in read_csv(tmp_path / "micro" / "runs.csv")] == strip
+    timing = json.loads((tmp_path / "micro" / "embedded" / "lif" / "seed0" / "timing.json").read_text())
+    assert timing["sessions"][0]["threads"] == 1 and timing["sessions"][0]["jobs"] == 2
+    assert (tmp_path / "micro" / "logs" / "embedded_lif_seed0.log").read_text().startswith("test (best.pt)")
 
 
 def test_scales_are_plain_data_and_grid_defaults(tmp_path):
     assert set(SCALES) == {"tiny", "small", "paper"}
     assert DEFAULT_MODELS == ("lif", "plif", "glif", "tclif", "lmh", "stc_lif", "stc_plif", "stc_lmh", "convlstm")
-    name, cells = plan_grid("tiny", seeds=2, out=tmp_path)
-    assert name == "tiny" and len(cells) == 2 * len(DEFAULT_MODELS)
-    assert cells[0].cfg.hidden_channels == SCALES["tiny"]["config"]["hidden_channels"]
-    assert cells[1].run_dir == tmp_path / "tiny" / "embedded" / "lif" / "seed1" and cells[1].cfg.seed == 1
+    grid = plan_grid("tiny", seeds=2, out=tmp_path)
+    assert grid.name == "tiny" and len(grid.cells) == 2 * len(DEFAULT_MODELS)
+    assert grid.cells[0].cfg.hidden_channels == SCALES["tiny"]["config"]["hidden_channels"]
+    assert grid.cells[1].run_dir == tmp_path / "tiny" / "embedded" / "lif" / "seed1" and grid.cells[1].cfg.seed == 1
+    # small: six models x three seeds on Moving Fashion-MNIST, 3 x 64 channels, about 1500 steps of batch 4
+    small = SCALES["small"]["config"]
+    assert small["hidden_channels"] == [64, 64, 64] and small["kernel_size"] == 5 and small["patch_size"] == 4
+    assert small["batch_size"] == 4 and 1000 <= small["epochs"] * small["steps_per_epoch"] <= 1500
+    data = tmp_path / "data" / "moving_fmnist"
+    data.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
+        (data / name).write_bytes(b"")
+    grid = plan_grid("small", out=tmp_path, overrides={"data_root": str(tmp_path / "data")})
+    assert [c.model for c in grid.cells[::3]] == list(SMALL_MODELS) and len(grid.cells) == 18
+    assert {c.dataset for c in grid.cells} == {"mfmnist"} and {c.horizon for c in grid.cells} == {30}
+    assert str(data / "train-images-idx3-ubyte.gz") in grid.data_notes["mfmnist"]
+    notes: list[str] = []
+    grid = plan_grid("small", out=tmp_path, overrides={"data_root": str(tmp_path / "empty")}, log=notes.append,
+                     models=["lif"], seeds=parse_seeds("0,2"))
+    assert [(c.dataset, c.seed) for c in grid.cells] == [("embedded", 0), ("embedded", 2)]
+    assert "in place of mfmnist" in grid.data_notes["embedded"] and any("in place of mfmnist" in n for n in notes)
+    # named explicitly, a dataset is used as named (its missing files are then an error at training time)
+    grid = plan_grid("small", datasets=["mfmnist"], models=["lif"], seeds=1, out=tmp_path,
+                     overrides={"data_root": str(tmp_path / "empty")}, horizon=0)
+    assert [(c.dataset, c.horizon) for c in grid.cells] == [("mfmnist", 0)]
+    assert parse_seeds("3") == 3 and parse_seeds("1-3") == [1, 2, 3] and parse_seeds("4,") == [4]
     # paper: configs/<dataset>/<model>.yaml; a model without its file takes lif.yaml with its neuron
     (tmp_path / "cfg" / "mmnist").mkdir(parents=True)
     (tmp_path / "cfg" / "mmnist" / "lif.yaml").write_text("dataset: mmnist\nneuron: lif\nhidden_channels: [256]\n")
-    notes: list[str] = []
-    _, cells = plan_grid("paper", models=["lif", "convlstm"], out=tmp_path, configs=tmp_path / "cfg",
-                         log=notes.append)
-    assert [c.cfg.neuron for c in cells] == ["lif", "convlstm"] and cells[1].cfg.hidden_channels == [256]
+    notes = []
+    grid = plan_grid("paper", models=["lif", "convlstm"], out=tmp_path, configs=tmp_path / "cfg", log=notes.append)
+    assert [c.cfg.neuron for c in grid.cells] == ["lif", "convlstm"] and grid.cells[1].cfg.hidden_channels == [256]
     assert len(notes) == 1 and "convlstm.yaml" in notes[0]
 
 
@@ -118,10 +270,13 @@ def test_scales_are_plain_data_and_grid_defaults(tmp_path):
     (["--models", "lif,nosuch"], "nosuch"),
     (["--datasets", "nosuch"], "nosuch"),
     (["--seeds", "0"], "--seeds"),
+    (["--seeds", "a,b"], "--seeds"),
+    (["--jobs", "0"], "--jobs"),
+    (["--horizon", "5"], "--horizon"),
     (["--set", "bogus_key=1"], "bogus_key"),
 ])
 def test_bad_input_one_error_line(tmp_path, capsys, argv, text):
     assert main(["reproduce", "--scale", "tiny", "--out", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and text in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ") and text in err[0] and "Traceback" not in err[0]
     assert not (tmp_path / "tiny").exists()

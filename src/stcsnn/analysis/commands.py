@@ -11,12 +11,18 @@ from stcsnn.device import pick_device
 from stcsnn.errors import StcsnnError
 
 
-def _model_args(p: argparse.ArgumentParser, config_required: bool = False) -> None:
+def _model_args(p: argparse.ArgumentParser, config_required: bool = False, many: bool = False) -> None:
     p.add_argument("--config", required=config_required,
                    help="YAML config (model and data); optional with --checkpoint, which holds its own config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (dotted for nesting; value parsed as YAML); repeatable")
-    p.add_argument("--checkpoint", metavar="CKPT", help="trained weights (default: a fresh model seeded by `seed`)")
+    if many:
+        p.add_argument("--checkpoint", metavar="CKPT", action="append",
+                       help="trained weights; repeatable, e.g. a LIF and an STC-LIF run side by side (default: "
+                            "fresh models seeded by `seed`)")
+    else:
+        p.add_argument("--checkpoint", metavar="CKPT",
+                       help="trained weights (default: a fresh model seeded by `seed`)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="data split (default test)")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N (default cpu)")
 
@@ -38,38 +44,58 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: _missing_analysis())
     g = asub.add_parser("gradients", help="loss gradient w.r.t. the membrane potential at every step (BPTT) and "
                                           "the per-step temporal factor dV[t]/dV[t-1]",
-                        description="For fresh seeded models of each --neurons (or a --checkpoint) and one batch: "
-                                    "||dL/dV_l[t]|| per layer and step, and the distribution of dV[t]/dV[t-1] "
-                                    "along the membrane path. CSV and a PNG with one curve per neuron type.")
-    _model_args(g)
+                        description="For fresh seeded models of each --neurons, trained --checkpoint(s), or every "
+                                    "finished cell of a --grid, and one test batch: ||dL/dV_l[t]|| per layer and "
+                                    "step (the training objective, backpropagated through time), and the "
+                                    "distribution of dV[t]/dV[t-1] along the membrane path (LIF: 0.5 (1 - phi'), "
+                                    "STC: (1 + tanh A)(1 - phi')). CSV and PNGs (with --grid: one per STC-X / X "
+                                    "pair, mean over seeds).")
+    _model_args(g, many=True)
+    g.add_argument("--grid", metavar="DIR", help="a finished `stcsnn reproduce` grid folder (e.g. "
+                                                 "runs/reproduce/small): every cell's evaluated checkpoint")
     g.add_argument("--neurons", help="comma-separated neurons for fresh models (default lif,stc_lif)")
     g.add_argument("--batch-size", type=int, default=8, help="sequences in the batch (default 8)")
-    g.add_argument("--out", help="output folder (default runs/analysis/gradients)")
+    g.add_argument("--out", help="output folder (default runs/analysis/gradients; with --grid DIR/gradients)")
     g.set_defaults(func=_gradients)
     d = asub.add_parser("dynamics", help="STC gains, firing rates per layer and step, a spike raster",
                         description="Distributions of the temporal gain 1 + tanh A and the spatial gain "
-                                    "1 + tanh B (STC neurons), firing rates per layer and step, and a spike "
-                                    "raster of one sample. CSV and PNG.")
+                                    "1 + tanh B (STC neurons) per layer, on moving-object pixels and on the "
+                                    "background (object: the input frame the step reads exceeds "
+                                    "--object-threshold somewhere in the neuron's patch), firing rates per layer "
+                                    "and step, and a spike raster of one sample. CSV and PNG.")
     _model_args(d)
+    d.add_argument("--grid", metavar="DIR", help="a finished `stcsnn reproduce` grid folder: every STC cell's "
+                                                 "evaluated checkpoint, one table")
+    d.add_argument("--object-threshold", type=float, default=0.1,
+                   help="input intensity above which a patch counts as moving object (default 0.1)")
     d.add_argument("--sample", type=int, default=0, help="sample (index in the split) for the raster (default 0)")
     d.add_argument("--batch-size", type=int, default=8, help="sequences for the distributions (default 8)")
     d.add_argument("--raster-neurons", type=int, default=128, help="neurons per layer in the raster (default 128)")
-    d.add_argument("--out", help="output folder (default runs/analysis/dynamics)")
+    d.add_argument("--out", help="output folder (default runs/analysis/dynamics; with --grid DIR/dynamics)")
     d.set_defaults(func=_dynamics)
 
     p = sub.add_parser("reproduce", help="train and evaluate the comparison grid, write one table and plots",
-                       description="Train every (dataset, model, seed) cell with the ordinary training loop, "
-                                   "then write results.md / results.csv (mean and std over seeds) and per-horizon "
-                                   "plots. Re-running skips finished cells and resumes unfinished ones.")
+                       description="Train every (dataset, model, seed) cell with the ordinary training loop (one "
+                                   "run folder per cell), evaluate each past its trained horizon, then write "
+                                   "table.md / table.csv (mean ± std over seeds, STC-X minus X per seed), "
+                                   "results.json and per-horizon plots in <out>/<scale>/. Re-running skips "
+                                   "finished cells and resumes unfinished ones.")
     p.add_argument("--scale", required=True, choices=["tiny", "small", "paper"],
-                   help="tiny: minutes on 2 CPU cores; small: hours on CPU / minutes on GPU; paper: configs/")
+                   help="tiny: minutes on 2 CPU cores; small: 6 models x 3 seeds in about 2 hours on 2 CPU cores "
+                        "(--jobs 2); paper: configs/")
     p.add_argument("--datasets", help="comma-separated datasets (default: the scale's)")
-    p.add_argument("--models", help="comma-separated models (default: the 8 neurons of the paper and convlstm)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
+    p.add_argument("--models", help="comma-separated models (default: the scale's)")
+    p.add_argument("--seeds", help="a count N (seeds 0..N-1) or a list such as 0,2 or 1-2 (default: the scale's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key of every cell; repeatable")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the scale's)")
     p.add_argument("--configs", help="folder of <dataset>/<model>.yaml for --scale paper (default configs/)")
+    p.add_argument("--horizon", type=int, metavar="N",
+                   help="frames predicted by the long-term evaluation, past the trained output_frames (default: "
+                        "the scale's, 30 for a 10 -> 10 model; 0: none)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="cells trained at a time, each in its own process with threads/N threads (default 1)")
+    p.add_argument("--max-cells", type=int, metavar="N", help="train at most N cells now (the rest on a later run)")
     p.add_argument("--out", default="runs/reproduce", help="root folder (default runs/reproduce)")
     p.add_argument("--quiet", action="store_true", help="no per-step training progress")
     p.set_defaults(func=_reproduce)
@@ -128,42 +154,70 @@ def _energy(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- gradients
 
 
+def _gradient_line(name: str, traces: list) -> str:
+    """One printed line per model: mean over its traces (seeds) of the loss, |dL/dV[0]| per layer and the
+    factor statistics."""
+    from stcsnn.analysis.gradients import pooled_factors
+
+    layers = len(traces[0].grad_norm)
+    first = [sum(t.grad_norm[l][0] for t in traces) / len(traces) for l in range(layers)]
+    x = pooled_factors(traces)
+    med = x.median().item() if x.numel() else float("nan")
+    top = x.max().item() if x.numel() else float("nan")
+    gt1 = (x > 1).float().mean().item() if x.numel() else float("nan")
+    m = traces[0].membrane.upper()
+    seeds = f" ({len(traces)} seeds)" if len(traces) > 1 else ""
+    return (f"{name:<10} loss {sum(t.loss for t in traces) / len(traces):.5f}  |dL/d{m}[0]| per layer "
+            + " ".join(f"{g:.3g}" for g in first)
+            + f"  factor d{m}[t]/d{m}[t-1]: median {med:.3f}, max {top:.3f}, share > 1 {gt1:.2%}{seeds}")
+
+
 def _gradients(args: argparse.Namespace) -> int:
     from stcsnn.analysis.common import batch_indices, get_batch, out_dir, resolve_model, write_csv
-    from stcsnn.analysis.gradients import FIELDS, gradient_rows, histogram_rows, plot_gradients, trace_gradients
+    from stcsnn.analysis.gradients import (
+        FIELDS,
+        factor_summary_rows,
+        gradient_rows,
+        histogram_rows,
+        plot_gradients,
+        trace_gradients,
+    )
 
     device = pick_device(args.device)
+    checkpoints = list(args.checkpoint or [])
+    if args.grid is not None:
+        if checkpoints or args.neurons is not None or args.config is not None:
+            raise StcsnnError("--grid analyses the grid's own checkpoints: give no --config, --checkpoint or "
+                              "--neurons with it")
+        return _gradients_grid(args, device)
     out = out_dir(args.out, "runs/analysis/gradients")
-    if args.checkpoint is not None:
+    if checkpoints:
         if args.neurons is not None:
             raise StcsnnError("--neurons builds fresh models; with --checkpoint the neuron is the checkpoint's")
-        specs = [None]
+        specs: list = [(None, c) for c in checkpoints]
     else:
-        specs = _split_names(args.neurons) or ["lif", "stc_lif"]
+        names = _split_names(args.neurons) or ["lif", "stc_lif"]
         from stcsnn.neurons.registry import get_spec
 
-        for n in specs:
+        for n in names:
             get_spec(n)
+        specs = [(n, None) for n in names]
     traces, rows = [], []
     frames = None
-    for neuron in specs:
-        model, cfg, dataset = resolve_model(args.config, args.set, args.checkpoint, device, args.split, neuron)
-        if frames is None:
+    for neuron, ckpt in specs:
+        model, cfg, dataset = resolve_model(args.config, args.set, ckpt, device, args.split, neuron)
+        if frames is None or tuple(frames.shape[2:]) != tuple(cfg.frame_shape):
             frames = get_batch(dataset, batch_indices(dataset, args.batch_size), device)
         trace = trace_gradients(model, frames, cfg)
+        if [t for t in traces if t.neuron == trace.neuron]:  # the same neuron twice: name them apart
+            trace.label = f"{trace.neuron} ({ckpt})"
         traces.append(trace)
-        rows += gradient_rows(trace)
-        first = [trace.grad_norm[l][0] for l in range(len(trace.grad_norm))]
-        factors = [r for r in rows if r["neuron"] == trace.neuron and r["step"] > 0]
-        med = sum(r["factor_median"] for r in factors) / max(len(factors), 1)
-        top = max((r["factor_max"] for r in factors), default=float("nan"))
-        gt1 = sum(r["factor_gt1"] for r in factors) / max(len(factors), 1)
-        m = trace.membrane.upper()
-        print(f"{trace.neuron:<10} loss {trace.loss:.5f}  |dL/d{m}[0]| per layer "
-              + " ".join(f"{g:.3g}" for g in first)
-              + f"  factor d{m}[t]/d{m}[t-1]: mean median {med:.3f}, max {top:.3f}, share > 1 {gt1:.2%}")
+        rows += [{**r, "neuron": trace.name, **({"checkpoint": ckpt} if ckpt else {})} for r in gradient_rows(trace)]
+        print(_gradient_line(trace.name, [trace]))
     hist, _ = histogram_rows(traces)
-    paths = [write_csv(out / "gradients.csv", rows, FIELDS), write_csv(out / "factor_hist.csv", hist)]
+    fields = FIELDS + (["checkpoint"] if checkpoints else [])
+    paths = [write_csv(out / "gradients.csv", rows, fields), write_csv(out / "factor_hist.csv", hist),
+             write_csv(out / "factor_summary.csv", factor_summary_rows({t.name: [t] for t in traces}))]
     png = plot_gradients(traces, hist, out / "gradients.png")
     if png is not None:
         paths.append(png)
@@ -171,7 +225,74 @@ def _gradients(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gradients_grid(args: argparse.Namespace, device: torch.device) -> int:
+    """``analyze gradients --grid DIR``: every finished cell's evaluated checkpoint, one test batch per
+    dataset; per STC-X / X pair a plot of the mean over seeds."""
+    from pathlib import Path
+
+    from stcsnn.analysis.common import batch_indices, get_batch, out_dir, resolve_model, write_csv
+    from stcsnn.analysis.gradients import (
+        FIELDS,
+        compact,
+        factor_summary_rows,
+        gradient_rows,
+        histogram_rows,
+        plot_gradients,
+        trace_gradients,
+    )
+    from stcsnn.analysis.reproduce import finished_cells, stc_pairs
+
+    cells = finished_cells(args.grid)
+    out = out_dir(args.out, str(Path(args.grid) / "gradients"))
+    rows, summaries, hists, paths = [], [], [], []
+    for dataset_name in dict.fromkeys(c.dataset for c in cells):
+        groups: dict[str, list] = {}
+        for c in (c for c in cells if c.dataset == dataset_name):
+            model, cfg, dataset = resolve_model(None, args.set, str(c.checkpoint), device, args.split)
+            frames = get_batch(dataset, batch_indices(dataset, args.batch_size), device)
+            trace = trace_gradients(model, frames, cfg)
+            rows += [{"dataset": c.dataset, "seed": c.seed, "checkpoint": str(c.checkpoint), **r}
+                     for r in gradient_rows(trace)]
+            groups.setdefault(c.model, []).append(compact(trace))  # the exact per-step rows are taken above
+        for name, traces in groups.items():
+            print(f"{dataset_name}: " + _gradient_line(name, traces))
+        summaries += [{"dataset": dataset_name, **r} for r in factor_summary_rows(groups)]
+        pairs = stc_pairs(list(groups))
+        selections = [(f"{base}_vs_{stc}", {base: groups[base], stc: groups[stc]}) for stc, base in pairs]
+        selections = selections or [("all", groups)]
+        for tag, selection in selections:
+            hist, _ = histogram_rows(selection)
+            hists += [{"dataset": dataset_name, "plot": tag, **r} for r in hist]
+            seeds = sorted({len(v) for v in selection.values()})
+            png = plot_gradients(selection, hist, out / f"gradients_{dataset_name}_{tag}.png",
+                                 title=f"trained models, {dataset_name} ({'/'.join(map(str, seeds))} seed(s) each; "
+                                       f"{args.split} batch of {args.batch_size})")
+            if png is not None:
+                paths.append(png)
+    paths = [write_csv(out / "gradients.csv", rows, ["dataset", "seed", "checkpoint", *FIELDS]),
+             write_csv(out / "factor_summary.csv", summaries), write_csv(out / "factor_hist.csv", hists), *paths]
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- dynamics
+
+
+def _region_line(rows: list[dict], layer: int) -> str:
+    """``temporal gain object 1.08 / background 0.97, spatial ...`` for one layer (steps >= 1 pooled)."""
+    parts = []
+    for kind in ("temporal", "spatial"):
+        got = {r["region"]: r["gain_mean"] for r in rows if r["layer"] == layer and r["gain"] == kind
+               and r["step"] == "all"}
+        if got:
+            parts.append(f"{kind} gain object {got.get('object', float('nan')):.3f} / background "
+                         f"{got.get('background', float('nan')):.3f}")
+    return ", ".join(parts)
+
+
+def _check_threshold(value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise StcsnnError(f"--object-threshold must lie in [0, 1) (frames are in [0, 1]), got {value}")
 
 
 def _dynamics(args: argparse.Namespace) -> int:
@@ -180,14 +301,22 @@ def _dynamics(args: argparse.Namespace) -> int:
         gain_histogram_rows,
         gain_rows,
         plot_dynamics,
+        plot_regions,
         raster_rows,
         rate_rows,
+        region_histograms,
+        region_rows,
         trace_dynamics,
     )
 
     if args.raster_neurons < 1:
         raise StcsnnError(f"--raster-neurons must be >= 1, got {args.raster_neurons}")
+    _check_threshold(args.object_threshold)
     device = pick_device(args.device)
+    if args.grid is not None:
+        if args.checkpoint is not None or args.config is not None:
+            raise StcsnnError("--grid analyses the grid's own checkpoints: give no --config or --checkpoint with it")
+        return _dynamics_grid(args, device)
     out = out_dir(args.out, "runs/analysis/dynamics")
     model, cfg, dataset = resolve_model(args.config, args.set, args.checkpoint, device, args.split)
     if not 0 <= args.sample < len(dataset):
@@ -200,8 +329,16 @@ def _dynamics(args: argparse.Namespace) -> int:
     raster = raster_rows(trace, indices.index(args.sample), args.raster_neurons)
     paths = [write_csv(out / "rates.csv", rate_rows(trace)), write_csv(out / "raster.csv", raster)]
     gains = gain_rows(trace)
+    regions: list[dict] = []
     if gains:
-        paths += [write_csv(out / "gains.csv", gains), write_csv(out / "gain_hist.csv", gain_histogram_rows(trace))]
+        regions = region_rows(trace, args.object_threshold)
+        paths += [write_csv(out / "gains.csv", gains), write_csv(out / "gain_hist.csv", gain_histogram_rows(trace)),
+                  write_csv(out / "gains_by_region.csv", regions)]
+        png = plot_regions({cfg.neuron: region_histograms(trace, args.object_threshold)}, out / "gains_by_region.png",
+                           f"{cfg.neuron}: STC gains on moving-object vs background neurons (input > "
+                           f"{args.object_threshold:g} in the patch; steps >= 1)")
+        if png is not None:
+            paths.append(png)
     else:
         print(f"note: {cfg.neuron} has no STC pathways, so no gain distributions")
     paths += plot_dynamics(trace, raster, out, cfg.input_frames)
@@ -211,8 +348,74 @@ def _dynamics(args: argparse.Namespace) -> int:
         if g is not None:
             ta = torch.stack(g["temporal"]).mean().item()
             sb = torch.stack(g["spatial"]).mean().item()
-            line += f", mean temporal gain {ta:.3f}, mean spatial gain {sb:.3f}"
+            line += f", mean temporal gain {ta:.3f}, mean spatial gain {sb:.3f}; " + _region_line(regions, l)
         print(line)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _pick(rows: list[dict], layer: int, kind: str, region: str) -> float:
+    return next(r["gain_mean"] for r in rows if r["layer"] == layer and r["gain"] == kind and r["region"] == region)
+
+
+def _dynamics_grid(args: argparse.Namespace, device: torch.device) -> int:
+    """``analyze dynamics --grid DIR``: firing rates of every spiking cell and, for every STC cell, the gains
+    on object vs background neurons; a summary over seeds and one plot per dataset."""
+    from pathlib import Path
+
+    from stcsnn.analysis.common import batch_indices, get_batch, is_ann, out_dir, resolve_model, write_csv
+    from stcsnn.analysis.dynamics import plot_regions, rate_rows, region_histograms, region_rows, trace_dynamics
+    from stcsnn.analysis.reproduce import finished_cells, mean_std
+
+    cells = finished_cells(args.grid)
+    out = out_dir(args.out, str(Path(args.grid) / "dynamics"))
+    rates, regions, summary, paths = [], [], [], []
+    for dataset_name in dict.fromkeys(c.dataset for c in cells):
+        hists: dict[str, dict] = {}
+        per_model: dict[str, list[list[dict]]] = {}
+        for c in (c for c in cells if c.dataset == dataset_name):
+            model, cfg, dataset = resolve_model(None, args.set, str(c.checkpoint), device, args.split)
+            if any(is_ann(cell) for cell in model.cells):
+                continue
+            frames = get_batch(dataset, batch_indices(dataset, args.batch_size), device)
+            trace = trace_dynamics(model, frames, cfg)
+            rates += [{"dataset": c.dataset, "model": c.model, "seed": c.seed, **r} for r in rate_rows(trace)]
+            if all(g is None for g in trace.gains):
+                continue
+            rows = [r for r in region_rows(trace, args.object_threshold) if r["step"] == "all"]
+            regions += [{"dataset": c.dataset, "model": c.model, "seed": c.seed, **r} for r in rows]
+            per_model.setdefault(c.model, []).append(rows)
+            h = region_histograms(trace, args.object_threshold)
+            total = hists.setdefault(c.model, {})
+            for k, v in h.items():
+                total[k] = total[k] + v if k in total else v
+            del trace
+        for name, seeds in per_model.items():
+            for l in sorted({r["layer"] for r in seeds[0]}):
+                for kind in ("temporal", "spatial"):
+                    obj = [_pick(rows, l, kind, "object") for rows in seeds]
+                    bg = [_pick(rows, l, kind, "background") for rows in seeds]
+                    row = {"dataset": dataset_name, "model": name, "seeds": len(seeds), "layer": l, "gain": kind}
+                    for key, vals in (("object", obj), ("background", bg),
+                                      ("difference", [a - b for a, b in zip(obj, bg)])):
+                        row[f"{key}_mean"], row[f"{key}_std"] = mean_std(vals)
+                    summary.append(row)
+                    print(f"{dataset_name}: {name} layer {l} {kind} gain: object {row['object_mean']:.3f}, "
+                          f"background {row['background_mean']:.3f}, difference {row['difference_mean']:+.3f}"
+                          + (f" ± {row['difference_std']:.3f} over {len(seeds)} seeds" if len(seeds) > 1 else ""))
+        png = plot_regions(hists, out / f"gains_by_region_{dataset_name}.png",
+                           f"{dataset_name}: STC gains on moving-object vs background neurons, trained models "
+                           f"(seeds pooled; input > {args.object_threshold:g} in the patch; steps >= 1)")
+        if png is not None:
+            paths.append(png)
+    if not rates:
+        raise StcsnnError(f"--grid {args.grid!r}: no spiking cells to analyse (only ANN baselines)")
+    paths = [write_csv(out / "rates.csv", rates), *paths]
+    if regions:
+        paths[1:1] = [write_csv(out / "gains_by_region.csv", regions),
+                      write_csv(out / "gains_by_region_summary.csv", summary)]
+    else:
+        print("note: no STC cells in the grid, so no gain distributions")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -221,16 +424,20 @@ def _dynamics(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from stcsnn.analysis.reproduce import run_grid
+    from stcsnn.analysis.reproduce import parse_seeds, run_grid
     from stcsnn.config import parse_overrides
 
     overrides = parse_overrides(args.set)
     if args.device is not None:
         overrides["device"] = args.device
     command = f"stcsnn reproduce --scale {args.scale}"
-    for flag in ("datasets", "models", "device", "configs", "threads"):
-        if getattr(args, flag, None) not in (None, "auto"):
-            command += f" --{flag} {shlex.quote(str(getattr(args, flag)))}"
-    command += f" --seeds {args.seeds}" + "".join(f" --set {shlex.quote(s)}" for s in args.set)
-    return run_grid(args.scale, _split_names(args.datasets), _split_names(args.models), args.seeds, args.out,
-                    overrides, args.configs, progress=not args.quiet, command=command)
+    for flag in ("datasets", "models", "seeds", "device", "configs", "horizon", "jobs", "max_cells", "threads"):
+        value = getattr(args, flag, None)
+        if value not in (None, "auto") and not (flag == "jobs" and value == 1):
+            command += f" --{flag.replace('_', '-')} {shlex.quote(str(value))}"
+    command += "".join(f" --set {shlex.quote(s)}" for s in args.set)
+    choice = getattr(args, "thread_choice", None)
+    return run_grid(args.scale, _split_names(args.datasets), _split_names(args.models), parse_seeds(args.seeds),
+                    args.out, overrides, args.configs, progress=not args.quiet, command=command,
+                    horizon=args.horizon, jobs=args.jobs, threads=choice.threads if choice else None,
+                    max_cells=args.max_cells)

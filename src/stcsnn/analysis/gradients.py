@@ -1,15 +1,16 @@
 r"""Gradients through time: the numerical side of the paper's gradient-vanishing analysis.
 
-For a model and a batch, one rollout (no scheduled sampling: after the inputs the model reads its own
-predictions) and the training loss (MSE over the output frames, ``cfg.loss``), then:
+For a model (fresh and seeded, or trained: a checkpoint, or every cell of a finished ``stcsnn reproduce`` grid)
+and a batch, one rollout (no scheduled sampling: after the inputs the model reads its own predictions) and the
+training objective :func:`stcsnn.train.objective.rollout_loss` (``cfg.loss``), then:
 
 The rollout runs the predictor's plain module path (``fast=False``: ``cell.synapse`` then ``cell.update``
 every step, which gives the same numbers as the fused fast path) so that hooks see every step's current.
 
 * ``grad_norm[l][t] = || dL / dV_l[t] ||_2``: the full backpropagation-through-time gradient of the loss with
-  respect to layer ``l``'s membrane potential after step ``t`` (the state field ``v``; ``u`` for GLIF; the
-  memory ``c`` for ConvLSTM), over the whole batch. ``V[T-1]`` of the last step influences nothing, so its
-  gradient is 0.
+  respect to layer ``l``'s membrane potential after step ``t`` (the state field the cell declares as
+  ``cell.membrane``: ``v``; ``u`` for GLIF; the memory ``c`` for ConvLSTM), over the whole batch. ``V[T-1]``
+  of the last step influences nothing, so its gradient is 0.
 * ``factor[l][t] = dV_l[t] / dV_l[t-1]``, elementwise, along the membrane path: the update of step ``t`` is
   replayed with its input current ``I[t]`` and the previous spikes ``S[t-1]`` (hence the STC pathway signals
   ``A[t], B[t]``) held fixed and only ``V[t-1]`` free, and differentiated by autograd. For LIF
@@ -26,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stcsnn.analysis.common import summary
@@ -43,12 +43,10 @@ def membrane_field(cell: nn.Module) -> str:
 
 
 def rollout_loss(model: nn.Module, frames: Tensor, cfg, observer=None) -> tuple[Tensor, Tensor]:
-    """The training objective on ``frames`` without scheduled sampling: ``(loss, rates)``."""
-    out = model.rollout(frames, cfg.input_frames, cfg.output_frames, observer=observer)
-    pred, target = out.frames, frames[:, 1:cfg.input_frames + cfg.output_frames]
-    if cfg.loss == "future":
-        pred, target = pred[:, cfg.input_frames - 1:], target[:, cfg.input_frames - 1:]
-    return F.mse_loss(pred.float(), target), out.rates
+    """The training objective on ``frames`` without scheduled sampling, on the plain path: ``(loss, rates)``."""
+    from stcsnn.train.objective import rollout_loss as objective
+
+    return objective(model, frames, cfg, observer=observer, fast=False)
 
 
 @dataclass
@@ -62,6 +60,11 @@ class GradientTrace:
     factors: list[list[Tensor | None]] = field(repr=False)
     states: list[list[tuple]] = field(repr=False)
     currents: list[list[Tensor]] = field(repr=False)
+    label: str = ""  # how plots and summaries name it (default: the neuron)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.neuron
 
 
 class _CurrentRecorder:
@@ -90,15 +93,12 @@ def trace_gradients(model: nn.Module, frames: Tensor, cfg, neuron: str | None = 
     def observer(t: int, layer: int, spikes: Tensor, state) -> None:
         states[layer].append(state)
 
-    fast = getattr(model, "fast", None)
     try:
-        # the plain module path (``fast=False``: cell.synapse + cell.update each step, the same numbers as the
-        # fast path) so that the synapse hooks see every step's current
-        model.fast = False
+        # the plain module path (cell.synapse + cell.update each step, the same numbers as the fast path) so
+        # that the synapse hooks see every step's current
         with torch.enable_grad():
             loss, _ = rollout_loss(model, frames, cfg, observer)
     finally:
-        model.fast = fast
         for h in handles:
             h.remove()
     steps = len(states[0])
@@ -139,6 +139,14 @@ def step_factor(cell: nn.Module, current: Tensor, prev, membrane: str, expected=
     return torch.zeros_like(leaf) if g is None else g.detach()
 
 
+def compact(trace: GradientTrace, per_step: int = 1 << 15) -> GradientTrace:
+    """``trace`` without its recorded states and currents and with each step's factors evenly subsampled to
+    ``per_step`` values: enough for the pooled distributions, small enough to keep a whole grid in memory."""
+    factors = [[None if f is None else f.flatten()[:: max(1, -(-f.numel() // per_step))].clone() for f in row]
+               for row in trace.factors]
+    return GradientTrace(trace.neuron, trace.membrane, trace.loss, trace.grad_norm, factors, [], [], trace.label)
+
+
 def gradient_rows(trace: GradientTrace) -> list[dict]:
     """One row per (layer, step): gradient norm and the distribution of the temporal factor."""
     rows = []
@@ -155,19 +163,40 @@ def gradient_rows(trace: GradientTrace) -> list[dict]:
     return rows
 
 
-def all_factors(trace: GradientTrace, limit: int = 1 << 20) -> Tensor:
-    """Every measured factor of the trace (steps >= 1, all layers), flattened, evenly subsampled to ``limit``."""
-    parts = [f.flatten() for row in trace.factors for f in row if f is not None]
+def all_factors(trace: GradientTrace, limit: int = 1 << 20, layer: int | None = None) -> Tensor:
+    """Every measured factor of the trace (steps >= 1; all layers or ``layer``), flattened, evenly subsampled
+    to ``limit``."""
+    rows = trace.factors if layer is None else trace.factors[layer:layer + 1]
+    parts = [f.flatten() for row in rows for f in row if f is not None]
     x = torch.cat(parts) if parts else torch.empty(0)
     if x.numel() > limit:
         x = x[:: -(-x.numel() // limit)]
     return x.float().cpu()
 
 
-def histogram_rows(traces: list[GradientTrace], bins: int = 80) -> tuple[list[dict], list[float]]:
-    """Histogram of the factors of each trace on common bin edges: rows ``neuron, bin_lo, bin_hi, count,
-    density`` and the edges."""
-    data = {t.neuron: all_factors(t) for t in traces}
+Groups = dict[str, list[GradientTrace]]
+
+
+def as_groups(traces: list[GradientTrace] | Groups) -> Groups:
+    """``{name: [traces]}``: a list becomes one group per trace (by :attr:`GradientTrace.name`)."""
+    if isinstance(traces, dict):
+        return traces
+    groups: Groups = {}
+    for t in traces:
+        groups.setdefault(t.name, []).append(t)
+    return groups
+
+
+def pooled_factors(traces: list[GradientTrace], layer: int | None = None, limit: int = 1 << 20) -> Tensor:
+    """The factors of several traces (e.g. the seeds of one model) together, each subsampled to an equal share."""
+    parts = [all_factors(t, limit // max(len(traces), 1), layer) for t in traces]
+    return torch.cat(parts) if parts else torch.empty(0)
+
+
+def histogram_rows(traces: list[GradientTrace] | Groups, bins: int = 80) -> tuple[list[dict], list[float]]:
+    """Histogram of the factors of each group (a trace, or the seeds of one model pooled) on common bin edges:
+    rows ``neuron, bin_lo, bin_hi, count, density`` and the edges."""
+    data = {name: pooled_factors(ts) for name, ts in as_groups(traces).items()}
     values = [x for x in data.values() if x.numel()]
     lo = min([0.0] + [x.min().item() for x in values])
     hi = max([2.0] + [x.max().item() for x in values])
@@ -183,31 +212,56 @@ def histogram_rows(traces: list[GradientTrace], bins: int = 80) -> tuple[list[di
     return rows, edges.tolist()
 
 
+def factor_summary_rows(groups: Groups) -> list[dict]:
+    """Per group and layer (and ``layer = all``): the distribution of the per-step factor pooled over the
+    group's traces, the share above 1 and above 1/2 (LIF's bound), and the mean ``|dL/dV[0]|``."""
+    rows = []
+    for name, traces in groups.items():
+        layers = len(traces[0].factors)
+        for layer in [*range(layers), None]:
+            x = pooled_factors(traces, layer)
+            row = {"neuron": name, "traces": len(traces), "layer": "all" if layer is None else layer,
+                   **summary(x, "factor"),
+                   "factor_gt1": (x > 1).float().mean().item() if x.numel() else float("nan"),
+                   "factor_gt_half": (x > 0.5).float().mean().item() if x.numel() else float("nan")}
+            if layer is not None:
+                row["grad_norm_step0_mean"] = sum(t.grad_norm[layer][0] for t in traces) / len(traces)
+            rows.append(row)
+    return rows
+
+
 FIELDS = ["neuron", "layer", "step", "membrane", "grad_norm", "factor_mean", "factor_std", "factor_min",
           "factor_p05", "factor_median", "factor_p95", "factor_max", "factor_gt1"]
 
 
-def plot_gradients(traces: list[GradientTrace], hist_rows: list[dict], path) -> None:
-    """Left: gradient norm over time (log scale), one colour per neuron, one line style per layer.
-    Right: distribution of the per-step temporal factor per neuron."""
+def plot_gradients(traces: list[GradientTrace] | Groups, hist_rows: list[dict], path, title: str | None = None):
+    """Left: gradient norm over time (log scale), one colour per group, one line style per layer; a group of
+    several traces (seeds) is drawn as its mean with a min-max band. Right: distribution of the per-step
+    membrane factor per group. Returns ``path``, or None without matplotlib."""
     from stcsnn.analysis.common import pyplot, save_figure
 
     plt = pyplot()
     if plt is None:
         return None
+    groups = as_groups(traces)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     styles = ["-", "--", ":", "-."]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, trace in enumerate(traces):
+    for i, (name, group) in enumerate(groups.items()):
         color = colors[i % len(colors)]
-        for l, norms in enumerate(trace.grad_norm):
-            steps = [t for t, g in enumerate(norms) if g > 0]
-            ax1.plot(steps, [norms[t] for t in steps], styles[l % len(styles)], color=color, marker="o", ms=3,
-                     label=f"{trace.neuron} layer {l}")
-        rows = [r for r in hist_rows if r["neuron"] == trace.neuron]
+        for l in range(len(group[0].grad_norm)):
+            series = [t.grad_norm[l] for t in group]
+            steps = [s for s in range(len(series[0])) if all(x[s] > 0 for x in series)]
+            mean = [sum(x[s] for x in series) / len(series) for s in steps]
+            ax1.plot(steps, mean, styles[l % len(styles)], color=color, marker="o", ms=3,
+                     label=f"{name} layer {l}" + (f" (mean of {len(group)})" if len(group) > 1 else ""))
+            if len(group) > 1:
+                ax1.fill_between(steps, [min(x[s] for x in series) for s in steps],
+                                 [max(x[s] for x in series) for s in steps], color=color, alpha=0.15, lw=0)
+        rows = [r for r in hist_rows if r["neuron"] == name]
         if rows:
             centers = [(r["bin_lo"] + r["bin_hi"]) / 2 for r in rows]
-            ax2.plot(centers, [r["density"] for r in rows], color=color, label=trace.neuron)
+            ax2.plot(centers, [r["density"] for r in rows], color=color, label=name)
     ax1.set_yscale("log")
     ax1.set_xlabel("time step t")
     ax1.set_ylabel(r"$\|\partial L / \partial V_l[t]\|_2$")
@@ -221,6 +275,8 @@ def plot_gradients(traces: list[GradientTrace], hist_rows: list[dict], path) -> 
     ax2.set_ylabel("density")
     ax2.set_title("distribution over neurons, layers and steps")
     ax2.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
     return path

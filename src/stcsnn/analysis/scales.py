@@ -1,16 +1,21 @@
 """The scales of ``stcsnn reproduce``: plain data, edited here and nowhere else.
 
-A scale gives the default datasets and the config keys of every cell of the grid (on top of the
-:class:`~stcsnn.config.Config` defaults; the cell sets ``dataset``, ``neuron`` and ``seed``). ``paper``
-instead reads ``configs/<dataset>/<model>.yaml`` (the reference hyper-parameters, ``scripts/make_configs.py``).
+A scale gives the default datasets, models, seeds and long-evaluation horizon, and the config keys of every
+cell of the grid (on top of the :class:`~stcsnn.config.Config` defaults; the cell sets ``dataset``, ``neuron``
+and ``seed``). ``fallback`` names, per default dataset, the dataset used when the first one's files are absent
+(the table's caption says so). ``paper`` instead reads ``configs/<dataset>/<model>.yaml`` (the reference
+hyper-parameters, ``scripts/make_configs.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-#: The grid's default models: the eight neurons of the paper's comparison and the ANN baseline.
+#: The grid's default models (tiny, paper): the eight neurons of the paper's comparison and the ANN baseline.
 DEFAULT_MODELS = ("lif", "plif", "glif", "tclif", "lmh", "stc_lif", "stc_plif", "stc_lmh", "convlstm")
+
+#: The ``small`` grid: three base neurons and their STC versions, each pair side by side (paired by seed).
+SMALL_MODELS = ("lif", "stc_lif", "plif", "stc_plif", "lmh", "stc_lmh")
 
 SCALES: dict[str, dict[str, Any]] = {
     # The whole default grid for one seed on 2 CPU cores in well under 20 minutes: the embedded Moving
@@ -19,6 +24,9 @@ SCALES: dict[str, dict[str, Any]] = {
     # --threads 1 on a busy 2-core machine, training + evaluation: LIF 32 s, STC-LM-H 86 s, ConvLSTM 105 s.
     "tiny": {
         "datasets": ["embedded"],
+        "models": DEFAULT_MODELS,
+        "seeds": 1,
+        "horizon": 30,
         "config": {
             "hidden_channels": [16, 16], "kernel_size": 5, "patch_size": 4,
             "input_frames": 10, "output_frames": 10,
@@ -28,23 +36,44 @@ SCALES: dict[str, dict[str, Any]] = {
             "max_val_batches": 2, "max_test_batches": 8, "num_visualize": 4, "device": "auto",
         },
     },
-    # A few hours on a CPU for the default grid (estimated from steps timed on one busy core: 0.5-1 s a step
-    # for the SNNs, ~3 s for ConvLSTM, which dominates), minutes a model on a GPU: three layers of 64, 1500
-    # steps of batch 8, validation on 128 and test on 800 sequences.
+    # Six models x 3 seeds = 18 cells in under 2 hours on 2 quiet CPU cores: `stcsnn --threads 2 reproduce
+    # --scale small --jobs 2` (two cells at a time, one thread each, STC cells first). The arithmetic:
+    # * timed single-thread training steps (batch 4, 10 -> 10 frames of 1x64x64, 3 x 64 channels, kernel 5,
+    #   patch 4; 10 steps after 2 warm-up) on this project's 2-core machine with about one other process
+    #   running (load 1.2-2.3, what two jobs see): LIF 0.41 s, PLIF 0.44, LM-H 0.48, STC-LIF 0.69, STC-PLIF
+    #   0.68, STC-LM-H 0.77 -- 3.47 s for one step of all six;
+    # * one real cell, `stcsnn --threads 1 reproduce --scale small --models stc_lif --seeds 1` with 1200 steps,
+    #   same load: 17.0 min -- training and 3 validations 948 s (0.79 s a step: data generation and the loop
+    #   add 15% to the timed step), test report 22 s, 30-frame evaluation 46 s, start-up and counts 5 s;
+    # * grid at 1000 steps: 3 seeds x 1000 x 3.47 s x 1.15 = 11,970 s of training, plus evaluation (STC cells
+    #   ~70 s, the others ~40 s) 3 x (3 x 70 + 3 x 40) = 990 s, plus 18 x 5 s of start-up = 13,050 s; two at a
+    #   time: 6,525 s = 109 min. (1200 steps: 129 min; 1500 steps: 159 min -- over budget.)
+    # * check, one real cell at these settings: `stcsnn --threads 1 reproduce --scale small --models lif
+    #   --seeds 1`, load 1.4-2.1: 9.3 min (555 s, predicted 517 s: training and 3 validations 509 s, test 14 s,
+    #   30-frame evaluation 29 s). 7% over the prediction: the whole grid, about 117 min.
+    # On a busier machine it takes longer: a first cell with 1500 steps while other engineers' test suites ran
+    # (load 2.5-4.3) trained at 1.23 s a step, 1.6x the above. Fewer steps: --set epochs=N (100 steps each).
     "small": {
-        "datasets": ["embedded"],
+        "datasets": ["mfmnist"],
+        "fallback": {"mfmnist": "embedded"},
+        "models": SMALL_MODELS,
+        "seeds": 3,
+        "horizon": 30,
         "config": {
             "hidden_channels": [64, 64, 64], "kernel_size": 5, "patch_size": 4,
             "input_frames": 10, "output_frames": 10,
-            "batch_size": 8, "eval_batch_size": 32, "epochs": 15, "steps_per_epoch": 100,
+            "batch_size": 4, "eval_batch_size": 16, "epochs": 10, "steps_per_epoch": 100,
             "lr": 1.0e-3, "min_lr": 1.0e-5, "warmup_epochs": 1, "warmup_lr": 1.0e-4,
-            "sampling": "scheduled", "sampling_changing_rate": 1.0e-3, "sampling_stop_iter": 1000,
-            "max_val_batches": 4, "max_test_batches": 25, "num_visualize": 4, "device": "auto",
+            # eta falls from 1 to 0 over the first ~670 steps, then fully autoregressive training
+            "sampling": "scheduled", "sampling_changing_rate": 1.5e-3, "sampling_stop_iter": 700,
+            "val_every": 4, "max_val_batches": 4, "max_test_batches": 16, "num_visualize": 4, "device": "auto",
         },
     },
     # The paper's reference hyper-parameters (hours to days on GPUs).
     "paper": {
         "datasets": ["mmnist"],
+        "models": DEFAULT_MODELS,
+        "seeds": 1,
         "config_files": "{configs}/{dataset}/{model}.yaml",
     },
 }
