@@ -193,7 +193,7 @@ def test_model_forward_is_differentiable(frames):
 
 def test_evaluate_uses_no_ground_truth(frames):
     """``evaluate`` gives the same predictions whatever the targets hold (only the metrics change)."""
-    from stcsnn.train.evaluate import evaluate
+    from stcsnn.train.evaluate import evaluate_model
 
     cfg = make_config({"hidden_channels": [16], "kernel_size": 3, "patch_size": 4, "input_frames": T_IN,
                        "output_frames": T_OUT, "batch_size": 2})
@@ -202,8 +202,8 @@ def test_evaluate_uses_no_ground_truth(frames):
     inputs, targets = frames[:, :T_IN], frames[:, T_IN:]
     true_set = torch.utils.data.TensorDataset(inputs, targets)
     fake_set = torch.utils.data.TensorDataset(inputs, torch.rand_like(targets))
-    res_true, s_true = evaluate(model, true_set, cfg, torch.device("cpu"), keep=4)
-    res_fake, s_fake = evaluate(model, fake_set, cfg, torch.device("cpu"), keep=4)
+    res_true, s_true = evaluate_model(model, true_set, cfg, torch.device("cpu"), keep=4)
+    res_fake, s_fake = evaluate_model(model, fake_set, cfg, torch.device("cpu"), keep=4)
     assert np.array_equal(s_true["pred"], s_fake["pred"])
     assert s_true["pred"].shape == (4, T_OUT, 1, 32, 32)
     assert res_true["mse"] != res_fake["mse"]

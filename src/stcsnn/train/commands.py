@@ -108,7 +108,7 @@ def _eval(args: argparse.Namespace) -> int:
     from stcsnn.errors import CheckpointError, ConfigError
     from stcsnn.io import RunLock, check_writable
     from stcsnn.models.loading import load_model
-    from stcsnn.train.evaluate import evaluate, write_report
+    from stcsnn.train.evaluate import evaluate_model, write_report
 
     overrides = parse_overrides(args.set)
     try:
@@ -125,7 +125,7 @@ def _eval(args: argparse.Namespace) -> int:
     # the report goes into a folder a running `stcsnn train` may own: one line naming it, before the work
     with RunLock(out, "stcsnn eval"):
         dataset = _eval_split(cfg, model, saved, args.split)
-        results, samples = evaluate(model, dataset, cfg, device, cfg.max_test_batches, keep=cfg.num_visualize)
+        results, samples = evaluate_model(model, dataset, cfg, device, cfg.max_test_batches, keep=cfg.num_visualize)
         meta = {"split": args.split, "checkpoint": str(args.checkpoint), "dataset": cfg.dataset,
                 "neuron": cfg.neuron, "num_samples": results["num_samples"], "split_samples": len(dataset),
                 "input_frames": cfg.input_frames, "output_frames": cfg.output_frames}

@@ -26,7 +26,7 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> Data
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset: Dataset, cfg, device: torch.device,
+def evaluate_model(model: torch.nn.Module, dataset: Dataset, cfg, device: torch.device,
              max_batches: int | None = None, keep: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Metrics of ``model`` on ``dataset`` (the first ``max_batches`` batches when given) and the first ``keep``
     samples (inputs, truth, prediction). ``results["num_samples"]`` is the number of sequences evaluated."""
@@ -60,7 +60,7 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Any], meta: dict
                  samples: dict[str, np.ndarray] | None = None, stem: str = "report") -> list[Path]:
     """``report.json`` + ``report.md`` (+ ``predictions.png``) in ``out_dir``; returns the written paths.
 
-    ``num_samples`` is taken from ``results`` (what :func:`evaluate` really ran) when it is there; ``meta`` may
+    ``num_samples`` is taken from ``results`` (what :func:`evaluate_model` really ran) when it is there; ``meta`` may
     add ``split_samples``, the size of the whole split."""
     from stcsnn.io import atomic_write_text
     from stcsnn.viz import VizMissingError, grid_title, prediction_grid, write_png

@@ -46,7 +46,7 @@ from stcsnn.io import RunLock, atomic_torch_save, atomic_write_text, remove_stal
 from stcsnn.models import build_model
 from stcsnn.models.loading import FORMAT, VERSION, read_checkpoint
 from stcsnn.threads import ThreadChoice, ThreadTuner, usable_cpus
-from stcsnn.train.evaluate import evaluate, write_report
+from stcsnn.train.evaluate import evaluate_model, write_report
 from stcsnn.train.objective import RolloutLoss
 from stcsnn.train.progress import Board, Progress, StepLog, summary_writer_class
 from stcsnn.train.runtime import Runtime, all_reduce, barrier, is_main_process, setup_runtime
@@ -529,7 +529,7 @@ class Trainer:
         (for TensorBoard's picture: none are kept without it)."""
         cfg = self.cfg
         keep = cfg.num_visualize if self.board is not None else 0
-        results, samples = evaluate(self.model, self.splits["val"], cfg, self.rt.device, cfg.max_val_batches,
+        results, samples = evaluate_model(self.model, self.splits["val"], cfg, self.rt.device, cfg.max_val_batches,
                                     keep=keep)
         row.update({f"val_{k}": results[k] for k in METRICS})
         if results["mse"] < self.best_val:
@@ -559,7 +559,7 @@ class Trainer:
         if best.exists():
             self.model.load_state_dict(read_checkpoint(best)["model"])
             name = "best.pt"
-        results, samples = evaluate(self.model, self.splits["test"], cfg, self.rt.device, cfg.max_test_batches,
+        results, samples = evaluate_model(self.model, self.splits["test"], cfg, self.rt.device, cfg.max_test_batches,
                                     keep=cfg.num_visualize)
         meta = {"split": "test", "checkpoint": str(self.out / name), "dataset": cfg.dataset, "neuron": cfg.neuron,
                 "num_samples": results["num_samples"], "split_samples": len(self.splits["test"]),

@@ -125,10 +125,10 @@ def first_test_samples(model: torch.nn.Module, cfg, device: torch.device, count:
     """The model's predictions of the first ``count`` sequences of its config's test split (fewer if the split
     is shorter), with their inputs and truth."""
     from stcsnn.data import build_splits
-    from stcsnn.train.evaluate import evaluate
+    from stcsnn.train.evaluate import evaluate_model
 
     test = build_splits(cfg, ("test",))["test"]
-    _, samples = evaluate(model, torch.utils.data.Subset(test, range(min(count, len(test)))), cfg, device,
+    _, samples = evaluate_model(model, torch.utils.data.Subset(test, range(min(count, len(test)))), cfg, device,
                           keep=count)
     return Samples(samples["inputs"], samples["truth"], samples["pred"])
 
