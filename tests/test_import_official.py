@@ -158,7 +158,7 @@ class RefModel(nn.Module):
         x = reshape_patch(frames.permute(0, 1, 3, 4, 2), self.p).permute(0, 1, 4, 2, 3)
         t_in = frames.shape[1]
         b, _, _, hp, wp = x.shape
-        zeros = [torch.zeros(b, cell.conv_x[0].out_channels, hp, wp) for cell in self.cell_list]
+        zeros = [torch.zeros(b, cell.conv_x[0].out_channels, hp, wp, dtype=x.dtype) for cell in self.cell_list]
         h, d, s = list(zeros), list(zeros), list(zeros)
         rates = [0.0] * len(self.cell_list)
         outs = []
