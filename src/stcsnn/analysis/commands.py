@@ -28,6 +28,12 @@ def _model_args(p: argparse.ArgumentParser, config_required: bool = False, many:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    _add_energy(sub)
+    _add_analyze(sub)
+    _add_reproduce(sub)
+
+
+def _add_energy(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("energy", help="count MACs / SOPs per layer on a real forward pass and estimate energy",
                        description="Hooks on every convolution count, over a real rollout, the MACs, the input "
                                    "firing rates and the synaptic operations (SOPs = MACs x input rate, for spike "
@@ -39,6 +45,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="folder for energy.csv / energy_layers.csv / energy.json (default runs/energy)")
     p.set_defaults(func=_energy)
 
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="look inside a model: gradients through time, neuron dynamics")
     asub = p.add_subparsers(dest="analysis", metavar="ANALYSIS")
     p.set_defaults(func=lambda args: _missing_analysis())
@@ -57,6 +65,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, default=8, help="sequences in the batch (default 8)")
     g.add_argument("--out", help="output folder (default runs/analysis/gradients; with --grid DIR/gradients)")
     g.set_defaults(func=_gradients)
+    _add_dynamics(asub)
+
+
+def _add_dynamics(asub: argparse._SubParsersAction) -> None:
     d = asub.add_parser("dynamics", help="STC gains, firing rates per layer and step, a spike raster",
                         description="Distributions of the temporal gain 1 + tanh A and the spatial gain "
                                     "1 + tanh B (STC neurons) per layer, on moving-object pixels and on the "
@@ -74,6 +86,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", help="output folder (default runs/analysis/dynamics; with --grid DIR/dynamics)")
     d.set_defaults(func=_dynamics)
 
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="train and evaluate the comparison grid, write one table and plots",
                        description="Train every (dataset, model, seed) cell with the ordinary training loop (one "
                                    "run folder per cell), evaluate each past its trained horizon, then write "

@@ -177,6 +177,44 @@ def data_note(dataset: str, cfg: Config) -> str:
     return f"{dataset}: {spec.description}" + (f", from {', '.join(files)}" if files else "")
 
 
+def _check_request(models: list[str], datasets: list[str], horizon: int | None) -> None:
+    """Every name registered, none twice, a non-negative horizon (one error line otherwise)."""
+    from stcsnn.data.registry import get_dataset_spec
+    from stcsnn.neurons.registry import get_spec
+
+    if horizon is not None and horizon < 0:
+        raise ConfigError(f"--horizon must be 0 (no long-term evaluation) or a frame count, got {horizon}")
+    for m in models:
+        get_spec(m)
+    for d in datasets:
+        get_dataset_spec(d)
+    if len(set(models)) != len(models) or len(set(datasets)) != len(datasets):
+        raise ConfigError("--models and --datasets must not repeat a name")
+
+
+def _choose_datasets(datasets: list[str], spec: dict[str, Any], explicit: bool, probe_config: Callable,
+                     log: Callable[[str], None]) -> tuple[list[str], dict[str, str]]:
+    """The datasets the grid uses (a default one whose files are absent replaced by the scale's fallback, said
+    in a note) and the caption note of each."""
+    notes: dict[str, str] = {}
+    chosen = []
+    for d in datasets:
+        fallback = (spec.get("fallback") or {}).get(d)
+        probe = probe_config(d)
+        lacking = missing_files(d, probe)
+        if lacking and fallback and not explicit:
+            note = (f"{data_note(fallback, probe_config(fallback))}, in place of {d}: "
+                    f"{d}'s files were not found ({', '.join(map(str, lacking))}; `apt-get install "
+                    f"dataset-fashion-mnist` or `stcsnn data prepare {d}` provides them)")
+            log(f"note: {note}")
+            notes[fallback] = note
+            chosen.append(fallback)
+        else:
+            notes[d] = data_note(d, probe)
+            chosen.append(d)
+    return chosen, notes
+
+
 def plan_grid(scale: str | dict[str, Any], datasets: Sequence[str] | None = None,
               models: Sequence[str] | None = None, seeds: int | Sequence[int] | None = None,
               out: str | os.PathLike = "runs/reproduce", overrides: dict[str, Any] | None = None,
@@ -187,9 +225,6 @@ def plan_grid(scale: str | dict[str, Any], datasets: Sequence[str] | None = None
     Default datasets whose files are absent are replaced by the scale's ``fallback`` (logged, and stated in
     the table's caption); datasets named explicitly are used as named. ``horizon``: frames of the long-term
     evaluation (None: the scale's, else 3 x ``output_frames``; 0: none)."""
-    from stcsnn.data.registry import get_dataset_spec
-    from stcsnn.neurons.registry import get_spec
-
     name, spec = get_scale(scale)
     explicit = datasets is not None
     datasets = list(datasets or spec.get("datasets") or ["embedded"])
@@ -197,14 +232,7 @@ def plan_grid(scale: str | dict[str, Any], datasets: Sequence[str] | None = None
     seed_list = _seed_list(seeds, int(spec.get("seeds", 1)))
     if horizon is None:
         horizon = spec.get("horizon")
-    if horizon is not None and horizon < 0:
-        raise ConfigError(f"--horizon must be 0 (no long-term evaluation) or a frame count, got {horizon}")
-    for m in models:
-        get_spec(m)
-    for d in datasets:
-        get_dataset_spec(d)
-    if len(set(models)) != len(models) or len(set(datasets)) != len(datasets):
-        raise ConfigError("--models and --datasets must not repeat a name")
+    _check_request(models, datasets, horizon)
     root = Path(out) / name
 
     def raw_config(d: str, m: str, s: int) -> dict:
@@ -221,22 +249,7 @@ def plan_grid(scale: str | dict[str, Any], datasets: Sequence[str] | None = None
         except ConfigError as exc:
             raise ConfigError(f"scale {name!r}, {d}/{m}: {exc}") from None
 
-    notes: dict[str, str] = {}
-    chosen = []
-    for d in datasets:
-        fallback = (spec.get("fallback") or {}).get(d)
-        probe = config(d, models[0], seed_list[0])
-        lacking = missing_files(d, probe)
-        if lacking and fallback and not explicit:
-            note = (f"{data_note(fallback, config(fallback, models[0], seed_list[0]))}, in place of {d}: "
-                    f"{d}'s files were not found ({', '.join(map(str, lacking))}; `apt-get install "
-                    f"dataset-fashion-mnist` or `stcsnn data prepare {d}` provides them)")
-            log(f"note: {note}")
-            notes[fallback] = note
-            chosen.append(fallback)
-        else:
-            notes[d] = data_note(d, probe)
-            chosen.append(d)
+    chosen, notes = _choose_datasets(datasets, spec, explicit, lambda d: config(d, models[0], seed_list[0]), log)
     if len(set(chosen)) != len(chosen):
         raise ConfigError(f"datasets {', '.join(datasets)} resolve to {', '.join(chosen)}: a dataset twice")
     cells = []
@@ -403,16 +416,58 @@ def _relative_cost(model: str) -> int:
     return 6 if spec.is_ann else 2 if spec.is_stc else 1
 
 
+def _start_cell(i: int, n: int, cell: Cell, root: Path, logs: Path, threads: int, jobs: int, env: dict,
+                log: Callable[[str], None]) -> tuple[Any, tuple]:
+    """Start one cell in a fresh interpreter (its own session); returns the process and its record."""
+    import subprocess
+
+    from stcsnn.io import atomic_write_text
+
+    stem = logs / cell.run_dir.relative_to(root).as_posix().replace("/", "_")
+    spec, result, out = (stem.with_suffix(x) for x in (".json", ".result.json", ".log"))
+    result.unlink(missing_ok=True)
+    atomic_write_text(spec, json.dumps({
+        "config": cell.cfg.to_dict(), "dataset": cell.dataset, "model": cell.model, "seed": cell.seed,
+        "run_dir": str(cell.run_dir), "horizon": cell.horizon, "threads": threads, "jobs": jobs,
+        "result": str(result), "parent": os.getpid()}) + "\n")
+    log(_start_line(i, n, cell) + f" (output: {out})")
+    f = open(out, "ab")
+    code = "import sys; from stcsnn.analysis.reproduce import _cell_main; sys.exit(_cell_main(sys.argv[1]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(spec)], stdout=f, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    return proc, (i, cell, result, time.time(), f)
+
+
+def _finish_cell(proc: Any, record: tuple, n: int, others_running: bool,
+                 log: Callable[[str], None]) -> tuple[int, str | None]:
+    """``(rc, failure message or None)`` of a finished cell process, logged."""
+    i, cell, result, t0, f = record
+    f.close()
+    try:
+        reply = json.loads(result.read_text())
+        rc, message = int(reply["rc"]), reply.get("error")
+    except (OSError, ValueError, KeyError):
+        rc, message = proc.returncode or 1, None
+    if rc == 0:
+        log(f"[{i}/{n}] {cell.label}: done in {time.time() - t0:.0f} s")
+        return 0, None
+    if rc in (130, 143):
+        log(f"[{i}/{n}] {cell.label}: stopped (its last.pt holds the step it reached)")
+        return rc, None
+    how = f"ended by signal {-proc.returncode}" if proc.returncode < 0 else f"ended with status {proc.returncode}"
+    log(f"[{i}/{n}] {cell.label}: failed" + ("; no new cell starts, waiting for the running ones"
+                                              if others_running else ""))
+    return rc, f"{cell.label}: {message or 'its process ' + how}; output in {f.name}"
+
+
 def _run_parallel(todo: list[tuple[int, Cell]], n: int, jobs: int, threads: int, root: Path,
                   log: Callable[[str], None]) -> int:
     """Run ``todo`` in up to ``jobs`` processes (``python -c``, a fresh interpreter each, in its own session so
     that the terminal's Ctrl-C reaches the grid only). SIGINT / SIGTERM to the grid: no new cell starts and
     each running cell gets the signal once (it finishes its step, saves last.pt and stops); the grid then
     returns 130 / 143."""
-    import subprocess
 
     import stcsnn
-    from stcsnn.io import atomic_write_text
 
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -438,39 +493,14 @@ def _run_parallel(todo: list[tuple[int, Cell]], n: int, jobs: int, threads: int,
         while (pending and not stop["rc"] and error is None) or running:
             while pending and len(running) < jobs and not stop["rc"] and error is None:
                 i, cell = pending.pop(0)
-                stem = logs / cell.run_dir.relative_to(root).as_posix().replace("/", "_")
-                spec, result, out = (stem.with_suffix(x) for x in (".json", ".result.json", ".log"))
-                result.unlink(missing_ok=True)
-                atomic_write_text(spec, json.dumps({
-                    "config": cell.cfg.to_dict(), "dataset": cell.dataset, "model": cell.model, "seed": cell.seed,
-                    "run_dir": str(cell.run_dir), "horizon": cell.horizon, "threads": threads, "jobs": jobs,
-                    "result": str(result), "parent": os.getpid()}) + "\n")
-                log(_start_line(i, n, cell) + f" (output: {out})")
-                f = open(out, "ab")
-                code = "import sys; from stcsnn.analysis.reproduce import _cell_main; sys.exit(_cell_main(sys.argv[1]))"
-                proc = subprocess.Popen([sys.executable, "-c", code, str(spec)], stdout=f, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-                running[proc] = (i, cell, result, time.time(), f)
+                proc, record = _start_cell(i, n, cell, root, logs, threads, jobs, env, log)
+                running[proc] = record
             time.sleep(0.2)
             for proc in [p for p in running if p.poll() is not None]:
-                i, cell, result, t0, f = running.pop(proc)
-                f.close()
-                try:
-                    reply = json.loads(result.read_text())
-                    rc, message = int(reply["rc"]), reply.get("error")
-                except (OSError, ValueError, KeyError):
-                    rc, message = proc.returncode or 1, None
-                if rc == 0:
-                    log(f"[{i}/{n}] {cell.label}: done in {time.time() - t0:.0f} s")
-                elif rc in (130, 143):
+                rc, failure = _finish_cell(proc, running.pop(proc), n, bool(running), log)
+                if rc in (130, 143):
                     stop["rc"] = stop["rc"] or rc
-                    log(f"[{i}/{n}] {cell.label}: stopped (its last.pt holds the step it reached)")
-                else:
-                    how = (f"ended by signal {-proc.returncode}" if proc.returncode < 0
-                           else f"ended with status {proc.returncode}")
-                    error = error or f"{cell.label}: {message or 'its process ' + how}; output in {f.name}"
-                    log(f"[{i}/{n}] {cell.label}: failed" + ("; no new cell starts, waiting for the running ones"
-                                                              if running else ""))
+                error = error or failure
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -761,8 +791,37 @@ def _scale_summary(cfg: Config) -> str:
             f"{cfg.sampling} sampling")
 
 
-def results_markdown(grid: Grid, rows: list[dict[str, Any]], table: list[dict[str, Any]],
-                     paired: list[dict[str, Any]], command: str | None = None) -> str:
+def _pairs_markdown(pairs: list[dict[str, Any]]) -> list[str]:
+    """The paired-differences table of one dataset: STC-X minus X per seed, mean +- std, STC better k/n."""
+    lines: list[str] = []
+    keys = list(dict.fromkeys(k for p in pairs for k in p["keys"]))
+    names = [k.upper() if k in METRICS else _range_label(k) for k in keys]
+    lines += ["", "### Paired differences: STC-X minus X, same seed", "",
+              "Each STC neuron against its base neuron trained with the same seed (same initial data order "
+              "and scheduled-sampling draws). Negative ΔMSE / ΔMAE and positive ΔSSIM / ΔPSNR mean the STC "
+              "neuron is better; the last rows give mean ± sample std over seeds and in how many seeds the "
+              "STC neuron was better.", "",
+              "| pair | seed | " + " | ".join(f"Δ{n}" for n in names) + " |",
+              "|---|---|" + "---:|" * len(keys)]
+    for p in pairs:
+        label = f"{p['stc']} − {p['base']}"
+        digits = {"ssim": 4, "psnr": 3}
+        for s in p["per_seed"]:
+            lines.append(f"| {label} | {s['seed']} | "
+                         + " | ".join(_fmt(s[k], float("nan"), digits.get(k, 2), sign=True) if k in s
+                                      else "-" for k in keys) + " |")
+        n = len(p["seeds"])
+        lines.append(f"| {label} | mean ± std (n = {n}) | "
+                     + " | ".join(_fmt(p.get(k + "_mean", float("nan")), p.get(k + "_std", float("nan")),
+                                       digits.get(k, 2), sign=True) for k in keys) + " |")
+        lines.append(f"| {label} | STC better | "
+                     + " | ".join(f"{p[k + '_stc_better']}/{n}" if k + "_stc_better" in p else "-"
+                                  for k in keys) + " |")
+    return lines
+
+
+def _header_lines(grid: Grid, rows: list[dict[str, Any]], command: str | None) -> list[str]:
+    """The table's caption: command, seeds, cells finished, machine, threads, jobs and load."""
     cells = grid.cells
     seeds = sorted({c.seed for c in cells})
     done = sum(c.finished for c in cells)
@@ -779,6 +838,13 @@ def results_markdown(grid: Grid, rows: list[dict[str, Any]], table: list[dict[st
         lines.append(f"threads per cell: {', '.join(map(str, threads))}; cells at a time: "
                      f"{', '.join(map(str, jobs))}; 1-minute load average during the cells: "
                      + (f"{min(loads):.1f} to {max(loads):.1f}" if loads else "unknown"))
+    return lines
+
+
+def results_markdown(grid: Grid, rows: list[dict[str, Any]], table: list[dict[str, Any]],
+                     paired: list[dict[str, Any]], command: str | None = None) -> str:
+    cells = grid.cells
+    lines = _header_lines(grid, rows, command)
     lines += ["", "Test split, the evaluated checkpoint (best validation MSE) of each run. MSE and MAE are "
               "per-frame sums over pixels (OpenSTL's convention). Mean ± sample standard deviation (n - 1) over "
               "seeds (no ± with one seed). MSE a-b: mean per-frame MSE over predicted frames a..b of the same test "
@@ -814,29 +880,7 @@ def results_markdown(grid: Grid, rows: list[dict[str, Any]], table: list[dict[st
                 f"{_fmt(r['train_seconds_mean'], r['train_seconds_std'], 0)} |")
         pairs = [p for p in paired if p["dataset"] == d]
         if pairs:
-            keys = list(dict.fromkeys(k for p in pairs for k in p["keys"]))
-            names = [k.upper() if k in METRICS else _range_label(k) for k in keys]
-            lines += ["", "### Paired differences: STC-X minus X, same seed", "",
-                      "Each STC neuron against its base neuron trained with the same seed (same initial data order "
-                      "and scheduled-sampling draws). Negative ΔMSE / ΔMAE and positive ΔSSIM / ΔPSNR mean the STC "
-                      "neuron is better; the last rows give mean ± sample std over seeds and in how many seeds the "
-                      "STC neuron was better.", "",
-                      "| pair | seed | " + " | ".join(f"Δ{n}" for n in names) + " |",
-                      "|---|---|" + "---:|" * len(keys)]
-            for p in pairs:
-                label = f"{p['stc']} − {p['base']}"
-                digits = {"ssim": 4, "psnr": 3}
-                for s in p["per_seed"]:
-                    lines.append(f"| {label} | {s['seed']} | "
-                                 + " | ".join(_fmt(s[k], float("nan"), digits.get(k, 2), sign=True) if k in s
-                                              else "-" for k in keys) + " |")
-                n = len(p["seeds"])
-                lines.append(f"| {label} | mean ± std (n = {n}) | "
-                             + " | ".join(_fmt(p.get(k + "_mean", float("nan")), p.get(k + "_std", float("nan")),
-                                               digits.get(k, 2), sign=True) for k in keys) + " |")
-                lines.append(f"| {label} | STC better | "
-                             + " | ".join(f"{p[k + '_stc_better']}/{n}" if k + "_stc_better" in p else "-"
-                                          for k in keys) + " |")
+            lines += _pairs_markdown(pairs)
         refs = REFERENCES.get(d)
         if refs:
             lines += ["", "Outside references (reported by others at their own scale, not measured here):", ""]
