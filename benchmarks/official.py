@@ -55,7 +55,6 @@ import importlib
 import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -496,21 +495,12 @@ def load_snapshot() -> dict[str, Any]:
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
-    """CPU model, Python, torch, platform, CPU count and (CUDA) GPU."""
-    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
-                            "stcsnn": stcsnn.__version__, "platform": platform.platform(),
-                            "cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
-                            "device": str(device)}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
+    """``stcsnn bench``'s machine record (CPU model, Python, torch, platform, threads, GPU), plus the stcsnn and
+    spikingjelly versions."""
+    from stcsnn.perf.bench import machine_info as bench_machine_info
+
+    info = {**bench_machine_info(str(device)), "stcsnn": stcsnn.__version__}
+    info.setdefault("cpu", info["processor"])  # no /proc/cpuinfo model name: the platform's processor string
     try:  # recorded only: the version the reference cells ran with
         info["spikingjelly"] = importlib.metadata.version("spikingjelly")
     except importlib.metadata.PackageNotFoundError:
