@@ -15,28 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import TINY, tiny_cfg
 
 import stcsnn.train.loop as loop
 from stcsnn.cli import main
-from stcsnn.config import make_config
 from stcsnn.errors import ConfigError, StcsnnError
 from stcsnn.models.loading import read_checkpoint
 from stcsnn.threads import ThreadChoice, usable_cpus
 from stcsnn.train.loop import RolloutLoss, train
 from stcsnn.train.progress import STEP_COLUMNS, StepLog, summary_writer_class
 from stcsnn.train.schedule import learning_rate, sampling_eta
-
-TINY = {
-    "dataset": "embedded",
-    "data_options": {"canvas_size": 32, "num_samples": 8, "val_samples": 2, "test_samples": 2},
-    "neuron": "stc_lif", "hidden_channels": [16], "kernel_size": 3, "patch_size": 4,
-    "input_frames": 3, "output_frames": 3, "batch_size": 2, "epochs": 2, "warmup_epochs": 1,
-    "sampling_changing_rate": 0.02, "seed": 0, "device": "cpu", "num_visualize": 1, "log_every": 1,
-}
-
-
-def tiny_cfg(**over):
-    return make_config({**TINY, **over})
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import TINY, tiny_cfg
 
 from stcsnn import io as io_mod
 from stcsnn.config import make_config
@@ -27,17 +28,6 @@ from stcsnn.train.schedule import learning_rate, reverse_sampling_etas, sampling
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = {
-    "dataset": "embedded",
-    "data_options": {"canvas_size": 32, "num_samples": 8, "val_samples": 2, "test_samples": 2},
-    "neuron": "stc_lif", "hidden_channels": [16], "kernel_size": 3, "patch_size": 4,
-    "input_frames": 3, "output_frames": 3, "batch_size": 2, "epochs": 2, "warmup_epochs": 1,
-    "sampling_changing_rate": 0.02, "seed": 0, "device": "cpu", "num_visualize": 1, "log_every": 1,
-}
-
-
-def tiny_cfg(**over):
-    return make_config({**TINY, **over})
 
 
 # =============================================================================================== schedules
