@@ -71,6 +71,9 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str | None = None  # None | bf16 | fp16
+    # the parameters' and the computation's dtype: float64 makes two computation paths (1 vs N DDP processes,
+    # batched vs per-frame) agree to ~1e-15 instead of float32 rounding, which can flip a spike
+    dtype: str = "float32"  # float32 | float64
     compile: bool = False
     checkpoint_steps: int = 0  # >0: activation checkpointing over chunks of this many time steps
     num_workers: int = 0
@@ -96,12 +99,13 @@ CHOICES = {
     "loss": ("all", "future"),
     "sampling": ("scheduled", "reverse", "teacher", "autoregressive"),
     "amp": (None, "bf16", "fp16"),
+    "dtype": ("float32", "float64"),
 }
 
 #: Keys that define a trained model (its architecture and the frames it was built for): evaluating or predicting
 #: with a checkpoint may change the data keys, never these (see :func:`checkpoint_config`).
 MODEL_KEYS: tuple[str, ...] = ("neuron", "neuron_options", "hidden_channels", "kernel_size", "patch_size",
-                               "gradient_detach", "frame_shape")
+                               "gradient_detach", "frame_shape", "dtype")
 
 #: Integer keys and the least value each takes (keys typed ``int | None`` may also be null).
 INT_MINIMUM: dict[str, int] = {
@@ -487,6 +491,9 @@ def validate(cfg: Config) -> None:
     if cfg.amp == "fp16" and cfg.device == "cpu":
         raise ConfigError("config key 'amp' is fp16, which needs a CUDA device (its gradient scaler exists only "
                           "there), but device is 'cpu'; use amp: bf16 or null on the CPU")
+    if cfg.amp is not None and cfg.dtype == "float64":
+        raise ConfigError(f"config key 'amp' is {cfg.amp}, which computes in half precision, but dtype is float64; "
+                          "use amp: null with float64, or dtype: float32 with amp")
     inner = cfg.neuron_options.get("gradient_detach", cfg.gradient_detach)
     if inner != cfg.gradient_detach:  # two keys for one setting: say which one counts instead of picking one
         raise ConfigError(f"gradient_detach is set twice: {short(inner)} in neuron_options and "

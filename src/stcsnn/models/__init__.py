@@ -29,7 +29,8 @@ def build_model(cfg, frame_shape: tuple[int, int, int] | list[int] | None = None
     c, h, w = (int(v) for v in shape)
     if h % cfg.patch_size or w % cfg.patch_size:
         raise ConfigError(f"patch_size {cfg.patch_size} must divide the frame size {h}x{w} of {cfg.dataset!r}")
-    return SpikingPredictor(
+    model = SpikingPredictor(
         cfg.neuron, c, cfg.hidden_channels, cfg.kernel_size, cfg.patch_size, cfg.gradient_detach,
         cfg.neuron_options, checkpoint_steps=cfg.checkpoint_steps,
     )
+    return model.double() if cfg.dtype == "float64" else model

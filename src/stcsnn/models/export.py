@@ -21,6 +21,7 @@ unless ``force``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -390,8 +391,10 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
         diff = None
         if onnx:
             shape = tuple(cfg.frame_shape)
-            files[ONNX_NAME] = onnx_step_bytes(model, shape)
-            diff = check_onnx(model, files[ONNX_NAME], shape)
+            # the ONNX step is float32 (what runtimes serve); a dtype: float64 model is exported as its float32 copy
+            step_model = model if model.readout.weight.dtype == torch.float32 else copy.deepcopy(model).float()
+            files[ONNX_NAME] = onnx_step_bytes(step_model, shape)
+            diff = check_onnx(step_model, files[ONNX_NAME], shape)
             if not math.isfinite(diff):
                 raise StcsnnError(f"the ONNX step predicts non-finite values (max difference {diff}); nothing "
                                   "was written")

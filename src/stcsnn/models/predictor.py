@@ -135,6 +135,12 @@ class SpikingPredictor(nn.Module):
         if h % self.patch_size or w % self.patch_size:
             raise StcsnnError(f"patch size {self.patch_size} must divide the frame size, got {h}x{w}")
 
+    def as_param_dtype(self, x: Tensor) -> Tensor:
+        """``x`` in the parameters' dtype (float32 data into a ``dtype: float64`` model); autocast, which keeps
+        float32 parameters, is not affected."""
+        dtype = self.readout.weight.dtype
+        return x if x.dtype == dtype else x.to(dtype)
+
     # ------------------------------------------------------------------ running
     def forward(self, inputs: Tensor, n_future: int) -> Tensor:
         """Predict ``n_future`` frames after ``inputs`` (B, T_in, C, H, W), fully autoregressively."""
@@ -195,6 +201,7 @@ class SpikingPredictor(nn.Module):
         """Validated ``(frames, mask)`` of a rollout: without a mask only the observed frames are kept (no ground
         truth after the inputs can leak in); a mask is shaped (B, n, 1, 1, 1) in the frames' dtype."""
         self.check_frames(frames)
+        frames = self.as_param_dtype(frames)
         if n_future < 1 or input_frames < 1:
             raise StcsnnError(f"need input_frames >= 1 and n_future >= 1, got {input_frames} and {n_future}")
         if frames.shape[1] < input_frames:
@@ -228,6 +235,7 @@ class SpikingPredictor(nn.Module):
         if frame.dim() != 4:
             raise StcsnnError(f"frame must have shape (B, C, H, W), got {tuple(frame.shape)}")
         self.check_frames(frame.unsqueeze(1), "frame")
+        frame = self.as_param_dtype(frame)
         b, _, h, w = frame.shape
         p = self.patch_size
         if state is not None:

@@ -434,7 +434,7 @@ class Trainer:
             mask = mask[rt.rows(cfg.batch_size)].to(rt.device)
         with self.autocast:
             loss, rates = self.objective(frames, mask)
-        global_loss, agreed = self._reduce(loss.detach().float())
+        global_loss, agreed = self._reduce(loss.detach())  # float32, or float64 for a dtype: float64 model
         if not torch.isfinite(global_loss):
             raise TrainingError(f"loss became {global_loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}; "
                                 f"stopped without saving: {self._last_checkpoint_note()} "

@@ -6,6 +6,7 @@ implementation) is the MSE over all of them, ``loss: future`` over the predicted
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -16,14 +17,16 @@ def rollout_loss(model: nn.Module, frames: Tensor, cfg, mask: Tensor | None = No
 
     ``mask``: the scheduled-sampling mask (training; ``None`` feeds the model's own predictions after the
     inputs); ``observer`` and ``fast`` go to :meth:`~stcsnn.models.SpikingPredictor.rollout`. The loss is
-    computed in float32 whatever the autocast dtype of the rollout."""
+    computed in float32 whatever the autocast dtype of the rollout (in float64 for a
+    ``dtype: float64`` model)."""
     t_in, t_out = cfg.input_frames, cfg.output_frames
     out = model.rollout(frames, t_in, t_out, mask, reverse=cfg.sampling == "reverse", observer=observer,
                         fast=fast)
     pred, target = out.frames, frames[:, 1:t_in + t_out]
     if cfg.loss == "future":
         pred, target = pred[:, t_in - 1:], target[:, t_in - 1:]
-    return F.mse_loss(pred.float(), target.float()), out.rates
+    dtype = torch.promote_types(pred.dtype, torch.float32)  # half -> float32, float64 stays float64
+    return F.mse_loss(pred.to(dtype), target.to(dtype)), out.rates
 
 
 class RolloutLoss(nn.Module):
