@@ -121,6 +121,16 @@ def test_export_writes_safetensors_config_and_card_and_loads_to_equal_prediction
         assert torch.equal(folder_model(x, T_OUT), model(x, T_OUT))
 
 
+def test_export_leaves_the_local_data_root_out(tmp_path):
+    cfg = tiny_config(data_root=str(tmp_path / "my" / "data"))
+    torch.manual_seed(0)
+    atomic_torch_save(model_checkpoint(stcsnn.build_model(cfg), cfg), tmp_path / "best.pt")
+    assert main(["export", str(tmp_path / "best.pt"), "--out", str(tmp_path / "out")]) == 0
+    assert "my" not in (tmp_path / "out" / "config.json").read_text()
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["data_root"] is None
+    assert stcsnn.load_model(tmp_path / "out")[1].data_root is None
+
+
 def test_loading_a_folder_reads_no_pickle(exported, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("pickle used while loading an export folder")

@@ -3,8 +3,8 @@
 The folder holds
 
 * ``model.safetensors`` -- the model's state_dict (contiguous tensors, ``safetensors.torch``);
-* ``config.json`` -- the model's full config (``Config.to_dict()``) plus ``format: stcsnn-export``,
-  ``version`` and ``stcsnn_version``;
+* ``config.json`` -- the model's full config (``Config.to_dict()``, without the local ``data_root``) plus
+  ``format: stcsnn-export``, ``version`` and ``stcsnn_version``;
 * ``README.md`` -- a model card (neuron, data, frames, architecture, training budget, test metrics, the command
   that made it, license, how to load it), which is also what the Hugging Face Hub shows;
 * ``step.onnx`` (``--onnx``) -- :meth:`SpikingPredictor.step` as an ONNX graph: inputs ``frame`` (B, C, H, W)
@@ -385,7 +385,10 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
 
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
         weights = safetensors_bytes(tensors, metadata={"format": "pt", "stcsnn_format": EXPORT_FORMAT})
-        config = {**cfg.to_dict(), "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "stcsnn_version": __version__}
+        # data_root is where this machine keeps the data: a local path means nothing elsewhere and would be
+        # published with --push, so the folder leaves it out (eval/predict on another machine pass their own)
+        config = {**cfg.to_dict(), "data_root": None, "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+                  "stcsnn_version": __version__}
         files: dict[str, bytes] = {WEIGHTS_NAME: weights,
                                    CONFIG_NAME: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()}
         diff = None
