@@ -316,7 +316,7 @@ def test_eval_report_states_the_samples_really_evaluated(mmnist, tmp_path, capsy
 
 REFUSED = [("neuron", "lif", "stc_lif"), ("hidden_channels", "[32]", "[16]"), ("kernel_size", "5", "3"),
            ("patch_size", "8", "4"), ("gradient_detach", "true", "False"), ("neuron_options.alpha", "2", "{}"),
-           ("frame_shape", "[1, 32, 32]", "[1, 64, 64]")]
+           ("frame_shape", "[1, 32, 32]", "[1, 64, 64]"), ("dtype", "float64", "float32")]
 
 
 @pytest.mark.parametrize("key,value,saved", REFUSED, ids=[k for k, _, _ in REFUSED])
@@ -333,7 +333,7 @@ def test_eval_refuses_overrides_that_contradict_the_model(key, value, saved, mmn
 
 def test_model_keys_and_same_value_overrides():
     assert {"neuron", "neuron_options", "hidden_channels", "kernel_size", "patch_size", "gradient_detach",
-            "frame_shape"} == set(MODEL_KEYS)
+            "frame_shape", "dtype"} == set(MODEL_KEYS)
     saved = make_config({**TINY, "frame_shape": [1, 32, 32]})
     cfg = checkpoint_config(saved, {"neuron": "stc_lif", "hidden_channels": "[16]", "data_root": "/data"})
     assert cfg.neuron == "stc_lif" and cfg.data_root == "/data"
