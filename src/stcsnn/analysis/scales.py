@@ -51,6 +51,8 @@ SCALES: dict[str, dict[str, Any]] = {
     # * check, one real cell at these settings: `stcsnn --threads 1 reproduce --scale small --models lif
     #   --seeds 1`, load 1.4-2.1: 9.3 min (555 s, predicted 517 s: training and 3 validations 509 s, test 14 s,
     #   30-frame evaluation 29 s). 7% over the prediction: the whole grid, about 117 min.
+    # * measured, the whole default grid with that command (load 0.7-2.2): 2 h 0 min 06 s; cells STC 910-984 s,
+    #   base neurons 563-655 s (results/small/, README "Results").
     # On a busier machine it takes longer: a first cell with 1500 steps while other engineers' test suites ran
     # (load 2.5-4.3) trained at 1.23 s a step, 1.6x the above. Fewer steps: --set epochs=N (100 steps each).
     "small": {
