@@ -362,3 +362,15 @@ def test_bench_command_takes_the_global_thread_choice(argv, tmp_path, monkeypatc
     assert main([*argv, "--neurons", "lif", "--out", str(tmp_path)]) == 0
     assert seen["threads"] == torch.get_num_threads() == 1  # the tests pin OMP_NUM_THREADS=1 for auto
     assert (tmp_path / "bench.md").is_file()
+
+
+def test_cpu_model_reads_cpuinfo_and_is_none_without_it(tmp_path):
+    from stcsnn.device import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\n"
+                    "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\n")
+    assert cpu_model(str(info)) == "Intel(R) Xeon(R) CPU @ 2.20GHz"
+    info.write_text("processor\t: 0\nmodel name\t:\n")
+    assert cpu_model(str(info)) is None
+    assert cpu_model(str(tmp_path / "missing")) is None

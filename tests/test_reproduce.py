@@ -151,6 +151,10 @@ def test_table_files_and_caption(resumed):
     assert "in place of mfmnist" in md and "Fashion-MNIST subset shipped with stcsnn" in md  # the fallback, said
     assert "| stc_lif − lif | 0 |" in md and "| stc_lif − lif | STC better |" in md
     assert "threads per cell: 1" in md
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), None) if Path("/proc/cpuinfo").is_file() else None
+    if cpu:  # the CPU the numbers come from (oneDNN picks kernels by it), read here independently
+        assert f", {cpu}, " in next(line for line in md.splitlines() if line.startswith("machine: "))
     paired = read_csv(root / "paired.csv")
     assert [r["seed"] for r in paired] == ["0", "mean", "std"]
     runs = {r["model"]: r for r in read_csv(root / "runs.csv")}

@@ -35,3 +35,16 @@ def grad_scaler(device: torch.device, amp: str | None) -> torch.amp.GradScaler:
     """The gradient scaler of a run: active for fp16 on CUDA only (bf16 and float32 need none); always an
     object, so the training step has no ``if scaler`` branches (a disabled scaler passes everything through)."""
     return torch.amp.GradScaler(device.type, enabled=amp == "fp16" and device.type == "cuda")
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), or None where it cannot be read: results depend on it
+    (oneDNN picks kernels by CPU), so every measurement names it."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return None

@@ -41,6 +41,7 @@ import torch
 from stcsnn.analysis.common import clean_json, write_csv, write_json
 from stcsnn.analysis.scales import DEFAULT_MODELS, REFERENCES, SCALES
 from stcsnn.config import Config, make_config, read_yaml
+from stcsnn.device import cpu_model
 from stcsnn.errors import ConfigError, StcsnnError
 
 METRICS = ("mse", "mae", "ssim", "psnr")
@@ -772,7 +773,9 @@ def _fmt(mean: float, std: float, digits: int, scale: float = 1.0, sign: bool = 
 
 def _machine(cells: list[Cell]) -> str:
     device = cells[0].cfg.device if cells else "?"
-    return (f"{platform.platform()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
+    cpu = cpu_model()
+    return (f"{platform.platform()}, {f'{cpu}, ' if cpu else ''}{os.cpu_count()} logical CPUs, "
+            f"Python {platform.python_version()}, "
             f"torch {torch.__version__}, config device {device!r}"
             + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
 

@@ -55,7 +55,7 @@ from typing import Any, NamedTuple
 import torch
 
 from stcsnn.config import Config, make_config
-from stcsnn.device import autocast, pick_device
+from stcsnn.device import autocast, cpu_model, pick_device
 from stcsnn.errors import StcsnnError
 from stcsnn.perf.load import BusyLoad
 from stcsnn.perf.measure import ConvFlops, conv_roof, conv_time_share, median_time, memory_mark, peak_growth, time_calls
@@ -259,14 +259,9 @@ def machine_info(device_name: str) -> dict[str, Any]:
     info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
+    if cpu:
+        info["cpu"] = cpu
     dev = pick_device(device_name)
     info["device"] = str(dev)
     if dev.type == "cuda":
