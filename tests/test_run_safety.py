@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import TINY as SHARED_TINY
 from helpers import one_error
 
 from stcsnn import io as io_mod
@@ -35,13 +36,8 @@ from stcsnn.train.loop import RolloutLoss, TrainingError, save_signal, train
 REPO = Path(__file__).resolve().parents[1]
 LOCK = ".stcsnn.lock"
 
-TINY = {
-    "dataset": "embedded",
-    "data_options": {"canvas_size": 32, "num_samples": 8, "val_samples": 2, "test_samples": 2},
-    "neuron": "lif", "hidden_channels": [16], "kernel_size": 3, "patch_size": 4,
-    "input_frames": 2, "output_frames": 2, "batch_size": 2, "epochs": 1, "warmup_epochs": 1,
-    "sampling_changing_rate": 0.02, "seed": 0, "device": "cpu", "num_visualize": 1, "log_every": 1,
-}
+#: the shared tiny run, shorter still: LIF, 2 -> 2 frames, one epoch
+TINY = {**SHARED_TINY, "neuron": "lif", "input_frames": 2, "output_frames": 2, "epochs": 1}
 
 
 def tiny_cfg(**over):
