@@ -34,3 +34,23 @@ def test_version(capsys):
 def test_no_command_prints_help(capsys):
     assert main([]) == 0
     assert "neurons" in capsys.readouterr().out
+
+
+def test_demo_prints_a_rate_per_spiking_neuron_for_each_step(capsys):
+    assert main(["demo", "--steps", "3"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip()]
+    spiking = [n for n, _ in list_neurons() if not getattr(stcsnn.neurons.get_spec(n).cls, "is_ann", False)]
+    assert [r[0] for r in rows] == spiking
+    for r in rows:
+        rates = [float(x) for x in r[r.index("step") + 1:]]
+        assert len(rates) == 3 and all(0.0 <= x <= 1.0 for x in rates)
+        assert float(r[4]) == pytest.approx(sum(rates) / 3, abs=0.006)  # mean of the printed (rounded) rates
+
+
+@pytest.mark.parametrize("steps", ["0", "-1", "1001", "ten"])
+def test_demo_refuses_a_step_count_outside_1_to_1000(capsys, steps):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--steps", steps])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected a whole number of steps from 1 to 1000" in err and "Traceback" not in err

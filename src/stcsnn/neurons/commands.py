@@ -13,9 +13,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("neurons", help="list the registered neurons")
     p.set_defaults(func=_neurons)
     p = sub.add_parser("demo", help="step every neuron over a random input and print spike rates")
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=_steps, default=10, help="time steps, 1 to 1000 (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_demo)
+
+
+def _steps(text: str) -> int:
+    """A demo of 1 to 1000 steps: the input is drawn whole up front, so the count bounds its memory."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = None
+    if n is None or not 1 <= n <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a whole number of steps from 1 to 1000, got {text[:40]!r}")
+    return n
 
 
 def _neurons(args: argparse.Namespace) -> int:
