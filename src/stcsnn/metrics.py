@@ -93,6 +93,13 @@ its evaluation code, such as the STC paper) use R = 2.0. stcsnn's default is
 correct range for data in [0, 1] is :data:`SSIM_DATA_RANGE_UNIT` = 1.0 (``data_range=1.0``); it gives LOWER
 SSIM values (C1 and C2 are 4x smaller), so never mix the two in one table.
 
+The metric table
+----------------
+:data:`METRICS` holds one :class:`Metric` per name: its label, print format, direction (lower or higher is
+better), whether it is computed on the clipped prediction, and its per-frame function (or, for RMSE, the metric
+it derives from). :data:`REPORTED` is the default set. Reports, progress lines, ``reproduce``'s tables and its
+statistics all read the table, so a metric added with :func:`register_metric` appears in all of them.
+
 Implementation: everything is computed in torch on the inputs' device, batch by batch
 (:class:`MetricAccumulator`), with per-frame values in float64 (float32 on Apple MPS, which has no float64)
 and float64 running sums, so an evaluation loop never holds all predictions. OpenSTL computes in float32;
@@ -103,8 +110,8 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -115,6 +122,12 @@ from stcsnn.errors import StcsnnError, StcsnnTypeError
 
 __all__ = [
     "DEFAULT_METRICS",
+    "METRICS",
+    "REPORTED",
+    "Metric",
+    "register_metric",
+    "reported_metrics",
+    "unregister_metric",
     "VALID_METRICS",
     "SSIM_DATA_RANGE_OPENSTL",
     "SSIM_DATA_RANGE_UNIT",
@@ -124,10 +137,6 @@ __all__ = [
     "evaluate",
 ]
 
-#: Metrics computed when none are named.
-DEFAULT_METRICS: tuple[str, ...] = ("mse", "mae", "ssim", "psnr")
-#: Every metric name :func:`evaluate` and :class:`MetricAccumulator` accept.
-VALID_METRICS: tuple[str, ...] = ("mse", "mae", "rmse", "ssim", "psnr", "snr", "lpips")
 #: SSIM data range that reproduces OpenSTL's published numbers (scikit-image <= 0.19 default for floats).
 SSIM_DATA_RANGE_OPENSTL: float = 2.0
 #: SSIM data range equal to the actual range of [0, 1] data.
@@ -146,6 +155,61 @@ _RANGE_TOL = 1e-6
 _CHUNK_ELEMENTS = 1 << 22
 
 
+class Metric(NamedTuple):
+    """One row of the metric table: everything a report, a progress line or a statistics table needs to know.
+
+    ``per_frame(pred, true, acc)`` returns the (B, T) per-frame values of (B, T, C, H, W) float64 tensors
+    (``pred`` already clipped to [0, 1] when ``clipped``); ``acc`` is the :class:`MetricAccumulator` (for its
+    ``data_range`` and its cached networks). A metric with ``source`` instead is derived from another metric's
+    running sums: its value is ``transform(mean of the source)``, per horizon and overall (RMSE = sqrt(MSE)).
+    """
+
+    name: str
+    label: str  # as printed in tables: "MSE"
+    fmt: str  # how reports print it: ".4f"
+    lower_is_better: bool
+    clipped: bool  # computed on the clipped prediction (OpenSTL clips for these)
+    per_frame: Callable[[Tensor, Tensor, Any], Tensor] | None = None
+    source: str | None = None
+    transform: Callable[[float], float] | None = None
+    description: str = ""
+
+    def format(self, value: float) -> str:
+        return format(value, self.fmt)
+
+
+#: The metric table, in the order reports list metrics (see the module docstring for each definition).
+#: :func:`register_metric` adds one; everything that reports metrics reads it.
+METRICS: dict[str, Metric] = {}
+#: The metrics reported when none are named (the config key ``metrics`` names others).
+REPORTED: tuple[str, ...] = ("mse", "mae", "ssim", "psnr")
+
+
+def register_metric(metric: Metric, reported: bool = False) -> Metric:
+    """Add ``metric`` to the table (and to :data:`REPORTED` with ``reported=True``); the name must be new."""
+    global REPORTED
+    if metric.name in METRICS:
+        raise StcsnnError(f"metric {metric.name!r} is already registered")
+    if (metric.per_frame is None) == (metric.source is None):
+        raise StcsnnError(f"metric {metric.name!r} needs exactly one of per_frame and source")
+    METRICS[metric.name] = metric
+    if reported:
+        REPORTED = (*REPORTED, metric.name)
+    return metric
+
+
+def unregister_metric(name: str) -> None:
+    """Remove a metric added by :func:`register_metric` (tests and plugins that add one temporarily)."""
+    global REPORTED
+    METRICS.pop(name, None)
+    REPORTED = tuple(m for m in REPORTED if m != name)
+
+
+def reported_metrics() -> tuple[str, ...]:
+    """The default metric set now (a function, since :func:`register_metric` may extend it after import)."""
+    return REPORTED
+
+
 def _check_metrics(metrics: str | Iterable[str]) -> tuple[str, ...]:
     names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     out: list[str] = []
@@ -153,12 +217,12 @@ def _check_metrics(metrics: str | Iterable[str]) -> tuple[str, ...]:
         if not isinstance(name, str):
             raise StcsnnTypeError(f"metric names must be strings, got {name!r}")
         key = name.strip().lower()
-        if key not in VALID_METRICS:
-            raise StcsnnError(f"unknown metric {name!r}; valid metrics are: {', '.join(VALID_METRICS)}")
+        if key not in METRICS:
+            raise StcsnnError(f"unknown metric {name!r}; valid metrics are: {', '.join(METRICS)}")
         if key not in out:
             out.append(key)
     if not out:
-        raise StcsnnError(f"no metric requested; choose among: {', '.join(VALID_METRICS)}")
+        raise StcsnnError(f"no metric requested; choose among: {', '.join(METRICS)}")
     return tuple(out)
 
 
@@ -261,6 +325,51 @@ class _Lpips:
         return self.model(x, y).reshape(b, t)
 
 
+def _mse(p: Tensor, y: Tensor, acc: Any) -> Tensor:
+    return (p - y).square().sum(dim=(2, 3, 4))  # unclipped, summed over the frame, as OpenSTL
+
+
+def _mae(p: Tensor, y: Tensor, acc: Any) -> Tensor:
+    return (p - y).abs().sum(dim=(2, 3, 4))
+
+
+def _ssim(p: Tensor, y: Tensor, acc: Any) -> Tensor:
+    return _ssim_per_frame(p, y, acc.data_range)
+
+
+def _psnr(p: Tensor, y: Tensor, acc: Any) -> Tensor:
+    return -10.0 * torch.log10((p - y).square().mean(dim=(2, 3, 4)).clamp_min(_PSNR_MIN_MSE))
+
+
+def _snr(p: Tensor, y: Tensor, acc: Any) -> Tensor:
+    signal = y.square().mean(dim=(2, 3, 4)).clamp_min(_PSNR_MIN_MSE)
+    noise = (p - y).square().mean(dim=(2, 3, 4)).clamp_min(_PSNR_MIN_MSE)
+    return 10.0 * torch.log10(signal / noise)
+
+
+def _lpips(p: Tensor, y: Tensor, acc: Any) -> Tensor:
+    return acc.lpips_model(p.device)(p, y)
+
+
+for _row in (
+    Metric("mse", "MSE", ".4f", True, False, _mse, description="per-frame sum of squared errors"),
+    Metric("mae", "MAE", ".4f", True, False, _mae, description="per-frame sum of absolute errors"),
+    Metric("rmse", "RMSE", ".4f", True, False, source="mse", transform=math.sqrt, description="sqrt(MSE)"),
+    Metric("ssim", "SSIM", ".4f", False, True, _ssim, description="structural similarity (7x7, R=2 default)"),
+    Metric("psnr", "PSNR", ".3f", False, True, _psnr, description="peak signal-to-noise ratio, dB"),
+    Metric("snr", "SNR", ".3f", False, True, _snr, description="signal-to-noise ratio, dB"),
+    Metric("lpips", "LPIPS", ".4f", True, True, _lpips, description="learned perceptual distance (AlexNet)"),
+):
+    register_metric(_row)
+del _row
+
+#: Every metric name :func:`evaluate` and :class:`MetricAccumulator` accept when this module is imported
+#: (:data:`METRICS` itself is the live table).
+VALID_METRICS: tuple[str, ...] = tuple(METRICS)
+#: The reported set as of import (kept for old imports; :func:`reported_metrics` is the live one).
+DEFAULT_METRICS: tuple[str, ...] = REPORTED
+
+
 class MetricAccumulator:
     """Streaming OpenSTL metrics: ``update(pred, true)`` per batch, then ``compute()``.
 
@@ -271,11 +380,11 @@ class MetricAccumulator:
 
     def __init__(
         self,
-        metrics: str | Iterable[str] = DEFAULT_METRICS,
+        metrics: str | Iterable[str] | None = None,
         data_range: float = SSIM_DATA_RANGE_OPENSTL,
         device: torch.device | str | None = None,
     ) -> None:
-        self.metrics = _check_metrics(metrics)
+        self.metrics = _check_metrics(reported_metrics() if metrics is None else metrics)
         self.data_range = _check_data_range(data_range)
         self.device = torch.device(device) if device is not None else None
         self._lpips: _Lpips | None = None
@@ -339,28 +448,10 @@ class MetricAccumulator:
         p = pred_t.to(dtype)
         y = true_t.to(dtype)
         per_frame: dict[str, Tensor] = {}  # metric -> (B, T)
-        if any(m in self.metrics for m in ("mse", "mae", "rmse")):
-            diff = p - y  # unclipped, as OpenSTL
-            if "mse" in self.metrics or "rmse" in self.metrics:
-                per_frame["mse"] = diff.square().sum(dim=(2, 3, 4))
-            if "mae" in self.metrics:
-                per_frame["mae"] = diff.abs().sum(dim=(2, 3, 4))
-            del diff
-        if any(m in self.metrics for m in ("ssim", "psnr", "snr", "lpips")):
-            pc = p.clamp(0.0, 1.0)
-            if "snr" in self.metrics:
-                signal = y.square().mean(dim=(2, 3, 4)).clamp_min(_PSNR_MIN_MSE)
-                noise = (pc - y).square().mean(dim=(2, 3, 4)).clamp_min(_PSNR_MIN_MSE)
-                per_frame["snr"] = 10.0 * torch.log10(signal / noise)
-            if "psnr" in self.metrics:
-                mse_mean = (pc - y).square().mean(dim=(2, 3, 4))
-                per_frame["psnr"] = -10.0 * torch.log10(mse_mean.clamp_min(_PSNR_MIN_MSE))
-            if "ssim" in self.metrics:
-                per_frame["ssim"] = _ssim_per_frame(pc, y, self.data_range)
-            if "lpips" in self.metrics:
-                if self._lpips is None:
-                    self._lpips = _Lpips(dev)
-                per_frame["lpips"] = self._lpips(pc, y)
+        clipped = p.clamp(0.0, 1.0) if any(METRICS[m].clipped for m in self._summed()) else None
+        for name in self._summed():
+            metric = METRICS[name]
+            per_frame[name] = metric.per_frame(clipped if metric.clipped else p, y, self)
         acc_device = torch.device("cpu") if dtype != torch.float64 else dev
         for name in self._summed():
             batch_sum = per_frame[name].to(device=acc_device, dtype=torch.float64).sum(dim=0)
@@ -371,11 +462,19 @@ class MetricAccumulator:
         self._count += b
 
     def _summed(self) -> list[str]:
-        """The metrics kept as running sums (RMSE is derived from the MSE sums)."""
-        names = [m for m in self.metrics if m != "rmse"]
-        if "rmse" in self.metrics and "mse" not in names:
-            names.append("mse")
+        """The metrics kept as running sums (a derived metric, RMSE, keeps its source's)."""
+        names = [m for m in self.metrics if METRICS[m].source is None]
+        for m in self.metrics:
+            source = METRICS[m].source
+            if source is not None and source not in names:
+                names.append(source)
         return names
+
+    def lpips_model(self, device: torch.device) -> _Lpips:
+        """The LPIPS network, built on first use (it needs an optional package and downloaded weights)."""
+        if self._lpips is None:
+            self._lpips = _Lpips(device)
+        return self._lpips
 
     def compute(self) -> dict[str, Any]:
         """Overall values ``{metric: float}`` plus ``"per_horizon": {metric: [float] * T}``."""
@@ -385,10 +484,11 @@ class MetricAccumulator:
         result: dict[str, Any] = {}
         per_horizon: dict[str, list[float]] = {}
         for name in self.metrics:
-            if name == "rmse":  # the root of the MSE (overall: of the mean MSE), as OpenSTL
-                mse = (self._sums["mse"] / self._count).cpu()
-                per_horizon[name] = [math.sqrt(float(v)) for v in mse]
-                result[name] = math.sqrt(float(mse.mean()))
+            metric = METRICS[name]
+            if metric.source is not None:  # RMSE: the root of the MSE (overall: of the mean MSE), as OpenSTL
+                values = (self._sums[metric.source] / self._count).cpu()
+                per_horizon[name] = [metric.transform(float(v)) for v in values]
+                result[name] = metric.transform(float(values.mean()))
                 continue
             values = (self._sums[name] / self._count).cpu()
             per_horizon[name] = [float(v) for v in values]
@@ -400,7 +500,7 @@ class MetricAccumulator:
 def evaluate(
     pred: Any,
     true: Any,
-    metrics: str | Sequence[str] = DEFAULT_METRICS,
+    metrics: str | Sequence[str] | None = None,
     data_range: float = SSIM_DATA_RANGE_OPENSTL,
     per_horizon: bool = False,
     device: torch.device | str | None = None,
