@@ -26,7 +26,7 @@ from stcsnn.data.registry import (
 )
 
 # The dataset modules register their specs when imported; this order is the order of `stcsnn data list`.
-from stcsnn.data import moving, taxibj, kth, arrays  # noqa: F401  isort: skip
+from stcsnn.data import moving, recall, taxibj, kth, arrays  # noqa: F401  isort: skip
 from stcsnn.data.splits import (
     build_split,
     build_splits,
