@@ -280,3 +280,59 @@ def plot_gradients(traces: list[GradientTrace] | Groups, hist_rows: list[dict], 
     fig.tight_layout()
     save_figure(fig, path)
     return path
+
+
+# ----------------------------------------------------------------------------------------- per-lag sensitivity
+# How far back does a prediction depend on its input? For an autoregressive rollout (after the inputs the model
+# reads its own predictions), the input-output Jacobian d x_hat[s] / d x[t] of output s (the prediction of frame
+# s + 1) with respect to input frame t, at lag k = s + 1 - t, summarised by its Frobenius norm (mean over the
+# batch of each sample's norm squared, then the root). A model that keeps information longer has a slower decay
+# of this norm with k. ``lag_profile`` averages over the (t, s) pairs of each lag and also divides by the lag-1
+# value, so that models with different output scales are comparable by the shape of their decay.
+
+
+def lag_jacobian(model: nn.Module, inputs: Tensor, n_future: int, probes: int | None = None,
+                 seed: int = 0) -> list[dict]:
+    """Rows ``{input_t, output_s, lag, jac_norm}`` for every input frame t and output s >= t of a rollout of
+    ``inputs`` (B, T_in, C, H, W) and ``n_future`` predicted frames.
+
+    ``probes=None``: exact, one backward pass per output element (C*H*W per output frame: small frames only).
+    ``probes=R``: Hutchinson's estimate ``||J||_F^2 = E ||J^T v||^2`` over R standard normal probes v per
+    output frame (seeded), for real frame sizes."""
+    model.eval()
+    t_in = inputs.shape[1]
+    x = inputs.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        outputs = model.rollout(x, t_in, n_future).frames
+        b, steps = outputs.shape[:2]
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        rows = []
+        for s in range(steps):
+            y = outputs[:, s].reshape(b, -1)
+            if probes is None:
+                directions = [torch.zeros_like(y).index_fill_(1, torch.tensor([j], device=y.device), 1.0)
+                              for j in range(y.shape[1])]
+            else:
+                directions = [torch.randn(y.shape, generator=gen, dtype=y.dtype).to(y.device)
+                              for _ in range(probes)]
+            squares = torch.zeros(t_in, dtype=torch.float64, device=x.device)
+            for v in directions:
+                (g,) = torch.autograd.grad(y, x, grad_outputs=v, retain_graph=True, allow_unused=True)
+                if g is not None:
+                    squares += g.double().square().sum(dim=(0, 2, 3, 4))
+            squares = squares / (b * (1 if probes is None else probes))
+            for t in range(min(s + 1, t_in)):
+                rows.append({"input_t": t, "output_s": s, "lag": s + 1 - t, "jac_norm": squares[t].sqrt().item()})
+    model.train()
+    return rows
+
+
+def lag_profile(rows: list[dict]) -> list[dict]:
+    """Per lag k: the mean Jacobian norm over its (t, s) pairs, and that divided by the lag-1 mean."""
+    by_lag: dict[int, list[float]] = {}
+    for r in rows:
+        by_lag.setdefault(r["lag"], []).append(r["jac_norm"])
+    means = {k: sum(v) / len(v) for k, v in sorted(by_lag.items())}
+    first = means.get(1, float("nan"))
+    return [{"lag": k, "pairs": len(by_lag[k]), "jac_norm": m,
+             "relative": m / first if first and first == first else float("nan")} for k, m in means.items()]
