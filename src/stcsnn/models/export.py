@@ -206,9 +206,11 @@ def _report_for(checkpoint: Path) -> tuple[dict | None, str]:
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         return None, f"not evaluated (report.json beside the checkpoint cannot be read: {str(exc)[:80]})"
     if report.get(SHA_KEY) != file_sha256(checkpoint):
-        about = Path(str(report.get("checkpoint", "") or "?")).name
-        return None, (f"not evaluated (report.json beside the checkpoint is about {about}, not this "
-                      f"{checkpoint.name}: it records another sha256, or none)")
+        about = Path(str(report.get("checkpoint", ""))).name
+        if about and about != checkpoint.name:
+            return None, f"not evaluated (report.json beside the checkpoint is about {about}, not {checkpoint.name})"
+        return None, ("not evaluated (report.json beside the checkpoint is not about this checkpoint: it records "
+                      "another sha256, or none)")
     return report, ""
 
 

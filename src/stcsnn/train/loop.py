@@ -457,7 +457,9 @@ class Trainer:
             name = "best.pt"
         results, samples = evaluate_model(self.model, self.splits["test"], cfg, self.rt.device, cfg.max_test_batches,
                                     keep=cfg.num_visualize)
-        meta = {"split": "test", "checkpoint": str(self.out / name), runs.SHA_KEY: runs.file_sha256(self.out / name),
+        used = self.out / name
+        sha = runs.file_sha256(used) if used.is_file() else None
+        meta = {"split": "test", "checkpoint": str(used), runs.SHA_KEY: sha,
                 "dataset": cfg.dataset, "neuron": cfg.neuron,
                 "num_samples": results["num_samples"], "split_samples": len(self.splits["test"]),
                 "input_frames": cfg.input_frames, "output_frames": cfg.output_frames}
