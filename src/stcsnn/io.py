@@ -32,7 +32,7 @@ except ImportError:  # Windows has no flock: run folders are not locked there (t
     fcntl = None  # folder at once go undetected); Linux, the target, and macOS have it.
 
 LOCK_NAME = ".stcsnn.lock"
-NOFOLLOW = getattr(os, "ONOFOLLOW", 0)  # every platform stcsnn locks on (Linux, macOS) has it
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # every platform stcsnn locks on (Linux, macOS) has it
 # the temporary files of _atomic_write: tempfile.mkstemp(prefix=".NAME.", suffix=".tmp") adds 8 of these characters
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 

@@ -126,6 +126,10 @@ def resume_path(out: Path, cfg: Config, resume: str | None) -> Path | None:
     """The checkpoint a run into ``out`` continues (None: a new run), after checking that ``out`` is this run's
     to write; :class:`TrainingError` (nothing changed) when it is not."""
     last = out / "last.pt"
+    links = [p.name for p in _entries(out) if p.is_symlink()]
+    if links:  # a run never writes through, nor over, a link: it may name any file of the user's
+        raise TrainingError(f"{out} holds symbolic links ({_listed(links)}) where a run keeps its own files; "
+                            "remove them or choose another --out (nothing was changed)")
     found = run_files(out)
     listed = _listed(found)
     unsaved = bool(found) and set(found) <= UNSAVED_RUN and "config.yaml" in found
@@ -137,7 +141,7 @@ def resume_path(out: Path, cfg: Config, resume: str | None) -> Path | None:
             what = "last.pt" if "best.pt" in found else "checkpoint"
             raise TrainingError(f"{out} already holds config.yaml but no {what} (a run stopped before its first "
                                 "save?); restart that run with --resume auto, or choose another --out")
-        others = sorted(set(found) | set(foreign_files(out)))
+        others = [p.name for p in _entries(out)]  # a new run takes only a new or empty folder
         if others:
             raise TrainingError(f"{out} already holds {_listed(others)} (not a run this command wrote); choose "
                                 "another --out (nothing was changed)")
