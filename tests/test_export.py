@@ -3,6 +3,7 @@ repositories without pickle, the streaming step (model.step) and hubconf.py."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import pickle
@@ -244,7 +245,9 @@ def test_model_card_holds_budget_metrics_command_and_loading(tmp_path):
     run.mkdir()
     ckpt = write_checkpoint(run / "best.pt", epoch=3, batch=0, step=120, best_val_mse=12.5)
     report = {"split": "test", "checkpoint": str(run / "best.pt"), "dataset": "embedded", "num_samples": 8,
-              "metrics": {"mse": 229.5816, "mae": 604.6352, "ssim": 0.1584, "psnr": 12.896}}
+              "metrics": {"mse": 229.5816, "mae": 604.6352, "ssim": 0.1584, "psnr": 12.896},
+              # the card takes a report's numbers only when it records this checkpoint's sha256
+              "checkpoint_sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()}
     (run / "report.json").write_text(json.dumps(report))
     assert main(["export", str(ckpt), "--out", str(tmp_path / "x")]) == 0
     card = (tmp_path / "x" / "README.md").read_text()

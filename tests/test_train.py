@@ -305,7 +305,7 @@ def test_resume_from_a_checkpoint_path_in_process(tmp_path, stop_step, where):
     def stop_after(self, name="last.pt"):
         orig_save(self, name)
         if self.step == stop_step:
-            self.stop_requested = True
+            self.requests.stop = True
 
     mp = pytest.MonkeyPatch()
     mp.setattr(Trainer, "save", stop_after)

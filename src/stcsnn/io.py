@@ -15,6 +15,7 @@ import errno
 import io
 import os
 import re
+import stat
 import sys
 import tempfile
 from collections.abc import Callable
@@ -31,6 +32,7 @@ except ImportError:  # Windows has no flock: run folders are not locked there (t
     fcntl = None  # folder at once go undetected); Linux, the target, and macOS have it.
 
 LOCK_NAME = ".stcsnn.lock"
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # every platform stcsnn locks on (Linux, macOS) has it
 # the temporary files of _atomic_write: tempfile.mkstemp(prefix=".NAME.", suffix=".tmp") adds 8 of these characters
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
@@ -51,12 +53,18 @@ class _RecordingFile:
     def __init__(self, f: BinaryIO) -> None:
         self._f = f
         self.error: OSError | None = None
+        # anything else raised inside write(): a signal handler's exception (a second Ctrl-C, SIGTERM), which
+        # torch.save would otherwise turn into the same bare RuntimeError as a full disk
+        self.interrupt: BaseException | None = None
 
     def write(self, data: bytes) -> int:
         try:
             return self._f.write(data)
         except OSError as exc:
             self.error = exc
+            raise
+        except BaseException as exc:
+            self.interrupt = exc
             raise
 
     def flush(self) -> None:
@@ -93,8 +101,17 @@ def _fsync_dir(folder: Path) -> None:
         pass
 
 
+def refuse_symlink(path: Path) -> None:
+    """A symbolic link where stcsnn is about to write a file of its own is refused: replacing it would hide the
+    user's link, and following it would write into whatever file it names."""
+    if path.is_symlink():
+        raise WriteError(f"cannot write {path}: it is a symbolic link (to {os.readlink(path)!r}), not a file "
+                         "stcsnn wrote; remove it or choose another folder (nothing was changed)")
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], Any]) -> None:
     path = Path(path)
+    refuse_symlink(path)
     existed = path.exists()
     tmp = None
     recorder = None
@@ -115,6 +132,8 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], Any]) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+        if recorder is not None and recorder.interrupt is not None and exc is not recorder.interrupt:
+            raise recorder.interrupt from None  # the interrupt, not torch's RuntimeError about it
         cause = _write_failure(exc, recorder.error if recorder else None, path.parent)
         if cause is None:
             raise
@@ -216,16 +235,22 @@ class RunLock:
     def __exit__(self, *exc_info: object) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            with contextlib.suppress(OSError):  # removed while still held: see the inode check in _acquire
-                os.unlink(self.path)
+            _unlink_if_same(self.path, fd)
             os.close(fd)
         _remove_empty_dirs(self._created)
 
     def _acquire(self) -> int:
         while True:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                # ONOFOLLOW: a symbolic link named .stcsnn.lock is refused, never followed (we truncate the file)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
             except OSError as exc:
+                if exc.errno == errno.ELOOP or self.path.is_symlink():
+                    raise CheckpointError(f"{self.path} is a symbolic link, not the lock file stcsnn makes; remove "
+                                          "it or choose another folder (nothing was changed)") from None
+                if not stat.S_ISREG(_lstat_mode(self.path)):
+                    raise CheckpointError(f"{self.path} is not a file (a folder?); remove it or choose another "
+                                          "folder (nothing was changed)") from None
                 raise CheckpointError(f"cannot write to {str(self.folder)!r}: {exc.strerror or exc}") from None
             if fcntl is None:
                 break
@@ -245,7 +270,7 @@ class RunLock:
             # the previous holder may have removed the file between our open and flock: we must hold the one
             # that is there now, else two commands could each hold a lock on a different file
             try:
-                here, there = os.fstat(fd), os.stat(self.path)
+                here, there = os.fstat(fd), os.lstat(self.path)
                 if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
                     break
             except FileNotFoundError:
@@ -255,12 +280,27 @@ class RunLock:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n{self.command}\n".encode())
         except OSError as exc:  # a full disk: the run could not write its first file either; say so now
+            _unlink_if_same(self.path, fd)
             os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
             raise WriteError(f"cannot write {self.path}: {exc.strerror or exc}; nothing was written",
                              exc.errno) from None
         return fd
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return stat.S_IFREG
+
+
+def _unlink_if_same(path: Path, fd: int) -> None:
+    """Remove ``path`` only while it is still the file ``fd`` holds open: never another process's lock file, nor
+    anything put in its place meanwhile."""
+    with contextlib.suppress(OSError):
+        here, there = os.fstat(fd), os.lstat(path)
+        if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
+            os.unlink(path)
 
 
 def _lock_holder(fd: int) -> tuple[int | None, str]:

@@ -60,6 +60,7 @@ def _import_official(args: argparse.Namespace) -> int:
     from stcsnn.io import RunLock, atomic_torch_save
     from stcsnn.models.loading import model_checkpoint
     from stcsnn.models.official import import_official, reference_config
+    from stcsnn.runs import check_import_target
 
     # frame shape filled from the dataset spec: the model needs it and the checkpoint records it
     cfg = resolve_config_shape(load_config(args.config, parse_overrides(args.set)))
@@ -70,10 +71,9 @@ def _import_official(args: argparse.Namespace) -> int:
         raise CheckpointError(f"--out {str(out)!r} is a folder; expected the checkpoint file to write, e.g. "
                               f"{str(out / 'best.pt')!r}")
     # the folder is locked while we write into it (a train running there is refused, and refuses us)
+    check_import_target(out, args.force)  # before the lock, which would create the folder
     with RunLock(out.parent, "stcsnn import-official"):
-        if out.exists() and not args.force:
-            raise CheckpointError(f"--out {str(out)!r} already exists; expected a new path (or --force to replace "
-                                  "it; nothing was changed)")
+        check_import_target(out, args.force)  # again, now that the folder is ours
         ref_cfg = reference_config(cfg)
         model, info = import_official(src, cfg)
         for key, value in info["behaviours"].items():

@@ -189,7 +189,10 @@ def check_onnx(model: nn.Module, data: bytes, frame_shape: Sequence[int], steps:
 
 # ---------------------------------------------------------------------------------------------- model card
 def _report_for(checkpoint: Path) -> tuple[dict | None, str]:
-    """The test report of ``checkpoint`` (``report.json`` beside it, when it is about this checkpoint)."""
+    """The test report of ``checkpoint``: ``report.json`` beside it, only when it records this checkpoint's
+    sha256 (a report of another checkpoint, or one that records none, never gives the card its numbers)."""
+    from stcsnn.runs import SHA_KEY, file_sha256
+
     path = checkpoint.parent / "report.json"
     if not path.is_file():
         return None, "not evaluated (no report.json beside the checkpoint; `stcsnn eval --checkpoint CKPT` makes one)"
@@ -202,9 +205,12 @@ def _report_for(checkpoint: Path) -> tuple[dict | None, str]:
             raise ValueError("no metrics")
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         return None, f"not evaluated (report.json beside the checkpoint cannot be read: {str(exc)[:80]})"
-    about = Path(str(report.get("checkpoint", ""))).name
-    if about and about != checkpoint.name:
-        return None, f"not evaluated (report.json beside the checkpoint is about {about}, not {checkpoint.name})"
+    if report.get(SHA_KEY) != file_sha256(checkpoint):
+        about = Path(str(report.get("checkpoint", ""))).name
+        if about and about != checkpoint.name:
+            return None, f"not evaluated (report.json beside the checkpoint is about {about}, not {checkpoint.name})"
+        return None, ("not evaluated (report.json beside the checkpoint is not about this checkpoint: it records "
+                      "another sha256, or none)")
     return report, ""
 
 
@@ -343,11 +349,11 @@ def model_card(cfg, model: nn.Module, ckpt: dict[str, Any], checkpoint: Path, co
 
 # ---------------------------------------------------------------------------------------------- export
 def _foreign_files(out: Path) -> list[str]:
-    """The files in ``out`` beside the lock and the leftovers of an interrupted export (staged or temporary)."""
-    from stcsnn.io import _TEMPORARY, LOCK_NAME
+    """The files in ``out`` beside the lock and the leftovers of an interrupted export (staged or temporary); a
+    training run's folder is refused (:func:`stcsnn.runs.export_folder_files`)."""
+    from stcsnn.runs import export_folder_files
 
-    return sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME and not _TEMPORARY.fullmatch(p.name)
-                  and not p.name.endswith(".staged"))
+    return export_folder_files(out)
 
 
 def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force: bool = False,

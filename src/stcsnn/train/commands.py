@@ -99,7 +99,8 @@ def _train(args: argparse.Namespace) -> int:
     # train() locks the folder (creating it only then), checks that it is this run's, and cleans up on failure
     choice = getattr(args, "thread_choice", None)
     tune = choice is not None and choice.reason.startswith("auto")  # an explicit count is the user's to keep
-    return train(cfg, out, args.resume, progress=not args.quiet, tune_threads=tune, thread_choice=choice)
+    return train(cfg, out, args.resume, progress=not args.quiet, tune_threads=tune, thread_choice=choice,
+                 given=set(overrides))
 
 
 
@@ -108,7 +109,9 @@ def _eval(args: argparse.Namespace) -> int:
     from stcsnn.errors import CheckpointError, ConfigError
     from stcsnn.io import RunLock, check_writable
     from stcsnn.models.loading import load_model
+    from stcsnn.runs import SHA_KEY, eval_folder, file_sha256
     from stcsnn.train.evaluate import evaluate_model, write_report
+    from stcsnn.train.signals import Terminated, sigterm_held, sigterm_raises
 
     overrides = parse_overrides(args.set)
     try:
@@ -119,17 +122,29 @@ def _eval(args: argparse.Namespace) -> int:
     cfg = checkpoint_config(saved, overrides)
     device = pick_device(args.device or (cfg.device if "device" in overrides else "auto"))
     model = model.to(device)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent
     stem = "report" if args.split == "test" else f"report_{args.split}"
-    check_writable(out / f"{stem}.json")
-    # the report goes into a folder a running `stcsnn train` may own: one line naming it, before the work
-    with RunLock(out, "stcsnn eval"):
-        dataset = _eval_split(cfg, model, saved, args.split)
-        results, samples = evaluate_model(model, dataset, cfg, device, cfg.max_test_batches, keep=cfg.num_visualize)
-        meta = {"split": args.split, "checkpoint": str(args.checkpoint), "dataset": cfg.dataset,
-                "neuron": cfg.neuron, "num_samples": results["num_samples"], "split_samples": len(dataset),
-                "input_frames": cfg.input_frames, "output_frames": cfg.output_frames}
-        paths = write_report(out, results, meta, samples, stem=stem)
+    names = [f"{stem}.json", f"{stem}.md", "predictions.png" if stem == "report" else f"{stem}_predictions.png"]
+    ckpt = Path(args.checkpoint)
+    sha = file_sha256(ckpt) if ckpt.is_file() else None  # what the report is about (export matches by it)
+    out = eval_folder(args.checkpoint, args.out, names, sha)
+    check_writable(out / names[0])
+    paths: list[Path] = []
+    try:
+        # SIGTERM ends the evaluation as an exception: the lock (and a folder it made) go with it
+        with sigterm_raises(), RunLock(out, "stcsnn eval"):
+            out = eval_folder(args.checkpoint, args.out, names, sha)  # again, now that the folder is ours
+            dataset = _eval_split(cfg, model, saved, args.split)
+            results, samples = evaluate_model(model, dataset, cfg, device, cfg.max_test_batches,
+                                              keep=cfg.num_visualize)
+            meta = {"split": args.split, "checkpoint": str(args.checkpoint), SHA_KEY: sha, "dataset": cfg.dataset,
+                    "neuron": cfg.neuron, "num_samples": results["num_samples"], "split_samples": len(dataset),
+                    "input_frames": cfg.input_frames, "output_frames": cfg.output_frames}
+            with sigterm_held():  # the report's files are written together, or not at all
+                paths = write_report(out, results, meta, samples, stem=stem)
+    except Terminated:
+        done = "after writing " + ", ".join(str(p) for p in paths) if paths else "before writing any report"
+        print(f"SIGTERM: evaluation stopped {done}", file=sys.stderr)
+        return 143
     n = results["num_samples"]
     label = args.split if n == len(dataset) else f"{args.split} ({n} of {len(dataset)} sequences)"
     print(f"{label}: MSE {results['mse']:.4f}  MAE {results['mae']:.4f}  SSIM {results['ssim']:.4f}  "

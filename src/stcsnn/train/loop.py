@@ -11,10 +11,9 @@ optimizer step, :mod:`stcsnn.train.progress`), ``last.pt`` (everything needed to
 and at the end ``report.json``, ``report.md`` and ``predictions.png`` for the test split.
 
 A run folder belongs to one run. :func:`train` holds its :class:`~stcsnn.io.RunLock` for the whole run (rank 0
-only under DDP), so a second command into the same folder is refused while the first runs. A new run refuses a
-folder holding any run file (``RUN_FILES``); ``resume="auto"`` continues the folder's own ``last.pt``;
-``resume=PATH`` continues PATH, into a folder that is empty or new or the folder PATH lies in (any other folder
-holding run files holds a *different* run, and is refused). Nothing is written before these checks pass.
+only under DDP), so a second command into the same folder is refused while the first runs. What a run may find in
+its folder, what it resumes and what a failed run removes again are the rules of :mod:`stcsnn.runs`; nothing is
+written before its checks pass.
 Signals (Ctrl-C, SIGTERM, ``save_on_signal``): :mod:`stcsnn.train.signals`.
 
 One step of :meth:`Trainer._train_epochs`: the objective (:class:`~stcsnn.train.objective.RolloutLoss`) under the
@@ -30,6 +29,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Collection
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -38,13 +38,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from stcsnn.config import Config, dump_config, load_config, make_config, short
+from stcsnn import runs
+from stcsnn.config import Config, dump_config
 from stcsnn.data import build_splits, resolve_frame_shape
 from stcsnn.device import autocast, grad_scaler
 from stcsnn.errors import ConfigError, StcsnnError
-from stcsnn.io import RunLock, atomic_torch_save, atomic_write_text, remove_stale_temporaries
+from stcsnn.io import RunLock, WriteError, atomic_torch_save, atomic_write_text, remove_stale_temporaries
 from stcsnn.models import build_model
 from stcsnn.models.loading import FORMAT, VERSION, read_checkpoint
+from stcsnn.runs import RESUMABLE_CHANGES, RUN_FILES, TrainingError, run_files  # re-exported
 from stcsnn.threads import ThreadChoice, ThreadTuner, usable_cpus
 from stcsnn.train.evaluate import evaluate_model, write_report
 from stcsnn.train.objective import RolloutLoss
@@ -57,30 +59,7 @@ __all__ = ["RESUMABLE_CHANGES", "RUN_FILES", "RolloutLoss", "Runtime", "Trainer"
            "run_files", "save_signal", "setup_runtime", "train"]
 
 
-class TrainingError(StcsnnError):
-    """The run cannot go on (non-finite loss, mismatched resume)."""
-
-
-# Keys that may differ between a run and its resumption (they do not change the trajectory).
-RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "log_every", "val_every", "save_every_steps",
-                     "max_test_batches", "num_visualize", "compile", "save_on_signal", "tensorboard"}
-
-# The files that make a folder a run (or an import-official checkpoint): a new run never writes into a folder
-# holding any of them.
-RUN_FILES = ("*.pt", "report*.json", "report*.md", "metrics.csv", "steps.csv", "config.yaml")
-# What a run that died before its first checkpoint leaves: `--resume auto` starts that run again.
-_UNSAVED_RUN = {"config.yaml", "steps.csv"}
-# The files a new run that never saved removes again when it fails.
-_DISCARDABLE = {"config.yaml", "metrics.csv", "steps.csv"}
 METRICS = ("mse", "mae", "ssim", "psnr")
-
-
-def run_files(folder: str | os.PathLike) -> list[str]:
-    """The names of the run files (``RUN_FILES``) in ``folder``, sorted; [] for a missing folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted({p.name for pattern in RUN_FILES for p in folder.glob(pattern) if p.is_file()})
 
 
 def batches_per_epoch(n: int, batch: int, limit: int | None) -> int:
@@ -100,10 +79,6 @@ def _fresh_partial() -> dict[str, Any]:
     return {"loss_sum": 0.0, "seen": 0, "rate_sum": None, "eta": float("nan")}
 
 
-def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
-    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
-
-
 class Trainer:
     """One run: ``Trainer(cfg, out_dir, resume).fit()`` (use :func:`train`, which also locks the folder).
 
@@ -111,7 +86,8 @@ class Trainer:
     DDP). ``thread_choice``: printed once when training starts (rank 0, with progress on)."""
 
     def __init__(self, cfg: Config, out_dir: str | os.PathLike, resume: str | None = None, progress: bool = True,
-                 tune_threads: bool = False, thread_choice: ThreadChoice | None = None) -> None:
+                 tune_threads: bool = False, thread_choice: ThreadChoice | None = None,
+                 given: Collection[str] | None = None) -> None:
         self.out = Path(out_dir)
         self.progress_enabled = progress
         self.thread_choice = thread_choice
@@ -119,7 +95,7 @@ class Trainer:
         self.resumed_from: Path | None = None
         ckpt = self._resume_checkpoint(cfg, resume)
         if ckpt is not None:
-            cfg = self._resumed_config(cfg, ckpt)
+            cfg = runs.resumed_config(self.out, cfg, ckpt["config"], given)
         self.save_signal = save_signal(cfg)
         if cfg.tensorboard:
             summary_writer_class()  # a missing extra is one error line before any work
@@ -163,23 +139,10 @@ class Trainer:
         self.autocast = autocast(self.rt.device, cfg.amp)
         self.scaler = grad_scaler(self.rt.device, cfg.amp)
 
-    # the signal requests, under the names the loop and its tests have always used
-    @property
-    def stop_requested(self) -> bool:
-        return self.requests.stop
-
-    @stop_requested.setter
-    def stop_requested(self, value: bool) -> None:
-        self.requests.stop = value
-
-    @property
-    def stop_code(self) -> int:
-        return self.requests.code
-
     # ------------------------------------------------------------------ checkpoints
     def _resume_checkpoint(self, cfg: Config, resume: str | None) -> dict | None:
         """The checkpoint to continue (None: a new run), after checking that the folder is this run's to write."""
-        path = self._resume_path(cfg, resume)
+        path = runs.resume_path(self.out, cfg, resume)
         if path is None:
             return None
         ckpt = read_checkpoint(path)
@@ -190,57 +153,6 @@ class Trainer:
                                 "it can be evaluated or used to predict, not resumed")
         self.resumed_from = path
         return ckpt
-
-    def _resume_path(self, cfg: Config, resume: str | None) -> Path | None:
-        last = self.out / "last.pt"
-        found = run_files(self.out)
-        listed = ", ".join(found[:6]) + (", ..." if len(found) > 6 else "")
-        unsaved = bool(found) and set(found) <= _UNSAVED_RUN and "config.yaml" in found
-        if resume is None:
-            if last.exists():
-                raise TrainingError(f"{self.out} already holds a run (last.pt); resume it with --resume auto "
-                                    "or choose another --out")
-            if unsaved:
-                raise TrainingError(f"{self.out} already holds config.yaml but no checkpoint (a run stopped before "
-                                    "its first save?); restart that run with --resume auto, or choose another "
-                                    "--out")
-            if found:
-                raise TrainingError(f"{self.out} already holds {listed} (not a run this command wrote); choose "
-                                    "another --out (nothing was changed)")
-            return None
-        if resume == "auto":
-            if last.exists():
-                return last
-            if not found or (unsaved and self._same_run(cfg)):
-                return None  # a new run, or the same run stopped before its first checkpoint: start it again
-            raise TrainingError(f"{self.out} holds {listed} but no last.pt: there is no run of this config to "
-                                "resume there; choose another --out (nothing was changed)")
-        path = Path(resume)
-        if found and not _inside(path, self.out):
-            raise TrainingError(f"{self.out} holds another run ({listed}); continuing {path} there would "
-                                f"overwrite it: choose a new --out, or --resume auto to continue {self.out}'s "
-                                "own run (nothing was changed)")
-        return path
-
-    def _resumed_config(self, cfg: Config, ckpt: dict[str, Any]) -> Config:
-        """The checkpoint's config with the changes a resume may make (``RESUMABLE_CHANGES``); others refused."""
-        saved, now = make_config(ckpt["config"]).to_dict(), cfg.to_dict()
-        changed = {k for k, v in now.items() if k != "frame_shape" and saved[k] != v}
-        if changed - RESUMABLE_CHANGES:
-            key = sorted(changed - RESUMABLE_CHANGES)[0]
-            raise TrainingError(f"cannot resume {self.out}: its run has {key}={short(saved[key])}, the config now "
-                                f"says {short(now[key])} (use another --out)")
-        return make_config({**saved, **{k: now[k] for k in changed}})
-
-    def _same_run(self, cfg: Config) -> bool:
-        """Whether the folder's config.yaml describes the run ``cfg`` describes (the keys a resume may change
-        aside)."""
-        try:
-            saved = load_config(self.out / "config.yaml").to_dict()
-        except StcsnnError:
-            return False
-        now = cfg.to_dict()
-        return all(saved.get(k) == v for k, v in now.items() if k not in RESUMABLE_CHANGES and k != "frame_shape")
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -292,23 +204,6 @@ class Trainer:
         writer.writerows(self.history)
         atomic_write_text(self.out / "metrics.csv", buf.getvalue())
         self.written.add("metrics.csv")
-
-    def discard_unsaved(self) -> list[str]:
-        """After a failure: if the folder holds no checkpoint, remove the config.yaml / metrics.csv / steps.csv
-        (and TensorBoard events) this trainer wrote, so that a run that never saved leaves no half run behind
-        (nor blocks the next start)."""
-        if any(self.out.glob("*.pt")):
-            return []
-        removed = []
-        for name in sorted(self.written & _DISCARDABLE):
-            try:
-                (self.out / name).unlink()
-                removed.append(name)
-            except OSError:
-                pass
-        if self.board is not None:
-            self.board.discard()
-        return removed
 
     def _last_checkpoint_note(self) -> str:
         """What is true of last.pt right now, for a message about a run that stopped without saving."""
@@ -378,7 +273,7 @@ class Trainer:
             if rt.main:
                 print(f"saved {self.out / 'last.pt'} at {self._position()}; "
                       f"resume with: stcsnn train --out {self.out} --resume auto", file=sys.stderr)
-            return self.stop_code
+            return self.requests.code
         if rt.main:
             self.test_report()
         if rt.distributed:
@@ -479,7 +374,7 @@ class Trainer:
             self.save()
         if agreed is None:  # read after the step, so a request during it is served now
             saves = self.requests.saves
-            agreed = (self.stop_requested, saves > self.requests.saves_done, saves)
+            agreed = (self.requests.stop, saves > self.requests.saves_done, saves)
         stop_now, save_now, saves = agreed
         if stop_now:
             self.save()
@@ -535,6 +430,7 @@ class Trainer:
         if results["mse"] < self.best_val:
             self.best_val = results["mse"]
             self._checkpoint("best.pt")
+            self.written.add("best.pt")
         return samples
 
     def _epoch_summary(self, row: dict[str, Any]) -> str:
@@ -547,7 +443,7 @@ class Trainer:
         """A stop requested on any rank (one small all-reduce under DDP), so that every rank takes the same
         branch."""
         if not self.rt.distributed:
-            return self.stop_requested
+            return self.requests.stop
         reduced = all_reduce(torch.tensor(self.requests.flags(), device=self.rt.device))
         return self.requests.agree(reduced.tolist())
 
@@ -561,7 +457,10 @@ class Trainer:
             name = "best.pt"
         results, samples = evaluate_model(self.model, self.splits["test"], cfg, self.rt.device, cfg.max_test_batches,
                                     keep=cfg.num_visualize)
-        meta = {"split": "test", "checkpoint": str(self.out / name), "dataset": cfg.dataset, "neuron": cfg.neuron,
+        used = self.out / name
+        sha = runs.file_sha256(used) if used.is_file() else None
+        meta = {"split": "test", "checkpoint": str(used), runs.SHA_KEY: sha,
+                "dataset": cfg.dataset, "neuron": cfg.neuron,
                 "num_samples": results["num_samples"], "split_samples": len(self.splits["test"]),
                 "input_frames": cfg.input_frames, "output_frames": cfg.output_frames}
         paths = write_report(self.out, results, meta, samples)
@@ -572,23 +471,27 @@ class Trainer:
 
 
 def train(cfg: Config, out_dir: str | os.PathLike, resume: str | None = None, progress: bool = True,
-          tune_threads: bool = False, thread_choice: ThreadChoice | None = None) -> int:
+          tune_threads: bool = False, thread_choice: ThreadChoice | None = None,
+          given: Collection[str] | None = None) -> int:
     """Python entry point of ``stcsnn train``. Holds ``out_dir``'s :class:`~stcsnn.io.RunLock` for the whole run
     (rank 0 only under DDP) and, holding it, removes the temporary files an earlier crash left there. Returns an
     exit code: 0 done, 130 stopped by Ctrl-C, 143 by SIGTERM (resumable from last.pt). ``tune_threads`` and
-    ``thread_choice``: see :class:`Trainer`."""
+    ``thread_choice``: see :class:`Trainer`; ``given``: the config keys set explicitly on the command line
+    (:func:`stcsnn.runs.resumed_config`)."""
     out = Path(out_dir)
     main = is_main_process()
+    trainer: Trainer | None = None
     try:
         with sigterm_raises(), (RunLock(out, "stcsnn train") if main else nullcontext()):
-            trainer = Trainer(cfg, out, resume, progress, tune_threads=tune_threads, thread_choice=thread_choice)
+            trainer = Trainer(cfg, out, resume, progress, tune_threads=tune_threads, thread_choice=thread_choice,
+                              given=given)
             if main:
                 remove_stale_temporaries(out)
             try:
                 return trainer.fit()
-            except BaseException:
+            except BaseException as exc:
                 if main:
-                    trainer.discard_unsaved()
+                    _after_failure(trainer, exc)
                 raise
     except Terminated:
         last = out / "last.pt"
@@ -596,3 +499,21 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: str | None = None, pr
                 else "nothing was saved")
         print(f"SIGTERM: stopped outside a training step; {then}", file=sys.stderr)
         return 143
+    except KeyboardInterrupt:
+        if trainer is None or not main:
+            raise
+        # a second Ctrl-C: stopped at once, possibly inside a save (whose temporary file is gone again)
+        print(f"interrupt: stopped at once (second Ctrl-C); {trainer._last_checkpoint_note()}", file=sys.stderr)
+        return 130
+
+
+def _after_failure(trainer: Trainer, exc: BaseException) -> None:
+    """A run that stopped before its first last.pt removes what it wrote (:func:`stcsnn.runs.discard_unsaved`):
+    the folder is again one that a new run or ``--resume auto`` takes. A failed write's message says so."""
+    out = trainer.out
+    removed = runs.discard_unsaved(out, trainer.written)
+    if trainer.board is not None and not (out / "last.pt").exists():
+        trainer.board.discard()
+    if removed and isinstance(exc, WriteError):
+        exc.args = (f"{exc}; the run had written no last.pt, so its {', '.join(removed)} were removed: run the "
+                    "same command again to start it anew",)

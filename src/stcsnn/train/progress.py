@@ -16,6 +16,7 @@ PredRNN, and in metrics.csv's ``eta`` column, kept for compatibility); it is lef
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sys
@@ -26,7 +27,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from stcsnn.errors import ConfigError, StcsnnError
-from stcsnn.io import WriteError, atomic_write_text
+from stcsnn.io import NOFOLLOW, WriteError, atomic_write_text
 
 #: The columns of ``steps.csv`` (``stcsnn plot`` reads them by these names).
 STEP_COLUMNS = ("step", "epoch", "loss", "lr", "p_true", "seconds")
@@ -155,9 +156,14 @@ class StepLog:
                 with open(found, "rb") as f:
                     atomic_write_text(self.path, f.read(offset).decode())
             elif offset < self.path.stat().st_size:
-                os.truncate(self.path, offset)  # one call: the file holds either every row or the kept ones
+                fd = os.open(self.path, os.O_WRONLY | NOFOLLOW)  # a symbolic link is refused, never followed
+                try:
+                    os.ftruncate(fd, offset)  # one call: the file holds either every row or the kept ones
+                finally:
+                    os.close(fd)
         except OSError as exc:
-            raise WriteError(f"cannot continue {self.path}: {exc.strerror or exc}", exc.errno) from None
+            cause = "it is a symbolic link, not a file stcsnn wrote" if exc.errno == errno.ELOOP else exc.strerror
+            raise WriteError(f"cannot continue {self.path}: {cause or exc}", exc.errno) from None
 
     def add(self, step: int, epoch: int, loss: float, lr: float, p_true: float | None, seconds: float) -> None:
         p = "" if p_true is None or not math.isfinite(p_true) else repr(float(p_true))
@@ -170,13 +176,16 @@ class StepLog:
         if not self.pending and not sync:
             return
         try:
-            with open(self.path, "a") as f:
+            # ONOFOLLOW: a symbolic link put in steps.csv's place is refused, never appended to
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o666)
+            with open(fd, "a") as f:
                 f.write("".join(self.pending))
                 f.flush()
                 if sync:
                     os.fsync(f.fileno())
         except OSError as exc:
-            raise WriteError(f"cannot write {self.path}: {exc.strerror or exc}", exc.errno) from None
+            cause = "it is a symbolic link, not a file stcsnn wrote" if exc.errno == errno.ELOOP else exc.strerror
+            raise WriteError(f"cannot write {self.path}: {cause or exc}", exc.errno) from None
         self.pending = []
 
 

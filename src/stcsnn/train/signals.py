@@ -139,3 +139,20 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def sigterm_held() -> Iterator[None]:
+    """SIGTERM waits for the end of the block, then raises :class:`Terminated`: files written together in the
+    block (a report's .json, .md and .png) are all written or none."""
+    if not main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if received:
+        raise Terminated
