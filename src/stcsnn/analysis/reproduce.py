@@ -28,7 +28,6 @@ import os
 import platform
 import signal
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -417,24 +416,40 @@ def _relative_cost(model: str) -> int:
     return 6 if spec.is_ann else 2 if spec.is_stc else 1
 
 
+def _open_log(path: Path) -> Any:
+    """The cell's output log opened for appending, never through a symbolic link: a link there (to a file of
+    the user's, say) is refused, its target untouched."""
+    import errno
+
+    try:  # "ab": O_WRONLY | O_CREAT | O_APPEND
+        return open(path, "ab", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW, 0o644))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StcsnnError(f"{path}: expected the cell's output log (a regular file), found a symbolic link; "
+                              "nothing was written through it: remove the link and run the same command again"
+                              ) from None
+        raise StcsnnError(f"cannot open the cell's output log {path}: {exc.strerror or exc}") from None
+
+
 def _start_cell(i: int, n: int, cell: Cell, root: Path, logs: Path, threads: int, jobs: int, env: dict,
                 log: Callable[[str], None]) -> tuple[Any, tuple]:
     """Start one cell in a fresh interpreter (its own session); returns the process and its record."""
     import subprocess
 
+    from stcsnn.children import python_command
     from stcsnn.io import atomic_write_text
 
     stem = logs / cell.run_dir.relative_to(root).as_posix().replace("/", "_")
     spec, result, out = (stem.with_suffix(x) for x in (".json", ".result.json", ".log"))
+    f = _open_log(out)
     result.unlink(missing_ok=True)
     atomic_write_text(spec, json.dumps({
         "config": cell.cfg.to_dict(), "dataset": cell.dataset, "model": cell.model, "seed": cell.seed,
         "run_dir": str(cell.run_dir), "horizon": cell.horizon, "threads": threads, "jobs": jobs,
         "result": str(result), "parent": os.getpid()}) + "\n")
     log(_start_line(i, n, cell) + f" (output: {out})")
-    f = open(out, "ab")
     code = "import sys; from stcsnn.analysis.reproduce import _cell_main; sys.exit(_cell_main(sys.argv[1]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, str(spec)], stdout=f, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(python_command(code, str(spec)), stdout=f, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     return proc, (i, cell, result, time.time(), f)
 
@@ -471,6 +486,9 @@ def _run_parallel(todo: list[tuple[int, Cell]], n: int, jobs: int, threads: int,
     import stcsnn
 
     logs = root / "logs"
+    if logs.is_symlink():  # the cells' logs go into the grid's own folder, not wherever a link points
+        raise StcsnnError(f"{logs}: expected the grid's folder of cell logs, found a symbolic link; remove it and "
+                          "run the same command again")
     logs.mkdir(parents=True, exist_ok=True)
     # the children import this very stcsnn, installed or not
     source = str(Path(stcsnn.__file__).resolve().parents[1])
@@ -494,7 +512,11 @@ def _run_parallel(todo: list[tuple[int, Cell]], n: int, jobs: int, threads: int,
         while (pending and not stop["rc"] and error is None) or running:
             while pending and len(running) < jobs and not stop["rc"] and error is None:
                 i, cell = pending.pop(0)
-                proc, record = _start_cell(i, n, cell, root, logs, threads, jobs, env, log)
+                try:
+                    proc, record = _start_cell(i, n, cell, root, logs, threads, jobs, env, log)
+                except StcsnnError as exc:  # no new cell starts; the running ones finish, as after a failure
+                    error = str(exc)
+                    break
                 running[proc] = record
             time.sleep(0.2)
             for proc in [p for p in running if p.poll() is not None]:

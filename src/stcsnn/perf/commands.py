@@ -1,5 +1,5 @@
 """The benchmark's command line: ``stcsnn bench``, ``python benchmarks/bench.py`` (the same, standalone), and
-``python -m stcsnn.perf.commands --child TASK SPEC``, the entry point of each measuring subprocess."""
+:func:`child_main`, the entry point of each measuring subprocess (:func:`stcsnn.perf.bench.run_child`)."""
 
 from __future__ import annotations
 
