@@ -39,13 +39,15 @@ import torch
 
 from stcsnn.analysis.common import clean_json, write_csv, write_json
 from stcsnn.analysis.scales import DEFAULT_MODELS, REFERENCES, SCALES
-from stcsnn.config import Config, make_config, read_yaml
+from stcsnn.config import MAX_SEED, Config, make_config, read_yaml
 from stcsnn.device import cpu_model
 from stcsnn.errors import ConfigError, StcsnnError
 
 METRICS = ("mse", "mae", "ssim", "psnr")
 #: Metrics where a lower value is better (the others: higher is better).
 LOWER_IS_BETTER = {"mse", "mae"}
+#: the most seeds a grid takes: each is one training per model, and the seed list is built in memory
+MAX_SEEDS = 1000
 
 
 @dataclass
@@ -136,7 +138,9 @@ def parse_seeds(text: str | int | Sequence[int] | None) -> int | list[int] | Non
             if not part:
                 continue
             lo, sep, hi = part.partition("-")
-            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+            seeds += _seed_range(int(lo), int(hi), text) if sep else [int(lo)]
+    except ConfigError:  # (a ValueError too) a range too long: its own message
+        raise
     except ValueError:
         raise ConfigError(f"--seeds expects a count N (seeds 0..N-1) or a list such as 0,2 or 1-3, got {text!r}"
                           ) from None
@@ -145,14 +149,25 @@ def parse_seeds(text: str | int | Sequence[int] | None) -> int | list[int] | Non
     return seeds
 
 
+def _seed_range(lo: int, hi: int, given: object) -> list[int]:
+    """Seeds ``lo..hi``, refused before the list is built when there are more than :data:`MAX_SEEDS` or the last
+    is above the config's ``MAX_SEED``."""
+    if hi - lo + 1 > MAX_SEEDS or hi > MAX_SEED:
+        raise ConfigError(f"--seeds must give at most {MAX_SEEDS} seeds, each 0..{MAX_SEED}, got {given}")
+    return list(range(lo, hi + 1))
+
+
 def _seed_list(seeds: int | Sequence[int] | None, default: int) -> list[int]:
     if seeds is None:
         seeds = default
     if isinstance(seeds, int):
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-        return list(range(seeds))
+        return _seed_range(0, seeds - 1, seeds)
     out = [int(s) for s in seeds]
+    if len(out) > MAX_SEEDS or max(out, default=0) > MAX_SEED:
+        raise ConfigError(f"--seeds must give at most {MAX_SEEDS} seeds, each 0..{MAX_SEED}, got {len(out)} seeds "
+                          f"up to {max(out)}")
     if any(s < 0 for s in out) or len(set(out)) != len(out):
         raise ConfigError(f"--seeds must list distinct seeds >= 0, got {','.join(map(str, out))}")
     return out
