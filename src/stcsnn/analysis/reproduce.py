@@ -304,7 +304,7 @@ def run_cell(cell: Cell, progress: bool = True, threads: int | None = None, jobs
     cell_energy(cell)
     t2 = time.time()
     path = cell.run_dir / "timing.json"
-    sessions = json.loads(path.read_text()).get("sessions", []) if path.is_file() else []
+    sessions = read_cell_json(path, "the cell's timing record", ("sessions",))["sessions"] if path.is_file() else []
     sessions.append({"train_wall_seconds": t1 - t0, "eval_wall_seconds": t2 - t1, "threads": threads,
                      "jobs": jobs, "loadavg_start": load0, "loadavg_end": _loadavg()})
     write_json(path, clean_json({"sessions": sessions}))
@@ -550,11 +550,53 @@ def _run_parallel(todo: list[tuple[int, Cell]], n: int, jobs: int, threads: int,
 # ---------------------------------------------------------------------------------------------- evaluations
 
 
+#: the keys each JSON file of a cell must hold (dotted: nested), checked when it is read
+REPORT_KEYS = tuple(f"metrics.{m}" for m in METRICS)
+HORIZON_KEYS = ("horizon", "trained_output_frames", "ranges", "per_horizon")  # when "available"
+ENERGY_KEYS = tuple(f"total.{k}" for k in ("params", "macs", "sops", "energy_snn_pj", "energy_ann_pj"))
+#: how to make a cell's file again: the grid re-tests a cell without report.json from its last.pt and
+#: recomputes a missing evaluation
+REDO = "delete it and run the same `stcsnn reproduce` command again"
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def read_cell_json(path: Path, what: str, keys: Sequence[str] = ()) -> dict[str, Any]:
+    """A cell's JSON file (``report.json``, ``horizon<N>.json``, ``energy.json``, ``timing.json``): a JSON object
+    holding ``keys``. Anything else (truncated, garbage, ``[]``, a key missing) is one error line naming the
+    file, what it should hold and how to make it again."""
+    try:
+        data: Any = json.loads(path.read_bytes())
+    except OSError as exc:
+        found = f"a file that cannot be read ({exc.strerror or exc})"
+    except ValueError as exc:  # not JSON, truncated, not UTF-8
+        found = f"no valid JSON ({str(exc).splitlines()[0][:100]})"
+    else:
+        found = _missing_keys(data, keys)
+        if found is None:
+            return data
+    holding = f" holding {', '.join(keys)}" if keys else ""
+    raise StcsnnError(f"{path}: expected {what} (a JSON object{holding}), found {found}; {REDO}")
+
+
+def _missing_keys(data: Any, keys: Sequence[str]) -> str | None:
+    """What is wrong with ``data`` as a JSON object holding the dotted ``keys``; None when nothing."""
+    if not isinstance(data, dict):
+        return "null" if data is None else _JSON_TYPES.get(type(data), type(data).__name__)
+    for key in keys:
+        node: Any = data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return f"no {key}"
+            node = node[part]
+    return None
+
+
 def _checkpoint(cell: Cell) -> Path:
     """The checkpoint the cell's test report evaluated (best.pt, else last.pt), in the cell's folder."""
     report = cell.run_dir / "report.json"
     if report.is_file():
-        name = Path(str(json.loads(report.read_text()).get("checkpoint", "best.pt"))).name
+        name = Path(str(read_cell_json(report, "the cell's test report", REPORT_KEYS).get("checkpoint", "best.pt"))
+                    ).name
         if (cell.run_dir / name).is_file():
             return cell.run_dir / name
     best = cell.run_dir / "best.pt"
@@ -618,7 +660,9 @@ def long_horizon(cell: Cell, device: str | torch.device | None = None) -> dict[s
 
     path = cell.horizon_path
     if path.is_file():
-        return json.loads(path.read_text())
+        what = f"the cell's evaluation to {cell.horizon} frames"
+        cached = read_cell_json(path, what, ("available",))
+        return read_cell_json(path, what, ("available", *HORIZON_KEYS)) if cached["available"] else cached
     ckpt = _checkpoint(cell)
     dev = pick_device(device or cell.cfg.device)
     model, saved = load_model(ckpt, dev)
@@ -655,7 +699,7 @@ def cell_energy(cell: Cell, max_samples: int = 16) -> dict[str, Any]:
 
     cache = cell.run_dir / "energy.json"
     if cache.is_file():
-        return json.loads(cache.read_text())
+        return read_cell_json(cache, "the cell's operation counts", ENERGY_KEYS)
     ckpt = _checkpoint(cell)
     model, cfg = load_model(ckpt, "cpu")
     dataset = build_split(cfg, "test")
@@ -681,7 +725,7 @@ def training_seconds(run_dir: Path) -> float:
 
 def _timing(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "timing.json"
-    sessions = json.loads(path.read_text()).get("sessions", []) if path.is_file() else []
+    sessions = read_cell_json(path, "the cell's timing record", ("sessions",))["sessions"] if path.is_file() else []
     loads = [x for s in sessions for x in (s.get("loadavg_start"), s.get("loadavg_end")) if x is not None]
     return {"cell_wall_seconds": sum(s["train_wall_seconds"] + s["eval_wall_seconds"] for s in sessions)
             if sessions else float("nan"),
@@ -698,7 +742,7 @@ def cell_row(cell: Cell) -> dict[str, Any]:
     times (``per_horizon``, ``long`` and ``timing`` hold the series and details for results.json)."""
     from stcsnn.neurons.registry import get_spec
 
-    report = json.loads((cell.run_dir / "report.json").read_text())
+    report = read_cell_json(cell.run_dir / "report.json", "the cell's test report", REPORT_KEYS)
     energy = cell_energy(cell)
     ann = get_spec(cell.model).is_ann
     rates = [float(r) for r in report.get("firing_rate") or []]
