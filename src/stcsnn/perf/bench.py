@@ -366,10 +366,12 @@ def run_thread_benchmark(configs: list[str], neurons: list[str], busy: int, devi
     """``stcsnn bench --busy K``: the thread table of each neuron at each configuration while ``busy`` load
     processes spin (none for 0); the load is stopped however this returns or raises. ``usable`` (default: the
     CPUs this process may use) bounds the fixed counts measured."""
-    from stcsnn.threads import usable_cpus
+    from stcsnn.threads import affinity_cpus, usable_cpus
 
-    if busy < 0:
-        raise StcsnnError(f"--busy must be a number of load processes >= 0, got {busy}")
+    cpus = len(affinity_cpus())
+    if not 0 <= busy <= cpus:  # more spinning processes than CPUs to pin them to measure nothing more
+        raise StcsnnError(f"--busy must be a number of load processes from 0 to the {cpus} CPU(s) this process may "
+                          f"use, got {busy}")
     dev = pick_device(device)
     if dev.type != "cpu":
         raise StcsnnError(f"--busy measures CPU thread counts: expected --device cpu, got {device} ({dev})")

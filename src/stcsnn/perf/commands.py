@@ -87,9 +87,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
 
 def busy_command(args: argparse.Namespace) -> int:
-    """``--busy K``: the thread table (see :func:`stcsnn.perf.bench.run_thread_benchmark`)."""
-    if args.busy < 0:
-        raise StcsnnError(f"--busy must be a number of load processes >= 0, got {args.busy}")
+    """``--busy K``: the thread table (see :func:`stcsnn.perf.bench.run_thread_benchmark`, which checks K)."""
     device = "cpu" if args.device == "auto" else args.device  # thread counts are a CPU matter
     results = bench.run_thread_benchmark(
         args.config or ["small"], _csv(args.neurons) or ["stc_lif"], args.busy, device, args.repeats, args.warmup,
