@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from stcsnn.analysis.common import clean_json, write_csv, write_json
-from stcsnn.analysis.scales import DEFAULT_MODELS, REFERENCES, SCALES
+from stcsnn.analysis.scales import DEFAULT_MODELS, MAX_SEEDS, REFERENCES, SCALES
 from stcsnn.config import MAX_SEED, Config, make_config, read_yaml
 from stcsnn.device import cpu_model
 from stcsnn.errors import ConfigError, StcsnnError
@@ -46,8 +46,6 @@ from stcsnn.errors import ConfigError, StcsnnError
 METRICS = ("mse", "mae", "ssim", "psnr")
 #: Metrics where a lower value is better (the others: higher is better).
 LOWER_IS_BETTER = {"mse", "mae"}
-#: the most seeds a grid takes: each is one training per model, and the seed list is built in memory
-MAX_SEEDS = 1000
 
 
 @dataclass
