@@ -16,6 +16,7 @@ import importlib.util
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import one_error
 
 import stcsnn
 from stcsnn.analysis.dynamics import gain_rows, object_masks, rate_rows, region_rows, trace_dynamics
@@ -349,3 +350,22 @@ def test_grid_bad_input_one_error_line(tmp_path, capsys, grid):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and text in err[0], err
+
+
+@pytest.mark.parametrize("analysis", ["gradients", "dynamics"])
+def test_grid_corrupt_report_one_error_line(tmp_path, capsys, grid, analysis):
+    """A cell of the grid whose report.json is garbage: one error line naming it and how to redo it; no output
+    folder, the grid's files unchanged."""
+    import shutil
+
+    copy = tmp_path / "micro"
+    shutil.copytree(grid, copy)
+    report = copy / "embedded" / "stc_lif" / "seed0" / "report.json"
+    report.write_bytes(b"{not json")
+    before = {str(p): p.read_bytes() for p in sorted(copy.rglob("*")) if p.is_file()}
+    rc = main(["analyze", analysis, "--grid", str(copy), "--batch-size", "2"])
+    line = one_error(capsys, rc)
+    assert line.startswith(f"error: {report}: expected the cell's test report") and "no valid JSON" in line
+    assert line.endswith("delete it and run the same `stcsnn reproduce` command again")
+    assert {str(p): p.read_bytes() for p in sorted(copy.rglob("*")) if p.is_file()} == before
+    assert not (copy / analysis).exists()

@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import one_error
 
 from stcsnn.cli import build_parser, main
 from stcsnn.errors import StcsnnError
@@ -374,3 +375,21 @@ def test_cpu_model_reads_cpuinfo_and_is_none_without_it(tmp_path):
     info.write_text("processor\t: 0\nmodel name\t:\n")
     assert cpu_model(str(info)) is None
     assert cpu_model(str(tmp_path / "missing")) is None
+
+
+def test_bench_busy_above_the_cpu_count_is_refused_before_any_process_starts(tmp_path, capsys, monkeypatch):
+    """``--busy 100000`` would start 100,000 interpreters: above the CPUs this process may use it is one error line
+    naming that count, and no load process starts."""
+    from stcsnn.threads import affinity_cpus
+
+    started = []
+    monkeypatch.setattr(load.BusyLoad, "start", lambda self: started.append(self.k) or self)
+    cpus = len(affinity_cpus())
+    marker = tmp_path / "bench" / "bench.md"
+    marker.parent.mkdir()
+    marker.write_text("earlier results\n")
+    for k in (cpus + 1, 100000):
+        line = one_error(capsys, main(["bench", "--busy", str(k), "--out", str(marker.parent)]))
+        assert line == (f"error: --busy must be a number of load processes from 0 to the {cpus} CPU(s) this process "
+                        f"may use, got {k}")
+    assert started == [] and marker.read_text() == "earlier results\n"

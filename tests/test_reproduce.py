@@ -8,10 +8,12 @@ import csv
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import one_error
 
 import stcsnn.train.loop as loop
 from stcsnn.analysis.reproduce import (
@@ -25,6 +27,7 @@ from stcsnn.analysis.reproduce import (
 from stcsnn.analysis.scales import DEFAULT_MODELS, SCALES, SMALL_MODELS
 from stcsnn.cli import main
 from stcsnn.data import build_dataset
+from stcsnn.errors import StcsnnError
 from stcsnn.models.loading import load_model
 
 MICRO = {
@@ -284,3 +287,80 @@ def test_bad_input_one_error_line(tmp_path, capsys, argv, text):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and text in err[0] and "Traceback" not in err[0]
     assert not (tmp_path / "tiny").exists()
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    """The bytes of every file under ``folder`` but the grid's lock."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".stcsnn.lock"}
+
+
+@pytest.mark.parametrize("name, content, found", [
+    ("energy.json", b'{"total": {"params": 1', "no valid JSON"),  # truncated
+    ("horizon6.json", b"[]", "found an array"),
+    ("report.json", b"\x00garbage\xff", "no valid JSON"),
+    ("report.json", b'{"metrics": {"mse": 1}}', "found no metrics.mae"),
+    ("timing.json", b'{"sessions": 3', "no valid JSON"),
+])
+def test_corrupt_cell_file_is_one_error_naming_it(tmp_path, resumed, name, content, found):
+    """A finished cell's corrupt result file: one error line naming the file, what it should hold and how to redo
+    it; nothing written. Doing what it says (delete it, run again) makes the file again."""
+    root, overrides, _ = resumed
+    shutil.copytree(root, tmp_path / "micro")
+    bad = tmp_path / "micro" / "embedded" / "lif" / "seed0" / name
+    original = bad.read_bytes()
+    bad.write_bytes(content)
+    before = files(tmp_path / "micro")
+    with pytest.raises(StcsnnError) as info:
+        run_grid(MICRO, models=MODELS, out=tmp_path, overrides=overrides, progress=False, log=lambda s: None)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{bad}: expected ") and found in message
+    assert message.endswith("delete it and run the same `stcsnn reproduce` command again")
+    assert files(tmp_path / "micro") == before
+    if name in ("energy.json", "horizon6.json"):  # the cached evaluations are recomputed, the same as before
+        bad.unlink()
+        assert run_grid(MICRO, models=MODELS, out=tmp_path, overrides=overrides, progress=False,
+                        log=lambda s: None, plots=False) == 0
+        again, then = json.loads(bad.read_text()), json.loads(original)
+        if name == "energy.json":
+            assert again["total"] == then["total"]  # operation counts of the same weights and batch
+        else:
+            assert again["ranges"] == pytest.approx(then["ranges"], rel=1e-5)
+
+
+@pytest.mark.parametrize("seeds", ["99999999999", "0-99999999999", "5,0-999", "4294967296"])
+def test_too_many_seeds_one_error_line(tmp_path, capsys, seeds):
+    """Refused before any list of seeds is built (99999999999 was a MemoryError)."""
+    rc = main(["reproduce", "--scale", "tiny", "--out", str(tmp_path), "--seeds", seeds])
+    line = one_error(capsys, rc)
+    assert "--seeds must give at most 1000 seeds, each 0..4294967295" in line
+    assert seeds in line or "1001 seeds up to 999" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cell_log_symlink_is_refused_and_its_target_untouched(tmp_path, capsys):
+    """``--jobs``: a symbolic link where a cell's output log goes (to a file of the user's) is one error line; the
+    link's target keeps its bytes and no cell starts."""
+    target = tmp_path / "mine.txt"
+    target.write_bytes(b"the user's own notes\n")
+    logs = tmp_path / "out" / "tiny" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "embedded_lif_seed0.log").symlink_to(target)
+    rc = main(["reproduce", "--scale", "tiny", "--models", "lif", "--seeds", "1", "--jobs", "2", "--quiet",
+               "--out", str(tmp_path / "out")])
+    line = one_error(capsys, rc)
+    assert str(logs / "embedded_lif_seed0.log") in line and "symbolic link" in line
+    assert target.read_bytes() == b"the user's own notes\n"
+    assert not (tmp_path / "out" / "tiny" / "embedded").exists()  # no cell started
+
+
+def test_cell_logs_folder_symlink_is_refused(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out" / "tiny").mkdir(parents=True)
+    (tmp_path / "out" / "tiny" / "logs").symlink_to(elsewhere)
+    rc = main(["reproduce", "--scale", "tiny", "--models", "lif", "--seeds", "1", "--jobs", "2", "--quiet",
+               "--out", str(tmp_path / "out")])
+    line = one_error(capsys, rc)
+    assert str(tmp_path / "out" / "tiny" / "logs") in line and "symbolic link" in line
+    assert list(elsewhere.iterdir()) == []

@@ -7,6 +7,7 @@ import shlex
 
 import torch
 
+from stcsnn.analysis.scales import MAX_SEEDS
 from stcsnn.device import pick_device
 from stcsnn.errors import StcsnnError
 
@@ -99,7 +100,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                         "(--jobs 2); paper: configs/")
     p.add_argument("--datasets", help="comma-separated datasets (default: the scale's)")
     p.add_argument("--models", help="comma-separated models (default: the scale's)")
-    p.add_argument("--seeds", help="a count N (seeds 0..N-1) or a list such as 0,2 or 1-2 (default: the scale's)")
+    p.add_argument("--seeds", help="a count N (seeds 0..N-1) or a list such as 0,2 or 1-2 (default: the scale's; "
+                                   f"at most {MAX_SEEDS} seeds)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key of every cell; repeatable")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the scale's)")

@@ -28,7 +28,6 @@ import os
 import platform
 import signal
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,8 +38,8 @@ from typing import Any
 import torch
 
 from stcsnn.analysis.common import clean_json, write_csv, write_json
-from stcsnn.analysis.scales import DEFAULT_MODELS, REFERENCES, SCALES
-from stcsnn.config import Config, make_config, read_yaml
+from stcsnn.analysis.scales import DEFAULT_MODELS, MAX_SEEDS, REFERENCES, SCALES
+from stcsnn.config import MAX_SEED, Config, make_config, read_yaml
 from stcsnn.device import cpu_model
 from stcsnn.errors import ConfigError, StcsnnError
 
@@ -137,7 +136,9 @@ def parse_seeds(text: str | int | Sequence[int] | None) -> int | list[int] | Non
             if not part:
                 continue
             lo, sep, hi = part.partition("-")
-            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+            seeds += _seed_range(int(lo), int(hi), text) if sep else [int(lo)]
+    except ConfigError:  # (a ValueError too) a range too long: its own message
+        raise
     except ValueError:
         raise ConfigError(f"--seeds expects a count N (seeds 0..N-1) or a list such as 0,2 or 1-3, got {text!r}"
                           ) from None
@@ -146,14 +147,25 @@ def parse_seeds(text: str | int | Sequence[int] | None) -> int | list[int] | Non
     return seeds
 
 
+def _seed_range(lo: int, hi: int, given: object) -> list[int]:
+    """Seeds ``lo..hi``, refused before the list is built when there are more than :data:`MAX_SEEDS` or the last
+    is above the config's ``MAX_SEED``."""
+    if hi - lo + 1 > MAX_SEEDS or hi > MAX_SEED:
+        raise ConfigError(f"--seeds must give at most {MAX_SEEDS} seeds, each 0..{MAX_SEED}, got {given}")
+    return list(range(lo, hi + 1))
+
+
 def _seed_list(seeds: int | Sequence[int] | None, default: int) -> list[int]:
     if seeds is None:
         seeds = default
     if isinstance(seeds, int):
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-        return list(range(seeds))
+        return _seed_range(0, seeds - 1, seeds)
     out = [int(s) for s in seeds]
+    if len(out) > MAX_SEEDS or max(out, default=0) > MAX_SEED:
+        raise ConfigError(f"--seeds must give at most {MAX_SEEDS} seeds, each 0..{MAX_SEED}, got {len(out)} seeds "
+                          f"up to {max(out)}")
     if any(s < 0 for s in out) or len(set(out)) != len(out):
         raise ConfigError(f"--seeds must list distinct seeds >= 0, got {','.join(map(str, out))}")
     return out
@@ -290,7 +302,7 @@ def run_cell(cell: Cell, progress: bool = True, threads: int | None = None, jobs
     cell_energy(cell)
     t2 = time.time()
     path = cell.run_dir / "timing.json"
-    sessions = json.loads(path.read_text()).get("sessions", []) if path.is_file() else []
+    sessions = read_cell_json(path, "the cell's timing record", ("sessions",))["sessions"] if path.is_file() else []
     sessions.append({"train_wall_seconds": t1 - t0, "eval_wall_seconds": t2 - t1, "threads": threads,
                      "jobs": jobs, "loadavg_start": load0, "loadavg_end": _loadavg()})
     write_json(path, clean_json({"sessions": sessions}))
@@ -417,24 +429,40 @@ def _relative_cost(model: str) -> int:
     return 6 if spec.is_ann else 2 if spec.is_stc else 1
 
 
+def _open_log(path: Path) -> Any:
+    """The cell's output log opened for appending, never through a symbolic link: a link there (to a file of
+    the user's, say) is refused, its target untouched."""
+    import errno
+
+    try:  # "ab": O_WRONLY | O_CREAT | O_APPEND
+        return open(path, "ab", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW, 0o644))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StcsnnError(f"{path}: expected the cell's output log (a regular file), found a symbolic link; "
+                              "nothing was written through it: remove the link and run the same command again"
+                              ) from None
+        raise StcsnnError(f"cannot open the cell's output log {path}: {exc.strerror or exc}") from None
+
+
 def _start_cell(i: int, n: int, cell: Cell, root: Path, logs: Path, threads: int, jobs: int, env: dict,
                 log: Callable[[str], None]) -> tuple[Any, tuple]:
     """Start one cell in a fresh interpreter (its own session); returns the process and its record."""
     import subprocess
 
+    from stcsnn.children import python_command
     from stcsnn.io import atomic_write_text
 
     stem = logs / cell.run_dir.relative_to(root).as_posix().replace("/", "_")
     spec, result, out = (stem.with_suffix(x) for x in (".json", ".result.json", ".log"))
+    f = _open_log(out)
     result.unlink(missing_ok=True)
     atomic_write_text(spec, json.dumps({
         "config": cell.cfg.to_dict(), "dataset": cell.dataset, "model": cell.model, "seed": cell.seed,
         "run_dir": str(cell.run_dir), "horizon": cell.horizon, "threads": threads, "jobs": jobs,
         "result": str(result), "parent": os.getpid()}) + "\n")
     log(_start_line(i, n, cell) + f" (output: {out})")
-    f = open(out, "ab")
     code = "import sys; from stcsnn.analysis.reproduce import _cell_main; sys.exit(_cell_main(sys.argv[1]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, str(spec)], stdout=f, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(python_command(code, str(spec)), stdout=f, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     return proc, (i, cell, result, time.time(), f)
 
@@ -471,6 +499,9 @@ def _run_parallel(todo: list[tuple[int, Cell]], n: int, jobs: int, threads: int,
     import stcsnn
 
     logs = root / "logs"
+    if logs.is_symlink():  # the cells' logs go into the grid's own folder, not wherever a link points
+        raise StcsnnError(f"{logs}: expected the grid's folder of cell logs, found a symbolic link; remove it and "
+                          "run the same command again")
     logs.mkdir(parents=True, exist_ok=True)
     # the children import this very stcsnn, installed or not
     source = str(Path(stcsnn.__file__).resolve().parents[1])
@@ -494,7 +525,11 @@ def _run_parallel(todo: list[tuple[int, Cell]], n: int, jobs: int, threads: int,
         while (pending and not stop["rc"] and error is None) or running:
             while pending and len(running) < jobs and not stop["rc"] and error is None:
                 i, cell = pending.pop(0)
-                proc, record = _start_cell(i, n, cell, root, logs, threads, jobs, env, log)
+                try:
+                    proc, record = _start_cell(i, n, cell, root, logs, threads, jobs, env, log)
+                except StcsnnError as exc:  # no new cell starts; the running ones finish, as after a failure
+                    error = str(exc)
+                    break
                 running[proc] = record
             time.sleep(0.2)
             for proc in [p for p in running if p.poll() is not None]:
@@ -513,11 +548,53 @@ def _run_parallel(todo: list[tuple[int, Cell]], n: int, jobs: int, threads: int,
 # ---------------------------------------------------------------------------------------------- evaluations
 
 
+#: the keys each JSON file of a cell must hold (dotted: nested), checked when it is read
+REPORT_KEYS = tuple(f"metrics.{m}" for m in METRICS)
+HORIZON_KEYS = ("horizon", "trained_output_frames", "ranges", "per_horizon")  # when "available"
+ENERGY_KEYS = tuple(f"total.{k}" for k in ("params", "macs", "sops", "energy_snn_pj", "energy_ann_pj"))
+#: how to make a cell's file again: the grid re-tests a cell without report.json from its last.pt and
+#: recomputes a missing evaluation
+REDO = "delete it and run the same `stcsnn reproduce` command again"
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def read_cell_json(path: Path, what: str, keys: Sequence[str] = ()) -> dict[str, Any]:
+    """A cell's JSON file (``report.json``, ``horizon<N>.json``, ``energy.json``, ``timing.json``): a JSON object
+    holding ``keys``. Anything else (truncated, garbage, ``[]``, a key missing) is one error line naming the
+    file, what it should hold and how to make it again."""
+    try:
+        data: Any = json.loads(path.read_bytes())
+    except OSError as exc:
+        found = f"a file that cannot be read ({exc.strerror or exc})"
+    except ValueError as exc:  # not JSON, truncated, not UTF-8
+        found = f"no valid JSON ({str(exc).splitlines()[0][:100]})"
+    else:
+        found = _missing_keys(data, keys)
+        if found is None:
+            return data
+    holding = f" holding {', '.join(keys)}" if keys else ""
+    raise StcsnnError(f"{path}: expected {what} (a JSON object{holding}), found {found}; {REDO}")
+
+
+def _missing_keys(data: Any, keys: Sequence[str]) -> str | None:
+    """What is wrong with ``data`` as a JSON object holding the dotted ``keys``; None when nothing."""
+    if not isinstance(data, dict):
+        return "null" if data is None else _JSON_TYPES.get(type(data), type(data).__name__)
+    for key in keys:
+        node: Any = data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return f"no {key}"
+            node = node[part]
+    return None
+
+
 def _checkpoint(cell: Cell) -> Path:
     """The checkpoint the cell's test report evaluated (best.pt, else last.pt), in the cell's folder."""
     report = cell.run_dir / "report.json"
     if report.is_file():
-        name = Path(str(json.loads(report.read_text()).get("checkpoint", "best.pt"))).name
+        name = Path(str(read_cell_json(report, "the cell's test report", REPORT_KEYS).get("checkpoint", "best.pt"))
+                    ).name
         if (cell.run_dir / name).is_file():
             return cell.run_dir / name
     best = cell.run_dir / "best.pt"
@@ -581,7 +658,9 @@ def long_horizon(cell: Cell, device: str | torch.device | None = None) -> dict[s
 
     path = cell.horizon_path
     if path.is_file():
-        return json.loads(path.read_text())
+        what = f"the cell's evaluation to {cell.horizon} frames"
+        cached = read_cell_json(path, what, ("available",))
+        return read_cell_json(path, what, ("available", *HORIZON_KEYS)) if cached["available"] else cached
     ckpt = _checkpoint(cell)
     dev = pick_device(device or cell.cfg.device)
     model, saved = load_model(ckpt, dev)
@@ -618,7 +697,7 @@ def cell_energy(cell: Cell, max_samples: int = 16) -> dict[str, Any]:
 
     cache = cell.run_dir / "energy.json"
     if cache.is_file():
-        return json.loads(cache.read_text())
+        return read_cell_json(cache, "the cell's operation counts", ENERGY_KEYS)
     ckpt = _checkpoint(cell)
     model, cfg = load_model(ckpt, "cpu")
     dataset = build_split(cfg, "test")
@@ -644,7 +723,7 @@ def training_seconds(run_dir: Path) -> float:
 
 def _timing(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "timing.json"
-    sessions = json.loads(path.read_text()).get("sessions", []) if path.is_file() else []
+    sessions = read_cell_json(path, "the cell's timing record", ("sessions",))["sessions"] if path.is_file() else []
     loads = [x for s in sessions for x in (s.get("loadavg_start"), s.get("loadavg_end")) if x is not None]
     return {"cell_wall_seconds": sum(s["train_wall_seconds"] + s["eval_wall_seconds"] for s in sessions)
             if sessions else float("nan"),
@@ -661,7 +740,7 @@ def cell_row(cell: Cell) -> dict[str, Any]:
     times (``per_horizon``, ``long`` and ``timing`` hold the series and details for results.json)."""
     from stcsnn.neurons.registry import get_spec
 
-    report = json.loads((cell.run_dir / "report.json").read_text())
+    report = read_cell_json(cell.run_dir / "report.json", "the cell's test report", REPORT_KEYS)
     energy = cell_energy(cell)
     ann = get_spec(cell.model).is_ann
     rates = [float(r) for r in report.get("firing_rate") or []]

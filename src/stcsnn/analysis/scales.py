@@ -14,6 +14,9 @@ from typing import Any
 #: The grid's default models (tiny, paper): the eight neurons of the paper's comparison and the ANN baseline.
 DEFAULT_MODELS = ("lif", "plif", "glif", "tclif", "lmh", "stc_lif", "stc_plif", "stc_lmh", "convlstm")
 
+#: The most seeds a grid takes (``--seeds``): each is one training per model, and the list is built in memory.
+MAX_SEEDS = 1000
+
 #: The ``small`` grid: three base neurons and their STC versions, each pair side by side (paired by seed).
 SMALL_MODELS = ("lif", "stc_lif", "plif", "stc_plif", "lmh", "stc_lmh")
 

@@ -46,7 +46,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +53,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from stcsnn.children import python_command
 from stcsnn.config import Config, make_config
 from stcsnn.device import autocast, cpu_model, pick_device
 from stcsnn.errors import StcsnnError
@@ -71,8 +71,8 @@ GPU_CONFIGS = ("paper",)
 DEFAULT_REPEATS = {"small": 10, "paper": 5}
 #: the objective trained: the trainer's defaults (MSE over every output frame, scheduled sampling)
 OBJECTIVE = {"loss": "all", "sampling": "scheduled"}
-#: the module whose ``--child TASK SPEC`` runs one measurement in a fresh process
-CHILD_MODULE = "stcsnn.perf.commands"
+#: the code of the fresh process that runs one measurement: ``child_main([TASK, SPEC])``
+CHILD_CODE = "import sys; from stcsnn.perf.commands import child_main; sys.exit(child_main(sys.argv[1:]))"
 
 
 # ---------------------------------------------------------------------------------------------- one variant
@@ -245,7 +245,7 @@ def measure_roof(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_child(task: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Run ``task`` in a fresh Python process (clean peak-RSS / CUDA state) and return its JSON result."""
-    cmd = [sys.executable, "-m", CHILD_MODULE, "--child", task, json.dumps(spec)]
+    cmd = python_command(CHILD_CODE, task, json.dumps(spec))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
@@ -366,10 +366,12 @@ def run_thread_benchmark(configs: list[str], neurons: list[str], busy: int, devi
     """``stcsnn bench --busy K``: the thread table of each neuron at each configuration while ``busy`` load
     processes spin (none for 0); the load is stopped however this returns or raises. ``usable`` (default: the
     CPUs this process may use) bounds the fixed counts measured."""
-    from stcsnn.threads import usable_cpus
+    from stcsnn.threads import affinity_cpus, usable_cpus
 
-    if busy < 0:
-        raise StcsnnError(f"--busy must be a number of load processes >= 0, got {busy}")
+    cpus = len(affinity_cpus())
+    if not 0 <= busy <= cpus:  # more spinning processes than CPUs to pin them to measure nothing more
+        raise StcsnnError(f"--busy must be a number of load processes from 0 to the {cpus} CPU(s) this process may "
+                          f"use, got {busy}")
     dev = pick_device(device)
     if dev.type != "cpu":
         raise StcsnnError(f"--busy measures CPU thread counts: expected --device cpu, got {device} ({dev})")

@@ -1,5 +1,5 @@
 """The benchmark's command line: ``stcsnn bench``, ``python benchmarks/bench.py`` (the same, standalone), and
-``python -m stcsnn.perf.commands --child TASK SPEC``, the entry point of each measuring subprocess."""
+:func:`child_main`, the entry point of each measuring subprocess (:func:`stcsnn.perf.bench.run_child`)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser, standalone: bool = False) -> None:
     p.add_argument("--skip-roof", action="store_true", help="skip the convolution roof (no roofline column)")
     p.add_argument("--busy", type=int, default=None, metavar="K",
                    help="measure thread settings instead: the training step at --threads auto and at every fixed "
-                        "count while K competing CPU-bound processes spin on the same CPUs (0: quiet); "
+                        "count while K competing CPU-bound processes spin on the same CPUs (0: quiet; at most "
+                        "the CPU count); "
                         "default neurons stc_lif")
     p.add_argument("--out", default="runs/bench", help="directory for bench.json and bench.md")
 
@@ -87,9 +88,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
 
 def busy_command(args: argparse.Namespace) -> int:
-    """``--busy K``: the thread table (see :func:`stcsnn.perf.bench.run_thread_benchmark`)."""
-    if args.busy < 0:
-        raise StcsnnError(f"--busy must be a number of load processes >= 0, got {args.busy}")
+    """``--busy K``: the thread table (see :func:`stcsnn.perf.bench.run_thread_benchmark`, which checks K)."""
     device = "cpu" if args.device == "auto" else args.device  # thread counts are a CPU matter
     results = bench.run_thread_benchmark(
         args.config or ["small"], _csv(args.neurons) or ["stc_lif"], args.busy, device, args.repeats, args.warmup,
@@ -133,7 +132,7 @@ def child_main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":  # ``python -m stcsnn.perf.commands --child TASK SPEC`` (subprocess), else the CLI
+if __name__ == "__main__":  # the CLI; ``--child TASK SPEC``: one measurement here (bench.run_child uses child_main)
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         sys.exit(child_main(sys.argv[2:]))
     sys.exit(main())

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterable
+
+from stcsnn.children import python_command
 
 #: the mark on every load process's command line (tests and ``ps`` can find them by it)
 MARKER = "stcsnn-busy-load"
@@ -40,7 +41,7 @@ while True:
 
 def load_command(parent: int, max_seconds: float) -> list[str]:
     """The command line of one load process."""
-    return [sys.executable, "-c", _LOOP, MARKER, str(parent), f"{max_seconds:g}"]
+    return python_command(_LOOP, MARKER, str(parent), f"{max_seconds:g}")
 
 
 class BusyLoad:
