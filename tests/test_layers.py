@@ -1,6 +1,6 @@
 """The package's layers only look down.
 
-bottom (errors, io, config, device, threads, metrics, viz) -> neurons -> models -> data -> train -> analysis,
+bottom (errors, io, config, device, threads, metrics, viz, children, runs) -> neurons -> models -> data -> train -> analysis,
 perf (siblings: neither imports the other) -> cli (cli.py, __main__ and every ``*/commands.py``). Importing any
 module of a layer, in a fresh interpreter, must not import a module of a higher (or sibling) layer.
 """
@@ -18,7 +18,7 @@ import pytest
 import stcsnn
 
 RANKS = {"bottom": 0, "neurons": 1, "models": 2, "data": 3, "train": 4, "analysis": 5, "perf": 5, "cli": 6}
-BOTTOM = {"errors", "io", "config", "device", "threads", "metrics", "viz"}
+BOTTOM = {"errors", "io", "config", "device", "threads", "metrics", "viz", "children", "runs"}
 ENTRY = {"stcsnn.__main__"}  # runs the CLI when imported: never imported here, but part of the cli layer
 
 
