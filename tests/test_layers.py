@@ -1,8 +1,8 @@
 """The package's layers only look down.
 
-bottom (errors, io, config, device, threads, metrics, viz, children, runs) -> neurons -> models -> data -> train -> analysis,
-perf (siblings: neither imports the other) -> cli (cli.py, __main__ and every ``*/commands.py``). Importing any
-module of a layer, in a fresh interpreter, must not import a module of a higher (or sibling) layer.
+bottom (errors, io, config, device, threads, metrics, viz, children, runs) -> neurons -> models -> data -> train
+-> analysis, perf (siblings: neither imports the other) -> cli (cli.py, __main__ and every ``*/commands.py``).
+Importing any module of a layer, in a fresh interpreter, must not import a module of a higher (or sibling) layer.
 """
 
 from __future__ import annotations
