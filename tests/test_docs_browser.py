@@ -3,8 +3,9 @@ port, in a thread), and every page is opened in headless Chromium with every oth
 anything the site would fetch from the network shows up as an error.
 
 Each page: no console error (a failed request is one), every picture loaded (naturalWidth > 0), every formula
-rendered (no ``\\(``, ``\\[`` or ``$$`` left in the text outside code), every link to the site answered with
-HTTP 200. The search box finds a word (search needs HTTP: under file:// browsers refuse its web worker).
+rendered (no ``\\(``, ``\\[`` or ``$$`` left in the text outside code), no table cell showing ``\\|``, every
+link to the site answered with HTTP 200. The search box finds a word (search needs HTTP: under file://
+browsers refuse its web worker).
 
 Chromium is driven through the DevTools protocol over ``--remote-debugging-pipe`` (JSON messages separated by
 NUL bytes on file descriptors 3 and 4), so no Python package beyond the standard library is needed. The test is
@@ -33,7 +34,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install chromium)")
+pytestmark = [pytest.mark.slow,  # a site build and a browser: 15-30 s
+              pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install chromium)")]
 
 
 class Browser:
@@ -161,10 +163,13 @@ PAGE_FACTS = r"""(async () => {
   });
   const math = document.querySelectorAll(".arithmatex").length;
   const rendered = document.querySelectorAll(".arithmatex .katex").length;
+  // a pipe escaped for GitHub's tables (\|) that Python-Markdown would show with its backslash
+  const escapedPipes = [...document.querySelectorAll("td, th")].map(c => c.textContent)
+    .filter(t => t.includes("\\|"));
   const katexErrors = [...document.querySelectorAll(".katex-error")].map(e => e.textContent);
   const links = [...document.querySelectorAll("a[href]")].map(a => new URL(a.href))
     .filter(u => u.origin === location.origin).map(u => u.origin + u.pathname);
-  return {images, raw, math, rendered, katexErrors, links: [...new Set(links)]};
+  return {images, raw, escapedPipes, math, rendered, katexErrors, links: [...new Set(links)]};
 })()"""
 
 SEARCH = r"""(async () => {
@@ -236,6 +241,7 @@ def test_every_page_renders_offline(served_site, browser):
         problems += [f"{page}: {e}" for e in browser.errors(session)]
         problems += [f"{page}: picture not loaded: {i['src']}" for i in facts["images"] if not i["width"]]
         problems += [f"{page}: raw TeX in the text: ...{snippet}..." for snippet in facts["raw"]]
+        problems += [f"{page}: table cell with a backslash before its pipe: {c}" for c in facts["escapedPipes"]]
         problems += [f"{page}: KaTeX could not render: {e}" for e in facts["katexErrors"]]
         if facts["rendered"] != facts["math"]:
             problems.append(f"{page}: {facts['rendered']} of {facts['math']} formulas rendered")
@@ -257,7 +263,8 @@ def test_the_checks_see_a_broken_page(served_site, browser, tmp_path):
     site, base = served_site
     page = site / "broken-test-page.html"
     page.write_text('<html><body><div class="md-content"><p>\\(x^2\\) $$y$$</p><img src="missing.png">'
-                    '<a href="nowhere/">x</a></div><script>undefined_function()</script></body></html>')
+                    '<a href="nowhere/">x</a><table><tr><td><code>a\\|b</code></td></tr></table></div>'
+                    '<script>undefined_function()</script></body></html>')
     try:
         session = browser.open(base + page.name)
         facts = browser.evaluate(PAGE_FACTS, session)
@@ -266,6 +273,7 @@ def test_the_checks_see_a_broken_page(served_site, browser, tmp_path):
         page.unlink()
     assert [i["width"] for i in facts["images"]] == [0]
     assert len(facts["raw"]) == 2
+    assert facts["escapedPipes"] == ["a\\|b"]
     assert any("undefined_function" in e for e in errors) and any("404" in e for e in errors), errors
     assert _status(base + "nowhere/") == 404
 
