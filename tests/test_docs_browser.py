@@ -216,6 +216,7 @@ def served_site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
+    # the tests ask for it before served_site: Chromium is started (preexec_fn) before the server's thread exists
     chromium = Browser(tmp_path_factory.mktemp("chromium-profile"))
     yield chromium
     chromium.close()
@@ -229,7 +230,7 @@ def _status(url: str) -> int:
         return error.code
 
 
-def test_every_page_renders_offline(served_site, browser):
+def test_every_page_renders_offline(browser, served_site):
     site, base = served_site
     pages = sorted(p.parent.relative_to(site).as_posix() for p in site.rglob("index.html"))
     assert len(pages) > 15 and "." in pages and "analysis" in pages and "reproduce" in pages
@@ -258,7 +259,7 @@ def test_every_page_renders_offline(served_site, browser):
     assert {base if p == "." else f"{base}{p}/" for p in pages} <= links
 
 
-def test_the_checks_see_a_broken_page(served_site, browser, tmp_path):
+def test_the_checks_see_a_broken_page(browser, served_site, tmp_path):
     """The same checks, on a page with a missing picture, raw TeX and a script error, report all three."""
     site, base = served_site
     page = site / "broken-test-page.html"
@@ -278,7 +279,7 @@ def test_the_checks_see_a_broken_page(served_site, browser, tmp_path):
     assert _status(base + "nowhere/") == 404
 
 
-def test_search_finds_a_word_when_served(served_site, browser):
+def test_search_finds_a_word_when_served(browser, served_site):
     _, base = served_site
     session = browser.open(base)
     assert browser.evaluate(SEARCH, session) > 0
