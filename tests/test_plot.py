@@ -126,3 +126,98 @@ def test_without_matplotlib_one_line_names_the_extra(tmp_path, capsys, monkeypat
     line = one_error(capsys, main(["plot", str(a)]))
     assert 'pip install "stcsnn[viz]"' in line
     assert not (a / "curves.png").exists()
+
+
+# ------------------------------------------------------------------------------------------ figures a reader compares
+@pytest.fixture
+def saved_figures(monkeypatch, tmp_path):
+    """The figures the analysis commands save, kept open: ``{file name: figure}`` (the PNGs are still written)."""
+    from stcsnn.analysis import common
+
+    figures, save = {}, common.save_figure
+
+    def keep(fig, path):
+        figures[Path(path).name] = fig  # closing it (pyplot's bookkeeping) leaves the figure readable
+        return save(fig, path)
+
+    monkeypatch.setattr(common, "save_figure", keep)
+    return figures
+
+
+def _renderer(fig):
+    """An Agg renderer of ``fig``, drawn (closing a figure took its canvas away)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _overdrawn_texts(ax) -> list[str]:
+    """The texts of an axes (free text and legend entries) whose box lies over the plotting area, where lines and
+    bands are drawn."""
+    renderer = _renderer(ax.figure)
+    area = ax.get_window_extent(renderer)
+    texts = list(ax.texts) + (list(ax.get_legend().get_texts()) if ax.get_legend() else [])
+    return [t.get_text() for t in texts if t.get_text() and t.get_window_extent(renderer).overlaps(area)]
+
+
+def test_per_horizon_panels_each_have_a_legend_clear_of_the_lines(saved_figures, tmp_path):
+    from stcsnn.analysis.reproduce import plot_horizons
+
+    rows = [{"dataset": "mm", "model": m, "metric": metric, "frame": f, "mean": v * f, "std": 0.1}
+            for m, v in (("lif", 1.0), ("stc_lif", 0.5), ("convlstm", 2.0)) for metric in ("mse", "ssim")
+            for f in range(1, 7)]
+    paths = plot_horizons(rows, tmp_path, {"mm": 3})
+    assert sorted(p.name for p in paths) == ["pairs_mm.png", "per_horizon_mm.png"]
+    for name in ("per_horizon_mm.png", "pairs_mm.png"):
+        for ax in saved_figures[name].axes:
+            legend = ax.get_legend()
+            assert legend is not None, (name, ax.get_title())
+            entries = [t.get_text() for t in legend.get_texts()]
+            assert "trained horizon (3 frames)" in entries and "lif" in entries, entries
+            assert not _overdrawn_texts(ax), (name, ax.get_title(), _overdrawn_texts(ax))
+
+
+def test_gradients_figure_has_integer_steps_and_nothing_between_title_and_axes(saved_figures, tmp_path):
+    from stcsnn.analysis.gradients import GradientTrace, plot_gradients
+
+    traces = [GradientTrace(n, "v", 1.0, [[10.0 ** -(s / 4 + k) for s in range(18)] for k in (3, 4)], [], [], [])
+              for n in ("lif", "stc_lif")]
+    hist = [{"neuron": n, "bin_lo": b / 50, "bin_hi": (b + 1) / 50, "density": 1.0 + b}
+            for n in ("lif", "stc_lif") for b in range(100)]
+    plot_gradients(traces, hist, tmp_path / "gradients.png", title="trained models")
+    fig = saved_figures["gradients.png"]
+    steps, factors = fig.axes
+    ticks = [t for t in steps.get_xticks() if steps.get_xlim()[0] <= t <= steps.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    from matplotlib.text import Text
+
+    renderer = _renderer(fig)
+
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+    for ax in (steps, factors):
+        # nothing written between an axes' top edge and its title (the 1/2 and 1 labels were, touching it)
+        top, title = ax.get_window_extent(renderer).y1, ax.title.get_window_extent(renderer).y0
+        between = [t.get_text() for t in texts if t is not ax.title
+                   and t.get_window_extent(renderer).y0 < title - 0.5 and t.get_window_extent(renderer).y1 > top + 0.5
+                   and t.get_window_extent(renderer).x1 > ax.get_window_extent(renderer).x0
+                   and t.get_window_extent(renderer).x0 < ax.get_window_extent(renderer).x1]
+        assert not between, (ax.get_title(), between)
+    assert "factor 1/2 (LIF's bound) and 1" in [t.get_text() for t in factors.get_legend().get_texts()]
+
+
+def test_raster_marks_where_the_model_reads_its_own_predictions(saved_figures, tmp_path):
+    import torch
+
+    from stcsnn.analysis.dynamics import DynamicsTrace, plot_dynamics
+
+    trace = DynamicsTrace("lif", rates=[[0.1, 0.2, 0.3, 0.2], [0.3, 0.2, 0.1, 0.0]], gains=[None, None],
+                          spikes=[[torch.zeros(1, 1, 2, 2)] * 4] * 2)
+    raster = [{"layer": l, **{f"s{t}": (t + i + l) % 2 for t in range(4)}} for l in (0, 1) for i in range(3)]
+    plot_dynamics(trace, raster, tmp_path, input_frames=2)
+    for ax in saved_figures["raster.png"].axes:
+        red = [line for line in ax.get_lines() if line.get_color() == "tab:red"]
+        assert len(red) == 1 and red[0].get_label() in [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "own predictions" in red[0].get_label()
+        assert not _overdrawn_texts(ax)

@@ -172,15 +172,33 @@ def test_grid_explains_itself_labels_times_title_and_error_scale():
     assert "t = 6" not in words  # 3 inputs + 2 predicted frames
     assert [label for label, _ in rows(fig)].count("|error|") == 2  # one error row per sample ...
     bars = [ax for ax in fig.axes if ax.get_label() == "error colour bar"]
-    assert len(bars) == 2  # ... each with its own colour bar, ending at that sample's largest error
-    top = max(float(np.abs(truth[0] - pred[0]).max()), 1e-8)
-    assert bars[0].get_ylim()[1] == pytest.approx(top, rel=1e-6)
+    assert len(bars) == 2  # ... each with a colour bar, all ending at the largest error of the whole figure
+    top = max(float(np.abs(truth - pred).max()), 1e-8)
+    assert [bar.get_ylim()[1] for bar in bars] == pytest.approx([top, top], rel=1e-6)
     assert f"{top:.2g}" in words
 
     plain = texts(grid_figure(inputs, None, pred))
     assert "truth" not in plain and "|error|" not in plain and "sample 0" in plain and "t = 4" in plain
     with pytest.raises(viz.StcsnnError, match="sample_labels"):
         grid_figure(inputs, truth, pred, sample_labels=["only one"])
+
+
+def test_one_error_scale_per_figure_with_a_labelled_colour_bar():
+    """Samples with errors 0.8, 0.4 and 0 everywhere: one colour scale (0 .. 0.8) for the whole figure, so the
+    second sample's error is drawn at the middle of the colour map and the third at its bottom."""
+    truth = np.zeros((3, 2, 1, 8, 8), np.float32)
+    pred = truth + np.array([0.8, 0.4, 0.0], np.float32)[:, None, None, None, None]
+    fig = grid_figure(np.zeros((3, 2, 1, 8, 8), np.float32), truth, pred)
+    bars = [ax for ax in fig.axes if ax.get_label() == "error colour bar"]
+    assert [bar.get_ylim() for bar in bars] == [pytest.approx((0.0, 0.8))] * 3
+    assert all(bar.get_ylabel().strip() for bar in bars), [bar.get_ylabel() for bar in bars]
+    image = viz.figure_rgb(fig)
+    errors = [box for label, box in rows(fig) if label == "|error|"]
+    for box, expected in zip(errors, (1.0, 0.5, 0.0)):
+        assert (first_frame(image, box) == heatmap(np.array(expected), viz.ERROR_CMAP)).all(), expected
+    # without an error anywhere the scale is 0 .. 1 (never a division by zero)
+    still = grid_figure(np.zeros((1, 2, 1, 8, 8), np.float32), truth[:1], truth[:1])
+    assert [ax.get_ylim() for ax in still.axes if ax.get_label() == "error colour bar"] == [(0.0, 1.0)]
 
 
 def test_grid_png_decodes_and_grows_with_samples_rows_and_frames(tmp_path):

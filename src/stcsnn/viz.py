@@ -2,9 +2,10 @@
 
 The grid has, per sample, a block of rows labelled ``input``, ``truth``, ``prediction`` and ``|error|`` (no truth
 and error rows without ground truth), frame indices as column titles (``t = 1 .. T_in`` over the inputs,
-``t = T_in+1 ..`` over the future), a colour bar with the error's scale (per sample, up to the largest error of
-that sample; the error of the frames as drawn, clipped to [0, 1]), a ``sample i`` header per block and an
-optional title (the caller's: neuron, checkpoint, metrics).
+``t = T_in+1 ..`` over the future), a labelled colour bar with the error's scale (one scale for the whole
+figure, up to the largest error of any sample, so the samples' error rows compare by colour; the error of the
+frames as drawn, clipped to [0, 1]), a ``sample i`` header per block and an optional title (the caller's:
+neuron, checkpoint, metrics).
 Single-channel frames are grey levels (0 black, 1 white), three-channel frames RGB; frames with another channel
 count (TaxiBJ's in/out flows) are heatmaps, one row group per channel, with a value colour bar.
 
@@ -182,14 +183,18 @@ def _grid_rows(channels: list[int | None], t_in: int, t_out: int, has_truth: boo
     return block
 
 
-def _sample_error(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, float]:
-    """One sample's |error| per frame (max over channels) and the top of its colour scale."""
+def _sample_error(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """One sample's |error| per frame (T, H, W): max over channels."""
     # the error of what is drawn (values clipped to [0, 1], as SSIM and PSNR see them): an overshoot
     # drawn as plain black or white must not light up the error row; max over channels
-    err = np.abs(np.clip(truth, 0, 1).astype(np.float64) - np.clip(pred, 0, 1)).max(axis=1)
-    finite = err[np.isfinite(err)]
-    emax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    return err, emax
+    return np.abs(np.clip(truth, 0, 1).astype(np.float64) - np.clip(pred, 0, 1)).max(axis=1)
+
+
+def _error_top(errors: Sequence[np.ndarray]) -> float:
+    """The top of the figure's one error colour scale: the largest finite error of any sample (1.0 when there is
+    none), so that the same colour means the same error in every sample's row."""
+    finite = np.concatenate([e[np.isfinite(e)] for e in errors]) if errors else np.zeros(0)
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
 
 
 def _draw_row(grid: _Grid, y: float, kind: str, ch: int | None, times: range | None, imgs: list[np.ndarray]) -> None:
@@ -212,7 +217,7 @@ def _draw_row(grid: _Grid, y: float, kind: str, ch: int | None, times: range | N
 
 
 def _error_colour_bar(grid: _Grid, y: float, emax: float) -> None:
-    """The error row's colour bar, from 0 to the sample's largest error."""
+    """The error row's colour bar, from 0 to ``emax``, the largest error of the whole figure."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
@@ -223,6 +228,7 @@ def _error_colour_bar(grid: _Grid, y: float, emax: float) -> None:
     bar.set_ticks([0.0, emax / 2, emax])
     bar.ax.set_yticklabels([f"{v:.2g}" for v in (0.0, emax / 2, emax)])
     bar.ax.tick_params(labelsize=7, length=2)
+    bar.ax.set_ylabel("|error|, one scale\nfor all samples", fontsize=7)
 
 
 def _value_colour_bar(grid: _Grid, frames_top: float, bottom: float) -> None:
@@ -240,14 +246,13 @@ def _value_colour_bar(grid: _Grid, frames_top: float, bottom: float) -> None:
 
 
 def _draw_sample(grid: _Grid, y: float, label: str, block: list[tuple[str, int | None, range | None]],
-                 inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray) -> float:
-    """One sample's block (header, rows, colour bars) from height ``y``; returns the height below it."""
+                 inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, err: np.ndarray | None,
+                 emax: float) -> float:
+    """One sample's block (header, rows, colour bars) from height ``y``; ``err`` is its |error| (None without
+    truth), drawn on the figure's error scale 0 .. ``emax``. Returns the height below the block."""
     fig = grid.fig
     fig.text(8 / grid.width, 1 - (y + 4) / grid.height, label, ha="left", va="top", fontsize=10, fontweight="bold")
     y += _HEADER
-    err = None
-    if truth is not None:
-        err, emax = _sample_error(truth, pred)
     frames_top = y
     for kind, ch, times in block:
         if times:
@@ -307,12 +312,15 @@ def grid_figure(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, 
     if title_lines:
         fig.text(0.5, 1 - 6 / height, "\n".join(title_lines), ha="center", va="top", fontsize=10,
                  linespacing=1.3)
+    errors = [None] * n if truth is None else [_sample_error(truth[i], pred[i]) for i in range(n)]
+    emax = _error_top([e for e in errors if e is not None])
     y = top
     for i in range(n):
         if i:  # a rule between samples: blocks never read as one
             rule = y - _SAMPLE_GAP / 2
             fig.add_artist(Line2D([0.01, 0.99], [1 - rule / height] * 2, color="0.6", linewidth=0.8))
-        y = _draw_sample(grid, y, labels[i], block, inputs[i], None if truth is None else truth[i], pred[i])
+        y = _draw_sample(grid, y, labels[i], block, inputs[i], None if truth is None else truth[i], pred[i],
+                         errors[i], emax)
         y += _SAMPLE_GAP
     return fig
 

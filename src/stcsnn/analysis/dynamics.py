@@ -270,10 +270,12 @@ def plot_dynamics(trace: DynamicsTrace, raster: list[dict], out, input_frames: i
         img = [[r[f"s{t}"] for t in range(steps)] for r in rows]
         ax = axes[0, l]
         ax.imshow(img, aspect="auto", interpolation="nearest", cmap="Greys", vmin=0, vmax=1)
-        ax.axvline(input_frames - 0.5, color="tab:red", lw=0.8, ls=":")  # after this: the model's own predictions
+        ax.axvline(input_frames - 0.5, color="tab:red", lw=0.8, ls=":",
+                   label="right of it: the model's own predictions as input")
         ax.set_title(f"layer {l} ({len(rows)} neurons)")
         ax.set_xlabel("time step t")
         ax.set_ylabel("neuron (evenly spaced subset)")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     fig.suptitle(f"{trace.neuron}: spike raster")
     fig.tight_layout()
     paths.append(save_figure(fig, out / "raster.png"))

@@ -1036,11 +1036,12 @@ def plot_horizons(rows: list[dict[str, Any]], root: Path, trained: dict[str, int
 
     def finish(ax, d: str, metric: str) -> None:
         if d in trained and max(r["frame"] for r in rows if r["dataset"] == d) > trained[d]:
-            ax.axvline(trained[d] + 0.5, color="grey", lw=0.8, ls=":")
-            ax.text(trained[d] + 0.5, 0.98, " trained horizon", transform=ax.get_xaxis_transform(), fontsize=7,
-                    va="top", color="grey")
+            ax.axvline(trained[d] + 0.5, color="grey", lw=0.8, ls=":",
+                       label=f"trained horizon ({trained[d]} frames)")
         ax.set_xlabel("predicted frame")
         ax.set_ylabel(metric.upper() + (" (per frame, sum over pixels)" if metric == "mse" else ""))
+        # every panel has its legend, below the axes: no line or band is drawn over its text
+        ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
 
     for d in dict.fromkeys(r["dataset"] for r in rows):
         models = list(dict.fromkeys(r["model"] for r in rows if r["dataset"] == d))
@@ -1051,7 +1052,6 @@ def plot_horizons(rows: list[dict[str, Any]], root: Path, trained: dict[str, int
                 _band(ax, rs, m, "--" if is_ann_name(m) else "-")
             finish(ax, d, metric)
             ax.set_title(f"{d}: {metric.upper()} per predicted frame")
-        axes[1].legend(fontsize=7, ncol=2)
         fig.tight_layout()
         paths.append(save_figure(fig, root / f"per_horizon_{d}.png"))
         pairs = stc_pairs(models)
@@ -1064,7 +1064,6 @@ def plot_horizons(rows: list[dict[str, Any]], root: Path, trained: dict[str, int
                         _band(ax, rs, m, color=color)
                     finish(ax, d, metric)
                     ax.set_title(f"{d}: {stc} vs {base}, {metric.upper()}")
-                    ax.legend(fontsize=7)
             fig.tight_layout()
             paths.append(save_figure(fig, root / f"pairs_{d}.png"))
     return paths
