@@ -61,12 +61,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("visualize", help="PNG grid and animated GIF of predictions")
-    p.add_argument("source", help="a run directory or checkpoint (uses its test split), or a predict .npy")
+    p.add_argument("source", help="a run directory, checkpoint or export folder (uses its test split), or a predict "
+                                   ".npy")
     p.add_argument("--input", help="with a predict .npy: the input frames .npy it was made from")
     p.add_argument("--truth", help="with a predict .npy: optional true future frames .npy")
     p.add_argument("--samples", default="0,1,2,3", help="comma-separated sample indices (distinct, >= 0)")
-    p.add_argument("--out", help="output folder (default: next to the source)")
+    p.add_argument("--out", help="output folder (default: next to the source; an export folder itself)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="overwrite the PNG and GIFs of an earlier visualize")
     p.set_defaults(func=_visualize)
 
 
@@ -225,7 +227,6 @@ def parse_samples(text: str) -> list[int]:
 
 def _visualize(args: argparse.Namespace) -> int:
     """``stcsnn visualize``: gather the samples (a predict output, or a checkpoint's test split), draw them."""
-    from stcsnn.io import check_writable
     from stcsnn.train import predict
     from stcsnn.viz import grid_title, require_viz, write_samples
 
@@ -237,16 +238,16 @@ def _visualize(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else src.parent
         stem = src.stem
         neuron, shown, where = None, src, f"inputs {args.input}"
-        check_writable(out / f"{stem}_grid.png")
+        _check_visualize_out(out, stem, idx, args.force)
     else:
         from stcsnn.models.loading import load_model
 
         ckpt = predict.run_checkpoint(src)
         device = pick_device(args.device)
         model, cfg = load_model(ckpt, device)
-        out = Path(args.out) if args.out else ckpt.parent
+        out = Path(args.out) if args.out else ckpt if ckpt.is_dir() else ckpt.parent
         stem = "visualize"
-        check_writable(out / f"{stem}_grid.png")  # before the (possibly long) evaluation
+        _check_visualize_out(out, stem, idx, args.force)  # before the (possibly long) evaluation
         samples = predict.first_test_samples(model, cfg, device, max(idx) + 1)
         neuron, shown, where = cfg.neuron, ckpt, f"{cfg.dataset} test"
     chosen = predict.select_samples(samples, idx)
@@ -258,3 +259,19 @@ def _visualize(args: argparse.Namespace) -> int:
         raise StcsnnError(f"cannot write into {str(out)!r}: {exc.strerror or exc}") from None
     print("wrote " + ", ".join(str(p) for p in written) + "".join(f"; {m}" for m in chosen.notes))
     return 0
+
+
+def _check_visualize_out(out: Path, stem: str, idx: list[int], force: bool) -> None:
+    """The pictures ``visualize`` writes (``viz.sample_paths``) can be written: the folder is writable, and none
+    of them exists yet unless ``force``."""
+    from stcsnn.io import check_writable
+    from stcsnn.viz import sample_paths
+
+    paths = sample_paths(out, stem, idx)
+    check_writable(paths[0])
+    for path in paths:
+        if path.is_dir():
+            raise StcsnnError(f"{str(path)!r} is a folder; expected the picture to write there (use another --out)")
+        if (path.exists() or path.is_symlink()) and not force:
+            raise StcsnnError(f"{str(path)!r} already exists; expected a new path (or --force to overwrite the "
+                              "pictures; nothing was changed)")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stcsnn.errors import DataError, StcsnnError
+from stcsnn.errors import CheckpointError, DataError, StcsnnError
 
 #: model(x, n_future) holds about this many float32 copies of its T_in + n_future - 1 output frames at its peak
 #: (each step's output, their stacked and concatenated copies, the frames cut back from patches): measured 4.7
@@ -226,12 +226,22 @@ def read_predict_output(pred_path: str, inputs_path: str | None, truth_path: str
 
 
 def run_checkpoint(source: str | os.PathLike) -> Path:
-    """The checkpoint a run folder stands for (its ``best.pt``, else its ``last.pt``), or ``source`` itself."""
+    """What ``stcsnn visualize SOURCE`` loads: a folder written by ``stcsnn export`` itself (it holds
+    ``config.json``), a run folder's checkpoint (its ``best.pt``, else its ``last.pt``), or ``source`` itself;
+    a folder that holds neither is returned as it is (loading it says what it lacks)."""
+    from stcsnn.models.loading import CONFIG_NAME
+
     src = Path(source)
-    ckpt = src / "best.pt" if src.is_dir() else src
-    if src.is_dir() and not ckpt.exists():
-        ckpt = src / "last.pt"
-    return ckpt
+    if not src.is_dir() or (src / CONFIG_NAME).exists():
+        return src
+    for name in ("best.pt", "last.pt"):
+        ckpt = src / name
+        if ckpt.is_dir():
+            raise CheckpointError(f"{str(ckpt)!r} is a folder, not a checkpoint file; expected the file "
+                                  "`stcsnn train` writes")
+        if ckpt.exists():
+            return ckpt
+    return src
 
 
 def first_test_samples(model: torch.nn.Module, cfg, device: torch.device, count: int) -> Samples:
