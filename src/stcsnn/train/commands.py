@@ -166,7 +166,7 @@ def _predict(args: argparse.Namespace) -> int:
     on disk, then predict and write batch by batch."""
     from stcsnn.io import check_writable
     from stcsnn.models.loading import load_model
-    from stcsnn.train.predict import check_fits, forecast_batches, open_inputs, write_prediction
+    from stcsnn.train.predict import check_fits, check_input_values, forecast_batches, open_inputs, write_prediction
 
     device = pick_device(args.device)
     model, cfg = load_model(args.checkpoint, device)
@@ -174,6 +174,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise StcsnnError("--stream writes one forecast per input frame (N, T_in, C, H, W); --frames does not "
                           "apply: drop one of the two")
     frames = open_inputs(args.input, model.frame_channels)  # memory-mapped: read batch by batch below
+    if not args.stream:  # --stream reads each frame once, when its turn comes (and checks it then)
+        check_input_values(frames, args.input)
     n_out = args.frames if args.frames is not None else cfg.output_frames
     _check_predict_args(args, n_out)
     check_writable(args.output)

@@ -53,6 +53,19 @@ def open_inputs(path: str, channels: int) -> np.ndarray:
     return arr
 
 
+def check_input_values(frames: np.ndarray, path: str, chunk_bytes: int = 64 << 20) -> None:
+    """Check every input value (uint8, or finite float in [0, 1]) before the work starts, reading the memory-mapped
+    ``frames`` about ``chunk_bytes`` of float32 at a time: a bad value is one line naming the file before any
+    output is checked or written, not after hours of predicting."""
+    from stcsnn.data.formats import float_frames
+
+    per_sequence = math.prod(frames.shape[1:]) * 4
+    step = max(1, chunk_bytes // per_sequence)
+    for i in range(0, len(frames), step):
+        float_frames(frames[i:i + step], path, "input", True)
+        _release_pages(frames)
+
+
 def available_memory(device: torch.device) -> int | None:
     """Bytes that can still be allocated on ``device``: the GPU's free memory, or on Linux the system's
     ``MemAvailable`` (capped by a cgroup v2 memory limit, as in containers); None where it cannot be known."""
