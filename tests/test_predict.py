@@ -305,7 +305,7 @@ def peak_rss_kb(ckpt, inp, out, *extra) -> int:
 @pytest.mark.parametrize("stream", [False, True])
 def test_predict_memory_stays_at_one_batch_whatever_the_input_size(ckpt, tmp_path, stream):
     """16 MB of uint8 input (64 MB as float32, the output 43 MB more): the peak resident memory of predict
-    grows by less than 8 MB over that of a 32-sequence input (the whole input converted at once, or the output
+    grows by less than 16 MB over that of a 32-sequence input (the whole input converted at once, or the output
     held, would add hundreds of MB; the memory-mapped pages read are released after each batch)."""
     extra = ["--stream"] if stream else []
     rng = np.random.default_rng(0)
@@ -320,7 +320,7 @@ def test_predict_memory_stays_at_one_batch_whatever_the_input_size(ckpt, tmp_pat
     base = peak_rss_kb(ckpt, tmp_path / "small.npy", tmp_path / "s.npy", "--batch-size", "32", *extra)
     peak = peak_rss_kb(ckpt, tmp_path / "large.npy", tmp_path / "l.npy", "--batch-size", "32", *extra)
     assert (tmp_path / "large.npy").stat().st_size > 15.9e6
-    assert peak - base < 8_000, (base, peak)
+    assert peak - base < 16_000, (base, peak)
     # the same predictions as the small input's: the file is that input repeated
     got = np.load(tmp_path / "l.npy", mmap_mode="r")
     assert got.shape == (n, T_IN if stream else T_OUT, 1, 16 * 4, 16 * 4)

@@ -53,7 +53,7 @@ def open_inputs(path: str, channels: int) -> np.ndarray:
     return arr
 
 
-def check_input_values(frames: np.ndarray, path: str, chunk_bytes: int = 64 << 20) -> None:
+def check_input_values(frames: np.ndarray, path: str, chunk_bytes: int = 1 << 20) -> None:
     """Check every input value (uint8, or finite float in [0, 1]) before the work starts, reading the memory-mapped
     ``frames`` about ``chunk_bytes`` of float32 at a time: a bad value is one line naming the file before any
     output is checked or written, not after hours of predicting."""
