@@ -162,13 +162,20 @@ def test_export_refuses_a_folder_with_files_and_force_replaces_only_its_own(ckpt
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert main(["export", str(ckpt), "--out", str(out), "--force"]) == 0
     assert (out / "notes.txt").read_text() == "mine"
-    # a new export without --onnx must not leave the graph of an earlier --onnx export beside the new weights
+    # a new export without --onnx must not leave the graph of an earlier --onnx export beside the new weights,
+    # nor drop it: it is regenerated for them
+    pytest.importorskip("onnxruntime")
     (out / "step.onnx").write_bytes(b"the graph of the weights being replaced")
     other = write_checkpoint(tmp_path / "other.pt", seed=1)
+    capsys.readouterr()
     assert main(["export", str(other), "--out", str(out), "--force"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors", "notes.txt"]
+    assert "step.onnx of an earlier export: regenerated for the new weights" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors", "notes.txt",
+                                                     "step.onnx"]
     loaded, _ = load_model(out)
     assert torch.equal(loaded.readout.weight, load_model(other)[0].readout.weight)
+    _ort_vs_torch(out, steps=4)  # the graph is the new weights'
+    assert "`step.onnx`" in (out / "README.md").read_text()
 
 
 def test_export_errors_are_one_line_and_leave_nothing(ckpt, tmp_path, capsys):
@@ -460,3 +467,20 @@ def test_a_failed_forced_export_leaves_the_previous_export_as_it_was(ckpt, expor
     line = one_error(capsys, main(["export", str(other), "--out", str(out), "--force"]))
     assert "No space left on device" in line and calls[0].endswith(".staged")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staged leftovers either
+
+
+def test_forced_export_over_a_graph_without_onnx_packages_refuses_naming_it(ckpt, exported, tmp_path, monkeypatch,
+                                                                             capsys):
+    """--force (and --force --push) without --onnx into a folder with step.onnx, the onnx extra missing: the graph
+    cannot be regenerated, so nothing is changed (rather than a graph of other weights, or none)."""
+    out = _copy_export(exported, tmp_path / "x")
+    (out / "step.onnx").write_bytes(b"the graph of the weights being replaced")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    other = write_checkpoint(tmp_path / "other.pt", seed=1)
+    pushes = [[]] + ([["--push", "user/repo"]] if importlib.util.find_spec("huggingface_hub") else [])
+    for push in pushes:
+        line = one_error(capsys, main(["export", str(other), "--out", str(out), "--force", *push]))
+        assert "holds step.onnx of an earlier export, which must be regenerated for the new weights" in line
+        assert 'pip install "stcsnn[onnx]"' in line and "remove step.onnx first" in line
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -405,3 +405,60 @@ def test_visualize_run_directory_read_only_and_empty_samples(tmp_path, capsys, m
     with read_only_folder(tmp_path / "ro", monkeypatch):
         one_error(capsys, main(["visualize", str(run), "--out", str(tmp_path / "ro"), "--samples", "0"]))
     assert (run / "best.pt").read_bytes() == before
+
+
+# --- sources and outputs: export folders, folders named like checkpoints, --force -----------------------------
+
+def test_visualize_an_export_folder_like_predict_and_eval(tmp_path, capsys):
+    run = _run_dir(tmp_path)
+    assert main(["export", str(run / "best.pt"), "--out", str(tmp_path / "exp")]) == 0
+    assert main(["visualize", str(run), "--samples", "1"]) == 0
+    assert main(["visualize", str(tmp_path / "exp"), "--samples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'exp' / 'visualize_grid.png'}" in out  # into the export folder, as into a run folder
+    # the same weights, the same test samples: the same GIF (the grid's title names the source, so it differs)
+    assert (tmp_path / "exp" / "visualize_sample1.gif").read_bytes() == (run / "visualize_sample1.gif").read_bytes()
+    assert png_size(tmp_path / "exp" / "visualize_grid.png") == png_size(run / "visualize_grid.png")
+
+
+def test_a_folder_named_like_a_checkpoint_is_one_line(tmp_path, capsys):
+    run = _run_dir(tmp_path)
+    (run / "best.pt").unlink()
+    (run / "last.pt").mkdir()
+    line = one_error(capsys, main(["visualize", str(run)]))
+    assert f"{str(run / 'last.pt')!r} is a folder, not a checkpoint file" in line
+    line = one_error(capsys, main(["visualize", str(run / "last.pt")]))
+    assert "last.pt" in line and "is a folder without config.json" in line and "not found" not in line
+    assert sorted(p.name for p in run.iterdir()) == ["last.pt"] and not any((run / "last.pt").iterdir())
+
+
+def test_visualize_never_overwrites_its_pictures_without_force(tmp_path, frames, capsys):
+    pred = frames("pred.npy", np.full((2, 2, 1, 16, 16), 0.5, np.float32))
+    assert visualize(tmp_path, pred, "--samples", "0,1") == 0
+    mine = tmp_path / "pred_sample1.gif"
+    mine.write_bytes(b"a GIF the user edited")
+    grid = (tmp_path / "pred_grid.png").read_bytes()
+    line = one_error(capsys, visualize(tmp_path, pred, "--samples", "0,1"))
+    assert f"{str(tmp_path / 'pred_grid.png')!r} already exists" in line and "--force" in line
+    (tmp_path / "pred_grid.png").unlink()
+    line = one_error(capsys, visualize(tmp_path, pred, "--samples", "1"))
+    assert f"{str(mine)!r} already exists" in line
+    assert mine.read_bytes() == b"a GIF the user edited" and not (tmp_path / "pred_grid.png").exists()
+    assert visualize(tmp_path, pred, "--samples", "0,1", "--force") == 0
+    assert (tmp_path / "pred_grid.png").read_bytes() == grid and mine.read_bytes()[:6] == b"GIF89a"
+    # the run-folder path checks before the evaluation, and a folder where a picture goes is refused too
+    run = _run_dir(tmp_path)
+    (run / "visualize_sample0.gif").mkdir()
+    line = one_error(capsys, main(["visualize", str(run), "--samples", "0", "--force"]))
+    assert "visualize_sample0.gif' is a folder" in line and not (run / "visualize_grid.png").exists()
+
+
+def test_pictures_are_written_through_the_atomic_writer(tmp_path, frames, monkeypatch):
+    import stcsnn.io
+
+    written, real = [], stcsnn.io.atomic_write_bytes
+    monkeypatch.setattr(stcsnn.io, "atomic_write_bytes", lambda path, data: (written.append(Path(path).name),
+                                                                             real(path, data)))
+    pred = frames("pred.npy", np.full((2, 2, 1, 16, 16), 0.5, np.float32))
+    assert visualize(tmp_path, pred, "--samples", "1,0") == 0
+    assert written == ["pred_grid.png", "pred_sample1.gif", "pred_sample0.gif"]

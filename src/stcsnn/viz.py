@@ -348,18 +348,20 @@ def write_grid(path: str | os.PathLike, inputs: np.ndarray, truth: np.ndarray | 
     return Path(path)
 
 
+def sample_paths(out: str | os.PathLike, stem: str, indices: Sequence[int]) -> list[Path]:
+    """The files :func:`write_samples` writes: ``OUT/STEM_grid.png``, then ``OUT/STEM_sample{i}.gif`` per index."""
+    return [Path(out) / f"{stem}_grid.png"] + [Path(out) / f"{stem}_sample{i}.gif" for i in indices]
+
+
 def write_samples(out: str | os.PathLike, stem: str, inputs: np.ndarray, truth: np.ndarray | None,
                   pred: np.ndarray, indices: Sequence[int], title: str | None = None) -> list[Path]:
-    """The grid of some samples (``OUT/STEM_grid.png``) and one GIF per sample (``OUT/STEM_sample{i}.gif``, ``i``
-    from ``indices``, which labels the arrays' samples); returns the paths written. An OSError propagates."""
-    png = Path(out) / f"{stem}_grid.png"
-    written = [png]
+    """The grid of some samples and one GIF per sample (:func:`sample_paths`; ``indices`` labels the arrays'
+    samples), each written atomically; returns the paths written. An OSError propagates."""
+    png, *gifs = sample_paths(out, stem, indices)
     write_png(png, prediction_grid(inputs, truth, pred, title=title, sample_labels=[f"sample {i}" for i in indices]))
-    for k, i in enumerate(indices):
-        gif = Path(out) / f"{stem}_sample{i}.gif"
+    for k, (i, gif) in enumerate(zip(indices, gifs)):
         write_gif(gif, inputs[k], None if truth is None else truth[k], pred[k], title=f"sample {i}")
-        written.append(gif)
-    return written
+    return [png, *gifs]
 
 
 # ---------------------------------------------------------------------------------------------------- the GIF

@@ -57,16 +57,21 @@ def check_videos(arr: np.ndarray, source: str) -> np.ndarray:
     return arr
 
 
+def as_videos(arr: np.ndarray) -> np.ndarray:
+    """A videos array of :func:`check_videos` as (N, T, C, H, W): the 4-dimensional layout (N, T, H, W) is one
+    channel. A view: nothing is copied or read (a memory-mapped array stays memory-mapped)."""
+    return arr if arr.ndim == 5 else arr[:, :, None]
+
+
 class VideoArrays(SequenceDataset):
     """Sequences from ``arr`` (N, T, [C,] H, W) rows ``rows``, scaled as ``(x - offset) / denom``."""
 
     def __init__(self, split: str, arr: np.ndarray, rows: range, windows: list[tuple[int, int]],
                  offset: float, denom: float, clip: bool, input_frames: int, output_frames: int) -> None:
-        self.name, self.split, self.arr, self.rows, self.windows = "npy", split, arr, rows, windows
+        self.name, self.split, self.arr, self.rows, self.windows = "npy", split, as_videos(arr), rows, windows
         self.offset, self.denom, self.clip = offset, denom, clip
         self.input_frames, self.output_frames = input_frames, output_frames
-        shape = arr.shape[2:]
-        self.frame_shape = tuple(shape) if len(shape) == 3 else (1, *shape)
+        self.frame_shape = tuple(self.arr.shape[2:])
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -78,7 +83,7 @@ class VideoArrays(SequenceDataset):
         seq = (seq - np.float32(self.offset)) / np.float32(self.denom)
         if self.clip:
             seq = np.clip(seq, 0.0, 1.0)
-        return seq if seq.ndim == 4 else seq[:, None]
+        return seq
 
 
 def _fraction_rows(n: int, fractions: Any, source: str) -> dict[str, range]:

@@ -46,8 +46,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", action="store_true",
                    help='also write step.onnx (opset 17, dynamic batch); needs pip install "stcsnn[onnx]"')
     p.add_argument("--force", action="store_true",
-                   help="write into a folder that already holds files (the export's files are replaced; a failure "
-                        "keeps them as they were)")
+                   help="write into a folder that already holds files (the export's files are replaced, a step.onnx "
+                        "there regenerated for the new weights; a failure keeps them as they were)")
     p.add_argument("--push", metavar="USER/REPO",
                    help='then upload the folder to this Hugging Face Hub model repository (pip install '
                         '"stcsnn[hub]"; log in first with `hf auth login` or HF_TOKEN)')
@@ -110,6 +110,8 @@ def _export(args: argparse.Namespace) -> int:
     result = export(args.checkpoint, args.out, onnx=args.onnx, force=args.force, command=shlex.join(command))
     cfg = result["config"]
     print(f"exported {cfg.neuron} (hidden {cfg.hidden_channels}) from {args.checkpoint!r}")
+    if result["onnx_regenerated"]:
+        print(f"note: {args.out} held {ONNX_NAME} of an earlier export: regenerated for the new weights")
     if result["onnx_max_diff"] is not None:
         print(f"onnxruntime check of {ONNX_NAME}: max |ONNX - PyTorch| {result['onnx_max_diff']:.3g} over 3 steps")
     print("wrote " + ", ".join(str(p) for p in result["files"]))

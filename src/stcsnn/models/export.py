@@ -359,11 +359,12 @@ def _foreign_files(out: Path) -> list[str]:
 def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force: bool = False,
            command: str | None = None) -> dict[str, Any]:
     """Write the export folder ``out`` for ``checkpoint``; returns ``{"files": [paths written], "onnx_max_diff":
-    float or None, "config": the exported Config}``.
+    float or None, "config": the exported Config, "onnx_regenerated": bool}``.
 
     Everything (weights, config, card, ONNX graph and its onnxruntime check) is computed before the first write,
     then committed by :func:`_commit`. ``out`` may be new or empty; one that holds files needs ``force`` (files
-    that are not the export's are left alone)."""
+    that are not the export's are left alone; a ``step.onnx`` there is regenerated for the new weights, as with
+    ``onnx``)."""
     from stcsnn import __version__
     from stcsnn.data import resolve_config_shape
     from stcsnn.io import RunLock
@@ -374,6 +375,17 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
                               f"{str(src / 'best.pt')!r}")
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"--out {str(out)!r} is a file; expected a folder to write the export into")
+    # a forced export into a folder that holds a graph (of the weights being replaced) regenerates it: leaving it
+    # would serve old weights beside the new ones, and deleting it would drop a file the user had
+    regenerate = force and not onnx and os.path.lexists(out / ONNX_NAME)
+    if regenerate:
+        try:
+            onnx_modules()
+        except StcsnnError as exc:
+            raise StcsnnError(f"--out {str(out)!r} holds {ONNX_NAME} of an earlier export, which must be "
+                              f"regenerated for the new weights: {exc}; or remove {ONNX_NAME} first (nothing was "
+                              "changed)") from None
+        onnx = True
     if onnx:
         onnx_modules()  # before any work: a missing package is one line, not a failure after minutes
     ckpt = read_checkpoint(src)
@@ -408,16 +420,15 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
                 raise StcsnnError(f"the ONNX step predicts non-finite values (max difference {diff}); nothing "
                                   "was written")
         files[CARD_NAME] = model_card(cfg, model, ckpt, src, command, onnx).encode()
-        # without --onnx, an earlier export's graph (of the weights replaced here) would disagree with the new ones
-        written = _commit(out, files, remove=() if onnx else (ONNX_NAME,))
-    return {"files": written, "onnx_max_diff": diff, "config": cfg}
+        written = _commit(out, files)
+    return {"files": written, "onnx_max_diff": diff, "config": cfg, "onnx_regenerated": regenerate}
 
 
-def _commit(out: Path, files: dict[str, bytes], remove: Sequence[str] = ()) -> list[Path]:
-    """Write ``files`` into ``out`` (and delete the files named in ``remove``) so that a failed write never mixes
-    two exports: each is first written in full (atomically) under a hidden staging name -- a full disk stops the
-    export here, the previous files untouched -- then all are renamed into place, config.json last (only a crash
-    within those few renames could leave a mix)."""
+def _commit(out: Path, files: dict[str, bytes]) -> list[Path]:
+    """Write ``files`` into ``out`` so that a failed write never mixes two exports: each is first written in full
+    (atomically) under a hidden staging name -- a full disk stops the export here, the previous files untouched --
+    then all are renamed into place, config.json last (only a crash within those few renames could leave a mix).
+    Nothing else in ``out`` is deleted."""
     from stcsnn.io import atomic_write_bytes, remove_stale_temporaries
 
     remove_stale_temporaries(out)  # an interrupted export's leftovers (we hold the folder's lock)
@@ -429,9 +440,6 @@ def _commit(out: Path, files: dict[str, bytes], remove: Sequence[str] = ()) -> l
     try:
         for name in order:
             atomic_write_bytes(staged[name], files[name])
-        for name in remove:
-            with contextlib.suppress(FileNotFoundError):
-                (out / name).unlink()
         for name in order:
             os.replace(staged[name], out / name)
     finally:

@@ -43,7 +43,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict", help="predict future frames for new videos (no ground truth needed)")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--input", required=True, help=".npy of (N, T_in, C, H, W) or (T_in, C, H, W), uint8 or [0,1]")
+    p.add_argument("--input", required=True,
+                   help=".npy of (N, T_in, C, H, W), (N, T_in, H, W) (one channel, as the npy dataset reads it) or "
+                        "(T_in, C, H, W), uint8 or float in [0, 1]; read memory-mapped, batch by batch")
     p.add_argument("--output", required=True,
                    help=".npy to write, (N, N_out, C, H, W) float32 (with --stream: (N, T_in, C, H, W))")
     p.add_argument("--frames", type=int, help="frames to predict (default: the trained horizon)")
@@ -59,12 +61,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("visualize", help="PNG grid and animated GIF of predictions")
-    p.add_argument("source", help="a run directory or checkpoint (uses its test split), or a predict .npy")
+    p.add_argument("source", help="a run directory, checkpoint or export folder (uses its test split), or a predict "
+                                   ".npy")
     p.add_argument("--input", help="with a predict .npy: the input frames .npy it was made from")
     p.add_argument("--truth", help="with a predict .npy: optional true future frames .npy")
     p.add_argument("--samples", default="0,1,2,3", help="comma-separated sample indices (distinct, >= 0)")
-    p.add_argument("--out", help="output folder (default: next to the source)")
+    p.add_argument("--out", help="output folder (default: next to the source; an export folder itself)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="overwrite the PNG and GIFs of an earlier visualize")
     p.set_defaults(func=_visualize)
 
 
@@ -173,34 +177,33 @@ def _eval_split(cfg, model: torch.nn.Module, saved, split: str):
 
 
 def _predict(args: argparse.Namespace) -> int:
-    """``stcsnn predict``: read the input frames, roll the model out (or stream it), write the .npy."""
-    from stcsnn.data.formats import load_frames, open_frames
+    """``stcsnn predict``: open the input frames (memory-mapped), check that a batch fits in memory and the output
+    on disk, then predict and write batch by batch."""
     from stcsnn.io import check_writable
     from stcsnn.models.loading import load_model
-    from stcsnn.train.predict import finish_prediction, predict_frames, stream_forecasts, write_npy
+    from stcsnn.train.predict import check_fits, check_input_values, forecast_batches, open_inputs, write_prediction
 
     device = pick_device(args.device)
     model, cfg = load_model(args.checkpoint, device)
     if args.stream and args.frames is not None:
         raise StcsnnError("--stream writes one forecast per input frame (N, T_in, C, H, W); --frames does not "
                           "apply: drop one of the two")
-    # --stream: memory-mapped, converted one frame per sequence at a time; else read and converted at once
-    frames = (open_frames if args.stream else load_frames)(args.input, model.frame_channels)
+    frames = open_inputs(args.input, model.frame_channels)  # memory-mapped: read batch by batch below
+    if not args.stream:  # --stream reads each frame once, when its turn comes (and checks it then)
+        check_input_values(frames, args.input)
     n_out = args.frames if args.frames is not None else cfg.output_frames
     _check_predict_args(args, n_out)
     check_writable(args.output)
-    if args.stream:
-        out = stream_forecasts(model, frames, args.input, args.batch_size, device)
-    else:
-        out = predict_frames(model, frames, n_out, args.batch_size, device)
-    lo, hi = finish_prediction(out, args.input, clip=not args.no_clip)
-    write_npy(args.output, out)
+    n_future = None if args.stream else n_out
+    shape = check_fits(model, tuple(frames.shape), n_future, args.batch_size, device, args.output)
+    batches = forecast_batches(model, frames, args.input, n_future, args.batch_size, device)
+    lo, hi = write_prediction(args.output, shape, batches, args.input, clip=not args.no_clip)
     clipped = not args.no_clip and (lo < 0.0 or hi > 1.0)
     note = (f"; raw values in [{lo:.3g}, {hi:.3g}] clipped to [0, 1] (--no-clip keeps them)" if clipped
             else "; raw values, not clipped" if args.no_clip else "")
     what = (f"the forecast of the next frame after each of {frames.shape[1]} input frames" if args.stream
             else f"{frames.shape[1]} input frames -> {n_out} predicted")
-    print(f"wrote {args.output}: {out.shape} float32 ({what}){note}")
+    print(f"wrote {args.output}: {shape} float32 ({what}){note}")
     if cfg.frame_shape and list(frames.shape[3:]) != list(cfg.frame_shape[1:]):
         # after the work, so that a failure is still reported as one line
         print(f"note: frames are {frames.shape[3]}x{frames.shape[4]}, the model was trained on "
@@ -241,7 +244,6 @@ def parse_samples(text: str) -> list[int]:
 
 def _visualize(args: argparse.Namespace) -> int:
     """``stcsnn visualize``: gather the samples (a predict output, or a checkpoint's test split), draw them."""
-    from stcsnn.io import check_writable
     from stcsnn.train import predict
     from stcsnn.viz import grid_title, require_viz, write_samples
 
@@ -253,16 +255,16 @@ def _visualize(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else src.parent
         stem = src.stem
         neuron, shown, where = None, src, f"inputs {args.input}"
-        check_writable(out / f"{stem}_grid.png")
+        _check_visualize_out(out, stem, idx, args.force)
     else:
         from stcsnn.models.loading import load_model
 
         ckpt = predict.run_checkpoint(src)
         device = pick_device(args.device)
         model, cfg = load_model(ckpt, device)
-        out = Path(args.out) if args.out else ckpt.parent
+        out = Path(args.out) if args.out else ckpt if ckpt.is_dir() else ckpt.parent
         stem = "visualize"
-        check_writable(out / f"{stem}_grid.png")  # before the (possibly long) evaluation
+        _check_visualize_out(out, stem, idx, args.force)  # before the (possibly long) evaluation
         samples = predict.first_test_samples(model, cfg, device, max(idx) + 1)
         neuron, shown, where = cfg.neuron, ckpt, f"{cfg.dataset} test"
     chosen = predict.select_samples(samples, idx)
@@ -274,3 +276,19 @@ def _visualize(args: argparse.Namespace) -> int:
         raise StcsnnError(f"cannot write into {str(out)!r}: {exc.strerror or exc}") from None
     print("wrote " + ", ".join(str(p) for p in written) + "".join(f"; {m}" for m in chosen.notes))
     return 0
+
+
+def _check_visualize_out(out: Path, stem: str, idx: list[int], force: bool) -> None:
+    """The pictures ``visualize`` writes (``viz.sample_paths``) can be written: the folder is writable, and none
+    of them exists yet unless ``force``."""
+    from stcsnn.io import check_writable
+    from stcsnn.viz import sample_paths
+
+    paths = sample_paths(out, stem, idx)
+    check_writable(paths[0])
+    for path in paths:
+        if path.is_dir():
+            raise StcsnnError(f"{str(path)!r} is a folder; expected the picture to write there (use another --out)")
+        if (path.exists() or path.is_symlink()) and not force:
+            raise StcsnnError(f"{str(path)!r} already exists; expected a new path (or --force to overwrite the "
+                              "pictures; nothing was changed)")
