@@ -27,10 +27,11 @@ from stcsnn.neurons.registry import (
     spiking_neurons,
 )
 from stcsnn.neurons.surrogate import SURROGATES, Surrogate, spike
+from stcsnn.neurons.layer import NeuronLayer, build_layer
 
 __all__ = [
     "GLIF", "IF", "LIF", "LMH", "NEURONS", "PLIF", "STC", "SURROGATES", "TCLIF",
-    "Autapse", "Cell", "ConvLSTMCell", "GLIFState", "LSTMState", "MembraneState", "SpikingCell", "Surrogate",
-    "Synapse", "TwoCompartmentState", "build_neuron", "fuse_pathways", "get_spec", "list_neurons",
+    "Autapse", "Cell", "ConvLSTMCell", "GLIFState", "LSTMState", "MembraneState", "NeuronLayer", "SpikingCell",
+    "Surrogate", "Synapse", "TwoCompartmentState", "build_layer", "build_neuron", "fuse_pathways", "get_spec", "list_neurons",
     "register_neuron", "register_stc", "spike", "spiking_neurons", "split_pathways",
 ]
