@@ -61,6 +61,10 @@ def build_layer(name: str, channels: int, dims: int | None = None, kernel_size: 
     return NeuronLayer(neuron, name, dims)
 
 
+#: the current's shape for each ``dims``
+SHAPES = {0: "(B, C)", 1: "(B, C, L)", 2: "(B, C, H, W)"}
+
+
 def _as_4d(x: Tensor) -> Tensor:
     """(B, C) -> (B, C, 1, 1), (B, C, L) -> (B, C, L, 1), (B, C, H, W) unchanged (the view a neuron steps in; any
     other rank is flattened to (B, C, N, 1): only elementwise neurons take it)."""
@@ -90,9 +94,8 @@ class NeuronLayer(nn.Module):
             raise StcsnnTypeError(f"expected a torch.Tensor {what}, got {type(current).__name__}")
         if not current.is_floating_point():
             raise StcsnnTypeError(f"expected a floating-point {what}, got dtype {current.dtype}")
-        shapes = {0: "(B, C)", 1: "(B, C, L)", 2: "(B, C, H, W)"}
         if self.dims is not None and current.dim() != 2 + self.dims:
-            raise StcsnnError(f"this {self.name} layer is built for {what}s of shape {shapes[self.dims]} "
+            raise StcsnnError(f"this {self.name} layer is built for {what}s of shape {SHAPES[self.dims]} "
                               f"(dims={self.dims}), got shape {tuple(current.shape)} (build_layer(..., dims="
                               f"{min(max(current.dim() - 2, 0), 2)}) for that rank)")
         if current.dim() < 2:
@@ -121,11 +124,11 @@ class NeuronLayer(nn.Module):
 
     def multi_step(self, currents: Tensor, state: NamedTuple | None = None) -> tuple[Tensor, NamedTuple]:
         """``currents`` (T, B, C, ...) -> ``(spikes (T, B, C, ...), state after step T)``: the steps in order."""
-        if isinstance(currents, Tensor) and currents.dim() >= 1:
-            self.check_current(currents[0], "current")
-        if not isinstance(currents, Tensor) or currents.dim() < 3:
+        want = 3 if self.dims is None else 3 + self.dims
+        if not isinstance(currents, Tensor) or currents.dim() < 3 or (self.dims is not None and currents.dim() != want):
             found = tuple(currents.shape) if isinstance(currents, Tensor) else type(currents).__name__
-            raise StcsnnError(f"expected currents of shape (T, B, C, ...), got {found}")
+            shape = "(T, B, C, ...)" if self.dims is None else "(T, " + SHAPES[self.dims][1:]
+            raise StcsnnError(f"expected currents of shape {shape}, got {found}")
         out = []
         for current in currents.unbind(0):
             spikes, state = self(current, state)
