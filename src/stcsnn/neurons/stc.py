@@ -31,7 +31,6 @@ from stcsnn.neurons.lmh import LMH
 from stcsnn.neurons.registry import register_stc
 from stcsnn.neurons.tclif import TCLIF
 
-
 #: the autapse's kernel for spikes with ``dims`` dimensions after (B, C), as a 2-D kernel over the (B, C, H, W)
 #: view a neuron layer steps in ((B, C) -> (B, C, 1, 1), (B, C, L) -> (B, C, L, 1)): 1 x 1 is a grouped linear
 #: map, k x 1 a grouped conv1d with same padding, k x k the paper's conv2d
