@@ -278,6 +278,6 @@ def test_sequential_fmnist_example_beats_chance():
     spec = importlib.util.spec_from_file_location("sequential_fmnist", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    model, acc = example.train(steps=80, hidden=64, lr=1e-2)
+    model, acc = example.train(steps=80, hidden=64)
     assert acc > 0.4, acc
     assert isinstance(model.neuron, NeuronLayer) and model.neuron.name == "stc_lif"

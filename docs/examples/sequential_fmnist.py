@@ -49,7 +49,7 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor) -> float:
         return (model(images).argmax(1) == labels).float().mean().item()
 
 
-def train(steps: int = 300, hidden: int = 128, neuron: str = "stc_lif", batch: int = 64, lr: float = 3e-3,
+def train(steps: int = 300, hidden: int = 128, neuron: str = "stc_lif", batch: int = 64, lr: float = 1e-2,
           seed: int = 0) -> tuple[RowClassifier, float]:
     """Train for ``steps`` Adam steps; returns the model and its held-out (test split) accuracy."""
     torch.manual_seed(seed)
