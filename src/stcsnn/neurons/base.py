@@ -4,8 +4,10 @@ A cell maps one time step of input ``x`` (B, C_in, H, W) and its state to spikes
 
     spike, state = cell(x, state)        # state=None means fresh zeros
 
-which is ``current = cell.synapse(x)`` followed by ``cell.update(current, state)``. Nothing is hidden in the
-module: the state is a NamedTuple the caller carries, so there is no ``reset_net`` to forget.
+which is ``current = cell.synapse(x)`` followed by ``cell.neuron_step(current, state)`` (the neuron's
+``update``, or its fused update). Nothing is hidden in the module: the state is a NamedTuple the caller carries,
+so there is no ``reset_net`` to forget. Built with ``in_channels=None`` a spiking neuron has no synapse and is
+stepped on currents the caller computed (:func:`stcsnn.neurons.layer.build_layer`).
 
 The generic STC wrapper (:class:`stcsnn.neurons.stc.STC`) relies on one more contract of ``update``:
 ``update(current, state, temporal_gain, spatial_gain)`` multiplies the membrane term carried over from the
