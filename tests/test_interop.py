@@ -80,6 +80,23 @@ def test_spikingjelly_gradients_match_multi_step(sj):
     functional.reset_net(net)
 
 
+def test_spikingjelly_conv_network(sj):
+    """A (B, C, H, W) STC layer (dims=2, the paper's autapse) after SpikingJelly's Conv2d, multi-step."""
+    functional, sj_layer = sj
+    torch.manual_seed(6)
+    neuron = SpikingJellyNeuron(build_layer("stc_lif", 32, dims=2, kernel_size=3), step_mode="m")
+    conv = sj_layer.Conv2d(2, 32, 3, padding=1, step_mode="m")
+    net = nn.Sequential(conv, neuron).to(DT)
+    g = torch.Generator().manual_seed(7)
+    x_seq = 3.0 * torch.rand(5, 2, 2, 6, 6, generator=g, dtype=DT)
+    with torch.no_grad():
+        got = net(x_seq)
+        functional.reset_net(net)
+        expected, _ = neuron.layer.multi_step(F.conv2d(x_seq.flatten(0, 1), conv.weight, conv.bias, padding=1)
+                                              .unflatten(0, (5, 2)))
+    assert torch.equal(got, expected) and 0 < got.mean() < 1
+
+
 def test_adapter_refuses_bad_arguments():
     with pytest.raises(StcsnnError, match=r"expected a NeuronLayer .*got Linear"):
         SpikingJellyNeuron(nn.Linear(2, 2))

@@ -86,7 +86,7 @@ class NeuronLayer(nn.Module):
         self.fast = True
 
     @property
-    def State(self) -> type:  # noqa: N802 (the cells' name for their state class)
+    def State(self) -> type:  # (capitalised: the cells' name for their state class)
         return self.neuron.State
 
     def check_current(self, current: Any, what: str = "current") -> None:
