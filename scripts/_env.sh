@@ -24,5 +24,12 @@ if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || ! "$PY" -c "i
     "$PY" -m pip install -q -e "$ROOT[$EXTRAS]"
     touch "$STAMP"
 fi
+# The interop tests (tests/test_interop.py) run against SpikingJelly too; its declared requirements would pull
+# torchvision/torchaudio (which must match the torch build), and its activation_based modules need only loguru
+# beside what dev has, so both are installed without dependencies.
+if [[ ",$EXTRAS," == *",dev,"* ]] && ! "$PY" -c "import spikingjelly.activation_based" >/dev/null 2>&1; then
+    echo "[stcsnn] installing spikingjelly (--no-deps) for the interop tests"
+    "$PY" -m pip install -q --no-deps "spikingjelly==2.0.0" "loguru>=0.7"
+fi
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

@@ -338,13 +338,7 @@ class _Run:
         return syn(x)
 
     def update(self, cell: nn.Module, current: Tensor, state):
-        if state is None:
-            state = cell.init_state(current)
-        if self.fast and cell.has_fused_update():
-            autapse = getattr(cell, "autapse", None)
-            pathways = None if autapse is None else autapse.signals(state.s, self.grouped_conv, self.pathway_norm)
-            return cell.fused_update(current, state, pathways)
-        return cell.update(current, state)
+        return cell.neuron_step(current, state, self.fast, self.grouped_conv, self.pathway_norm)
 
     def grouped_conv(self, conv: nn.Module, x: Tensor) -> Tensor:
         return self.conv(conv, x, "grouped")

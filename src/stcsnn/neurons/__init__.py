@@ -17,6 +17,7 @@ from stcsnn.neurons.lmh import LMH
 from stcsnn.neurons.stc import STC, Autapse, fuse_pathways, split_pathways
 from stcsnn.neurons.convlstm import ConvLSTMCell, LSTMState
 # isort: on
+from stcsnn.neurons.layer import NeuronLayer, build_layer
 from stcsnn.neurons.registry import (
     NEURONS,
     build_neuron,
@@ -30,7 +31,7 @@ from stcsnn.neurons.surrogate import SURROGATES, Surrogate, spike
 
 __all__ = [
     "GLIF", "IF", "LIF", "LMH", "NEURONS", "PLIF", "STC", "SURROGATES", "TCLIF",
-    "Autapse", "Cell", "ConvLSTMCell", "GLIFState", "LSTMState", "MembraneState", "SpikingCell", "Surrogate",
-    "Synapse", "TwoCompartmentState", "build_neuron", "fuse_pathways", "get_spec", "list_neurons",
-    "register_neuron", "register_stc", "spike", "spiking_neurons", "split_pathways",
+    "Autapse", "Cell", "ConvLSTMCell", "GLIFState", "LSTMState", "MembraneState", "NeuronLayer", "SpikingCell",
+    "Surrogate", "Synapse", "TwoCompartmentState", "build_layer", "build_neuron", "fuse_pathways", "get_spec",
+    "list_neurons", "register_neuron", "register_stc", "spike", "spiking_neurons", "split_pathways",
 ]

@@ -4,8 +4,10 @@ A cell maps one time step of input ``x`` (B, C_in, H, W) and its state to spikes
 
     spike, state = cell(x, state)        # state=None means fresh zeros
 
-which is ``current = cell.synapse(x)`` followed by ``cell.update(current, state)``. Nothing is hidden in the
-module: the state is a NamedTuple the caller carries, so there is no ``reset_net`` to forget.
+which is ``current = cell.synapse(x)`` followed by ``cell.neuron_step(current, state)`` (the neuron's
+``update``, or its fused update). Nothing is hidden in the module: the state is a NamedTuple the caller carries,
+so there is no ``reset_net`` to forget. Built with ``in_channels=None`` a spiking neuron has no synapse and is
+stepped on currents the caller computed (:func:`stcsnn.neurons.layer.build_layer`).
 
 The generic STC wrapper (:class:`stcsnn.neurons.stc.STC`) relies on one more contract of ``update``:
 ``update(current, state, temporal_gain, spatial_gain)`` multiplies the membrane term carried over from the
@@ -123,27 +125,45 @@ class Cell(nn.Module):
         update_owner = next(k for k in mro if "update" in vars(k))
         return fused_owner is update_owner and fused_owner is not Cell
 
-    def forward(self, x: Tensor, state: NamedTuple | None = None) -> tuple[Tensor, NamedTuple]:
-        check_input(x, self.in_channels)
-        current = self.synapse(x)
+    def neuron_step(self, current: Tensor, state: NamedTuple | None, fast: bool = False, conv=None, norm=None
+                    ) -> tuple[Tensor, NamedTuple]:
+        """The neuron applied to a current (B, hidden, H, W) it did not compute: ``update``, or with ``fast`` the
+        fused update where the cell has one (an STC cell's pathways computed here, ``conv``/``norm`` passed to
+        :meth:`stcsnn.neurons.stc.Autapse.signals`). The one place a step is taken: :meth:`forward` (after the
+        synapse), the predictor's paths and :class:`stcsnn.neurons.layer.NeuronLayer` all call it."""
         if state is None:
             state = self.init_state(current)
-        else:
-            b, _, h, w = current.shape
-            check_state(state, (b, self.hidden_channels, h, w), self.State)
+        if fast and self.has_fused_update():
+            autapse = getattr(self, "autapse", None)
+            pathways = None if autapse is None else autapse.signals(state.s, conv, norm)
+            return self.fused_update(current, state, pathways)
         return self.update(current, state)
 
+    def forward(self, x: Tensor, state: NamedTuple | None = None) -> tuple[Tensor, NamedTuple]:
+        if self.synapse is None:
+            raise StcsnnError(f"this {type(self).__name__} has no synapse (a neuron layer): call it through "
+                              "stcsnn.neurons.build_layer with a current")
+        check_input(x, self.in_channels)
+        current = self.synapse(x)
+        if state is not None:
+            b, _, h, w = current.shape
+            check_state(state, (b, self.hidden_channels, h, w), self.State)
+        return self.neuron_step(current, state)
+
     def extra_repr(self) -> str:
+        if self.in_channels is None:
+            return f"{self.hidden_channels}, no synapse"
         return f"{self.in_channels}, {self.hidden_channels}, kernel_size={self.kernel_size}"
 
 
 class SpikingCell(Cell):
     """Base class of the spiking neurons: owns the synapse and the surrogate; subclasses define ``State`` and
-    ``update`` (and optionally ``fused_update``)."""
+    ``update`` (and optionally ``fused_update``). ``in_channels=None``: no synapse -- the neuron alone, stepped
+    on a current the caller computed (what :func:`stcsnn.neurons.layer.build_layer` wraps)."""
 
     def __init__(
         self,
-        in_channels: int,
+        in_channels: int | None,
         hidden_channels: int,
         kernel_size: int = 5,
         surrogate: str = "sigmoid",
@@ -154,5 +174,10 @@ class SpikingCell(Cell):
         self.in_channels = in_channels
         self.hidden_channels = hidden_channels
         self.kernel_size = kernel_size
-        self.synapse = Synapse(in_channels, hidden_channels, kernel_size)
+        if in_channels is None:
+            if not isinstance(hidden_channels, int) or hidden_channels < 1:
+                raise StcsnnError(f"channels must be a positive integer, got {hidden_channels!r}")
+            self.synapse = None
+        else:
+            self.synapse = Synapse(in_channels, hidden_channels, kernel_size)
         self.spike_fn = Surrogate(surrogate, alpha, strict=strict_threshold)

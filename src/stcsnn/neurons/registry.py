@@ -111,10 +111,12 @@ def spiking_neurons() -> list[str]:
     return [s.name for s in NEURONS.values() if not s.is_ann]
 
 
-def build_neuron(name: str, in_channels: int, hidden_channels: int, kernel_size: int = 5, **options: Any):
+def build_neuron(name: str, in_channels: int | None, hidden_channels: int, kernel_size: int = 5, *, dims: int = 2,
+                 **options: Any):
     """Create a registered neuron. ``options``: ``surrogate``, ``alpha`` and the neuron's own options
     (``gradient_detach`` for STC neurons, ``input_gain`` for (STC-)PLIF, ``train_gates`` for (STC-)GLIF).
-    An option the neuron does not have is an error."""
+    An option the neuron does not have is an error. ``in_channels=None`` and ``dims`` (the STC autapse's
+    spatial dimensions) are for :func:`stcsnn.neurons.layer.build_layer`: a spiking neuron without synapse."""
     spec = get_spec(name)
     unknown = set(options) - set(COMMON_OPTIONS) - set(spec.options)
     if unknown:
@@ -125,5 +127,5 @@ def build_neuron(name: str, in_channels: int, hidden_channels: int, kernel_size:
         from stcsnn.neurons.stc import STC
 
         detach = options.pop("gradient_detach", False)
-        return STC(spec.cls(in_channels, hidden_channels, kernel_size, **options), gradient_detach=detach)
+        return STC(spec.cls(in_channels, hidden_channels, kernel_size, **options), gradient_detach=detach, dims=dims)
     return spec.cls(in_channels, hidden_channels, kernel_size, **options)

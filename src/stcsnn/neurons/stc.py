@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from stcsnn.errors import StcsnnError
 from stcsnn.neurons.base import GROUPS, Cell, check_channels, gain
 from stcsnn.neurons.glif import GLIF
 from stcsnn.neurons.lif import IF, PLIF
@@ -30,17 +31,27 @@ from stcsnn.neurons.lmh import LMH
 from stcsnn.neurons.registry import register_stc
 from stcsnn.neurons.tclif import TCLIF
 
+#: the autapse's kernel for spikes with ``dims`` dimensions after (B, C), as a 2-D kernel over the (B, C, H, W)
+#: view a neuron layer steps in ((B, C) -> (B, C, 1, 1), (B, C, L) -> (B, C, L, 1)): 1 x 1 is a grouped linear
+#: map, k x 1 a grouped conv1d with same padding, k x k the paper's conv2d
+AUTAPSE_KERNELS = {0: lambda k: (1, 1), 1: lambda k: (k, 1), 2: lambda k: (k, k)}
+
 
 class Autapse(nn.Module):
-    """The two STC pathways, fused: ``(1 + tanh A[t], 1 + tanh B[t]) = autapse(S[t-1])``."""
+    """The two STC pathways, fused: ``(1 + tanh A[t], 1 + tanh B[t]) = autapse(S[t-1])``. ``dims``: the spikes'
+    dimensions after (B, C) (2: the conv cells'; see :data:`AUTAPSE_KERNELS`)."""
 
-    def __init__(self, channels: int, kernel_size: int = 5, gradient_detach: bool = False) -> None:
+    def __init__(self, channels: int, kernel_size: int = 5, gradient_detach: bool = False, dims: int = 2) -> None:
         super().__init__()
         check_channels(channels, GROUPS, "hidden_channels")
+        if dims not in AUTAPSE_KERNELS:
+            raise StcsnnError(f"dims must be 0 (B, C), 1 (B, C, L) or 2 (B, C, H, W), got {dims!r}")
         self.channels = channels
         self.gradient_detach = gradient_detach
-        self.conv = nn.Conv2d(channels, 2 * channels, kernel_size, padding=kernel_size // 2, groups=GROUPS,
-                              bias=False)
+        self.dims = dims
+        kernel = AUTAPSE_KERNELS[dims](kernel_size)
+        self.conv = nn.Conv2d(channels, 2 * channels, kernel, padding=(kernel[0] // 2, kernel[1] // 2),
+                              groups=GROUPS, bias=False)
         self.norm = nn.GroupNorm(2 * GROUPS, 2 * channels)
 
     def signals(self, prev_spike: Tensor, conv=None, norm=None) -> Tensor:
@@ -102,7 +113,7 @@ class STC(Cell):
 
     options = ("gradient_detach",)
 
-    def __init__(self, base: Cell, gradient_detach: bool = False) -> None:
+    def __init__(self, base: Cell, gradient_detach: bool = False, dims: int = 2) -> None:
         super().__init__()
         self.base = base
         self.in_channels = base.in_channels
@@ -110,7 +121,7 @@ class STC(Cell):
         self.kernel_size = base.kernel_size
         self.State = base.State
         self.membrane = base.membrane
-        self.autapse = Autapse(base.hidden_channels, base.kernel_size, gradient_detach)
+        self.autapse = Autapse(base.hidden_channels, base.kernel_size, gradient_detach, dims)
         self._register_load_state_dict_pre_hook(_nest_base_keys, with_module=True)
 
     @property
