@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stcsnn.config import quoted
 from stcsnn.data.base import SequenceDataset, check_split, resolve_root
 from stcsnn.data.download import FileSpec
 from stcsnn.errors import DataError
@@ -86,9 +87,9 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
 
 def get_dataset_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        hint = difflib.get_close_matches(str(name), DATASETS, n=1)
+        hint = difflib.get_close_matches(str(name)[:100], DATASETS, n=1)
         did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise DataError(f"unknown dataset {name!r}{did_you_mean}: expected one of {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {quoted(name)}{did_you_mean}: expected one of {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
