@@ -540,12 +540,11 @@ def validate(cfg: Config) -> None:
             raise ConfigError(
                 f"patch_size {cfg.patch_size} must divide the frame size {h}x{w} (frame_shape {cfg.frame_shape})"
             )
-        # same padding: a tap further than the frame's far side from the centre only ever sees the padding
-        longest = 2 * max(h, w) // cfg.patch_size - 1
-        if cfg.kernel_size > longest:
-            raise ConfigError(f"config key 'kernel_size' must be <= {longest} for frames of {h}x{w} in patches of "
-                              f"{cfg.patch_size} (a larger kernel only reaches the zero padding), got "
-                              f"{_number(cfg.kernel_size)}")
+        # the convolutions run on the patched frames (H/p x W/p): a kernel wider than the frame itself sees mostly
+        # zero padding, and its k*k weights are how a typo (kernel_size: 99999) becomes a memory bomb
+        if cfg.kernel_size > max(h, w):
+            raise ConfigError(f"config key 'kernel_size' must be <= {max(h, w)}, the larger side of the "
+                              f"{h}x{w} frames, got {_number(cfg.kernel_size)}")
     if cfg.data_root is not None:
         check_path(cfg.data_root, "config key 'data_root'")
     check_memory(cfg)
