@@ -602,25 +602,48 @@ def available_memory() -> int | None:
         return None
 
 
-def memory_estimate(cfg: Config) -> tuple[int, int]:
-    """``(parameters, bytes)``: a lower bound on the parameters of ``cfg``'s model and on the memory one training
-    step needs, so that a config it refuses cannot run. Counted: each layer's synaptic convolution
-    (k x k x in x out; a neuron has at least this one) and the readout; the weights, their gradients and Adam's
-    two moments (4 copies); one map per layer and time step kept for the backward (``checkpoint_steps`` K > 0
-    keeps K steps); the batch's frames (inputs, targets, predictions). An unknown frame shape counts as one
-    channel of one patch."""
+def memory_estimate(cfg: Config, exact: bool = True) -> tuple[int, int]:
+    """``(parameters, bytes)``: the parameters of ``cfg``'s model and a lower bound on the memory one training
+    step needs, so that a config it refuses cannot run.
+
+    Parameters: counted on the model built on PyTorch's ``meta`` device (shapes only, nothing allocated) when
+    ``exact`` and the neuron is registered; otherwise a lower bound, each layer's synaptic convolution
+    (k x k x in x out, which every neuron has) and the readout. Bytes: the weights, their gradients and Adam's two
+    moments (4 copies); one map per layer and time step kept for the backward (``checkpoint_steps`` K > 0 keeps
+    K steps); the batch's frames (inputs and targets, predictions). An unknown frame shape counts as one channel
+    of one patch."""
     c, h, w = cfg.frame_shape if cfg.frame_shape is not None else (1, cfg.patch_size, cfg.patch_size)
     p, k = cfg.patch_size, cfg.kernel_size
-    cells = (h // p) * (w // p)  # positions of the patched frame
     widths = [c * p * p, *cfg.hidden_channels]
     params = sum(k * k * a * b for a, b in zip(widths, widths[1:])) + widths[-1] * c * p * p
-    size = 2 if cfg.amp else 8 if cfg.dtype == "float64" else 4
+    if exact:
+        params = max(params, _meta_parameters(cfg, (c, h, w)) or 0)
     weight_size = 8 if cfg.dtype == "float64" else 4
+    size = 2 if cfg.amp else weight_size
     steps = cfg.input_frames + cfg.output_frames
     kept = min(steps, cfg.checkpoint_steps) if cfg.checkpoint_steps else steps
-    activations = cfg.batch_size * kept * sum(cfg.hidden_channels) * cells * size
+    activations = cfg.batch_size * kept * sum(cfg.hidden_channels) * (h // p) * (w // p) * size
     frames = cfg.batch_size * 2 * steps * c * h * w * weight_size
     return params, 4 * params * weight_size + activations + frames
+
+
+def _meta_parameters(cfg: Config, shape: tuple[int, int, int]) -> int | None:
+    """The parameter count of ``cfg``'s model built on the meta device; ``None`` when the neuron is not
+    registered or the model cannot be built (the builder reports that itself, when the model is built)."""
+    try:
+        import torch
+
+        from stcsnn.models import build_model
+        from stcsnn.neurons.registry import NEURONS
+    except ImportError:  # configs are readable without torch
+        return None
+    if cfg.neuron not in NEURONS:
+        return None
+    try:
+        with torch.device("meta"):
+            return sum(t.numel() for t in build_model(cfg, shape).parameters())
+    except Exception:  # an option the neuron lacks, ...: not this check's to report
+        return None
 
 
 def _gib(n: int) -> str:
@@ -630,18 +653,20 @@ def _gib(n: int) -> str:
 
 def check_memory(cfg: Config) -> None:
     """Refuse a config whose model or training step cannot fit this machine's available memory
-    (:func:`memory_estimate`, a lower bound), before anything is allocated."""
+    (:func:`memory_estimate`), before anything is allocated. The quick lower bound first: it also keeps absurd
+    sizes (hidden_channels: [10**400]) away from the model builder."""
     limit = available_memory()
     if limit is None:
         return
-    params, need = memory_estimate(cfg)
-    if need > limit:
-        raise ConfigError(
-            f"this config needs at least {_gib(need)} of memory ({_number(params)} parameters; input_frames "
-            f"{_number(cfg.input_frames)}, output_frames {_number(cfg.output_frames)}, batch_size "
-            f"{_number(cfg.batch_size)}, hidden_channels "
-            f"{short(cfg.hidden_channels, 40)}, kernel_size {_number(cfg.kernel_size)}), more than the {_gib(limit)} "
-            "available on this machine; use a smaller model, batch or number of frames")
+    for exact in (False, True):
+        params, need = memory_estimate(cfg, exact)
+        if need > limit:
+            raise ConfigError(
+                f"this config needs at least {_gib(need)} of memory ({_number(params)} parameters; input_frames "
+                f"{_number(cfg.input_frames)}, output_frames {_number(cfg.output_frames)}, batch_size "
+                f"{_number(cfg.batch_size)}, hidden_channels {short(cfg.hidden_channels, 40)}, kernel_size "
+                f"{_number(cfg.kernel_size)}), more than the {_gib(limit)} available on this machine; use a "
+                "smaller model, batch or number of frames")
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
