@@ -9,8 +9,10 @@ is allowed and the value found. Any key can be overridden as ``key=value`` (dott
 Every path into a :class:`Config` (a YAML file, ``--set``, a checkpoint's stored config, the Python API) goes
 through :func:`make_config`, which checks everything (:func:`validate`) before any work starts. Hostile input is
 refused at once: a config is measured before it is built, printed or copied (at most ``MAX_NODES`` values,
-counting an alias or a shared reference each time it is used, and ``MAX_DEPTH`` levels), and a message quotes at
-most a short prefix of a value (:func:`short`).
+counting an alias or a shared reference each time it is used, and ``MAX_DEPTH`` levels), a model or training
+step that cannot fit the machine's available memory is refused before anything is allocated (:func:`check_memory`),
+and a message quotes at most a short prefix of a value (:func:`short`, :func:`quoted` with its length). An error
+caused by an override names the ``--set`` item, not the config file.
 """
 
 from __future__ import annotations
