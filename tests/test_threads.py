@@ -65,7 +65,7 @@ def test_load_is_read_from_proc_stat_for_the_allowed_cpus_only():
 
 
 def test_explicit_settings_win():
-    assert choose_threads(3, environ={"OMP_NUM_THREADS": "1"}, cpus={0}, load=9.0).threads == 3
+    assert choose_threads(3, environ={"OMP_NUM_THREADS": "1"}, cpus={0, 1, 2, 3}, load=9.0).threads == 3
     choice = choose_threads("auto", environ={"OMP_NUM_THREADS": "1"}, cpus={0, 1, 2, 3}, load=0.0)
     assert (choice.threads, choice.reason) == (1, "OMP_NUM_THREADS=1")
     with pytest.raises(ConfigError, match="threads must be 'auto' or an integer >= 1, got 0"):

@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stcsnn {__version__}")
     parser.add_argument("--threads", default="auto", metavar="auto|N", help=THREADS_HELP)
-    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="import MODULE first, e.g. one that registers your own neuron (repeatable)")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py",
+                        help="import MODULE (on PYTHONPATH) or the Python file FILE.py first, e.g. one that "
+                             "registers your own neuron (repeatable)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
@@ -78,7 +79,25 @@ def error_line(exc: BaseException) -> str:
                 lines = [lines[starts[-1]][len(prefix):], *lines[starts[-1] + 1:]]
                 break
         text = "\n".join(lines)
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return shorten(" ".join(line.strip() for line in text.splitlines() if line.strip()))
+
+
+#: An error line is read, not scrolled: a longer one keeps its start and its end (where the fix usually is).
+MAX_LINE = 500
+#: A single word longer than this (a 60,000-character value, a path) shows its start and its length.
+MAX_WORD = 200
+
+
+def shorten(line: str) -> str:
+    """``line`` cut to a readable length: every word over MAX_WORD characters to its first 100 and its length,
+    then, past MAX_LINE, the middle of the line replaced by how much was cut. A last guard: messages quote
+    values shortened already (:func:`stcsnn.config.quoted`), this catches those that do not."""
+    words = [w if len(w) <= MAX_WORD else f"{w[:100]}... ({len(w):,} characters)" for w in line.split(" ")]
+    line = " ".join(words)
+    if len(line) <= MAX_LINE:
+        return line
+    head, tail = MAX_LINE * 2 // 3, MAX_LINE // 4
+    return f"{line[:head]} ... ({len(line) - head - tail:,} characters cut) ... {line[-tail:]}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,8 +9,10 @@ is allowed and the value found. Any key can be overridden as ``key=value`` (dott
 Every path into a :class:`Config` (a YAML file, ``--set``, a checkpoint's stored config, the Python API) goes
 through :func:`make_config`, which checks everything (:func:`validate`) before any work starts. Hostile input is
 refused at once: a config is measured before it is built, printed or copied (at most ``MAX_NODES`` values,
-counting an alias or a shared reference each time it is used, and ``MAX_DEPTH`` levels), and a message quotes at
-most a short prefix of a value (:func:`short`).
+counting an alias or a shared reference each time it is used, and ``MAX_DEPTH`` levels), a model or training
+step that cannot fit the machine's available memory is refused before anything is allocated (:func:`check_memory`),
+and a message quotes at most a short prefix of a value (:func:`short`, :func:`quoted` with its length). An error
+caused by an override names the ``--set`` item, not the config file.
 """
 
 from __future__ import annotations
@@ -122,6 +124,9 @@ FLOAT_RANGES: dict[str, tuple[float, bool, float | None]] = {
     "weight_decay": (0.0, True, None), "grad_clip": (0.0, False, None), "sampling_start": (0.0, True, 1.0),
     "sampling_changing_rate": (0.0, True, None), "r_exp_alpha": (0.0, False, None),
 }
+#: The highest learning rate (lr, min_lr, warmup_lr): a step of more than 10x the gradient's scale diverges at
+#: once, and 1e300 overflows inside Adam.
+MAX_LR = 10.0
 MAX_SEED = 2**32 - 1  # the trainer derives per-epoch seeds as seed * 1_000_003 + epoch, which must fit 64 bits
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -179,6 +184,22 @@ def short(value: Any, limit: int = 60) -> str:
     except _Full:
         return "".join(pieces)[: max(limit - 3, 0)] + "..."
     return "".join(pieces)
+
+
+def quoted(value: Any, limit: int = 60) -> str:
+    """:func:`short`, plus the length of a string (or bytes) that was cut: ``'aaa...' (60,000 characters)``."""
+    text = short(value, limit)
+    if isinstance(value, (str, bytes)) and len(repr(value[: limit + 1])) > limit:  # short() cut it
+        text += f" ({len(value):,} {'characters' if isinstance(value, str) else 'bytes'})"
+    return text
+
+
+def some(names: typing.Iterable[Any], first: int = 5) -> str:
+    """The first few of ``names`` (each :func:`quoted`) and how many there are in all: ``'a', 'b', ... (5,000
+    in all)``; a message naming many unknown keys stays one readable line."""
+    names = list(names)
+    shown = ", ".join(quoted(n, 40) for n in names[:first])
+    return shown if len(names) <= first else f"{shown}, ... ({len(names):,} in all)"
 
 
 def _leaf_repr(x: Any, limit: int) -> str:
@@ -329,7 +350,7 @@ def load_yaml(text: str, what: str) -> Any:
 
 def parse_value(text: str) -> Any:
     """Parse one ``--set`` value as YAML (``[64,64]`` -> list, ``1e-3`` -> float, ``null`` -> None)."""
-    return load_yaml(text, f"value {short(text)}")
+    return load_yaml(text, f"value {quoted(text)}")
 
 
 def _check_type(key: str, value: Any, hint: Any) -> Any:
@@ -373,7 +394,7 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
 def _unknown_key(key: str, valid: typing.Iterable[str]) -> ConfigError:
     hint = difflib.get_close_matches(key[:100], list(valid), n=1)
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-    return ConfigError(f"unknown config key {short(key)}{suggestion}")
+    return ConfigError(f"unknown config key {quoted(key)}{suggestion}")
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
@@ -412,22 +433,56 @@ def make_config(raw: Mapping[str, Any] | None = None, overrides: Mapping[str, An
         raise ConfigError(f"a config must be a mapping of keys to values, found {type(raw).__name__}")
     check_size(raw)  # before anything copies or prints it
     raw = dict(raw)
-    for key, value in (overrides or {}).items():
-        if isinstance(value, str):
-            value = parse_value(value)
-        else:
-            check_size(value, f"the value of {short(key)}")
-        _set_dotted(raw, key, value)
+    overrides = dict(overrides or {})
+    for key, value in overrides.items():
+        try:
+            if isinstance(value, str):
+                value = parse_value(value)
+            else:
+                check_size(value, f"the value of {short(key)}")
+            _set_dotted(raw, key, value)
+        except ConfigError as exc:
+            raise SetError(f"--set {_cut(str(key))}: {exc}") from None
     kwargs = {}
-    for key, value in raw.items():
-        if not isinstance(key, str):
-            raise ConfigError(f"config keys must be names (strings), found {short(key)} ({type(key).__name__})")
-        if key not in FIELDS:
-            raise _unknown_key(key, FIELDS)
-        kwargs[key] = _check_type(key, value, _HINTS[key])
-    cfg = Config(**kwargs)
-    validate(cfg)
+    try:
+        for key, value in raw.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"config keys must be names (strings), found {short(key)} "
+                                  f"({type(key).__name__})")
+            if key not in FIELDS:
+                raise _unknown_key(key, FIELDS)
+            kwargs[key] = _check_type(key, value, _HINTS[key])
+        cfg = Config(**kwargs)
+        validate(cfg)
+    except ConfigError as exc:
+        raise _blame_override(exc, overrides) from None
     return cfg
+
+
+class SetError(ConfigError):
+    """A ConfigError caused by an override (``--set KEY=VALUE``): its message names the ``--set`` item, and
+    :func:`load_config` does not blame the config file for it."""
+
+
+def _blame_override(exc: ConfigError, overrides: Mapping[str, Any]) -> ConfigError:
+    """``exc`` naming the overrides (``--set`` items) it is about: a :class:`SetError` when its message is about
+    the one key an override set (``config key 'lr' ...``), the items appended when it names override keys among
+    others (a combination, e.g. the memory estimate), else ``exc`` unchanged."""
+    message = str(exc)
+    named = []
+    for dotted, text in overrides.items():
+        top = str(dotted).split(".")[0]
+        item = f"--set {_cut(str(dotted))}={_cut(text if isinstance(text, str) else short(text))}"
+        if re.match(rf"config key '{re.escape(top)}['\[.]", message):
+            return SetError(f"{item}: {message}")
+        if top in FIELDS and re.search(rf"(?<![\w.]){re.escape(top)}\b", message):  # 'lr' is not in 'min_lr'
+            named.append(item)
+    return ConfigError(f"{message} (with {', '.join(named)})") if named else exc
+
+
+def _cut(text: str, limit: int = 40) -> str:
+    """``text`` unquoted if short, else its first characters and its length."""
+    return text if len(text) <= limit else f"{text[:limit - 3]}... ({len(text):,} characters)"
 
 
 def _optional(key: str) -> bool:
@@ -464,6 +519,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r} must be {null}a finite number {bound}, got {value:g}")
         if value < low or (value == low and not inclusive) or (high is not None and value > high):
             raise ConfigError(f"config key {key!r} must be {null}{bound}, got {value:g}")
+    for key in ("lr", "min_lr", "warmup_lr"):
+        if getattr(cfg, key) > MAX_LR:
+            raise ConfigError(f"config key {key!r} must be <= {MAX_LR:g} (a learning rate, e.g. 1e-3), got "
+                              f"{getattr(cfg, key):g}")
     if cfg.seed > MAX_SEED:
         raise ConfigError(f"config key 'seed' must be <= {MAX_SEED}, got {_number(cfg.seed)}")
     if not cfg.hidden_channels:
@@ -483,6 +542,14 @@ def validate(cfg: Config) -> None:
             raise ConfigError(
                 f"patch_size {cfg.patch_size} must divide the frame size {h}x{w} (frame_shape {cfg.frame_shape})"
             )
+        # the convolutions run on the patched frames (H/p x W/p): a kernel wider than the frame itself sees mostly
+        # zero padding, and its k*k weights are how a typo (kernel_size: 99999) becomes a memory bomb
+        if cfg.kernel_size > max(h, w):
+            raise ConfigError(f"config key 'kernel_size' must be <= {max(h, w)}, the larger side of the "
+                              f"{h}x{w} frames, got {_number(cfg.kernel_size)}")
+    if cfg.data_root is not None:
+        check_path(cfg.data_root, "config key 'data_root'")
+    check_memory(cfg)
     if cfg.sampling == "reverse" and cfg.r_sampling_step_2 <= cfg.r_sampling_step_1:
         raise ConfigError(f"r_sampling_step_2 must be larger than r_sampling_step_1, got {cfg.r_sampling_step_2} "
                           f"<= {cfg.r_sampling_step_1}")
@@ -498,6 +565,110 @@ def validate(cfg: Config) -> None:
     if inner != cfg.gradient_detach:  # two keys for one setting: say which one counts instead of picking one
         raise ConfigError(f"gradient_detach is set twice: {short(inner)} in neuron_options and "
                           f"{short(cfg.gradient_detach)} at the top level; set only the top-level key")
+
+
+#: Longest path and path component the OS takes (Linux: PATH_MAX 4096 bytes, NAME_MAX 255), for when
+#: ``os.pathconf`` cannot tell.
+PATH_MAX, NAME_MAX = 4096, 255
+
+
+def check_path(path: str | os.PathLike, what: str) -> None:
+    """Refuse a path the OS would refuse as too long (ENAMETOOLONG), before anything opens it."""
+    raw = os.fsencode(path)
+    try:
+        path_max, name_max = os.pathconf("/", "PC_PATH_MAX"), os.pathconf("/", "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer
+        path_max, name_max = PATH_MAX, NAME_MAX
+    if len(raw) >= path_max:
+        raise ConfigError(f"{what} is a path of {len(raw):,} bytes ({quoted(os.fsdecode(raw), 40)}); expected "
+                          f"fewer than {path_max:,}")
+    longest = max(raw.split(b"/"), key=len)
+    if len(longest) > name_max:
+        raise ConfigError(f"{what} has a path component of {len(longest):,} bytes "
+                          f"({quoted(os.fsdecode(longest), 40)}); expected at most {name_max:,}")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation: ``MemAvailable`` of ``/proc/meminfo`` (what the kernel can
+    give without swapping), else the free physical pages; ``None`` where neither can be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def memory_estimate(cfg: Config, exact: bool = True) -> tuple[int, int]:
+    """``(parameters, bytes)``: the parameters of ``cfg``'s model and a lower bound on the memory one training
+    step needs, so that a config it refuses cannot run.
+
+    Parameters: counted on the model built on PyTorch's ``meta`` device (shapes only, nothing allocated) when
+    ``exact`` and the neuron is registered; otherwise a lower bound, each layer's synaptic convolution
+    (k x k x in x out, which every neuron has) and the readout. Bytes: the weights, their gradients and Adam's two
+    moments (4 copies); one map per layer and time step kept for the backward (``checkpoint_steps`` K > 0 keeps
+    K steps); the batch's frames (inputs and targets, predictions). An unknown frame shape counts as one channel
+    of one patch."""
+    c, h, w = cfg.frame_shape if cfg.frame_shape is not None else (1, cfg.patch_size, cfg.patch_size)
+    p, k = cfg.patch_size, cfg.kernel_size
+    widths = [c * p * p, *cfg.hidden_channels]
+    params = sum(k * k * a * b for a, b in zip(widths, widths[1:])) + widths[-1] * c * p * p
+    if exact:
+        params = max(params, _meta_parameters(cfg, (c, h, w)) or 0)
+    weight_size = 8 if cfg.dtype == "float64" else 4
+    size = 2 if cfg.amp else weight_size
+    steps = cfg.input_frames + cfg.output_frames
+    kept = min(steps, cfg.checkpoint_steps) if cfg.checkpoint_steps else steps
+    activations = cfg.batch_size * kept * sum(cfg.hidden_channels) * (h // p) * (w // p) * size
+    frames = cfg.batch_size * 2 * steps * c * h * w * weight_size
+    return params, 4 * params * weight_size + activations + frames
+
+
+def _meta_parameters(cfg: Config, shape: tuple[int, int, int]) -> int | None:
+    """The parameter count of ``cfg``'s model built on the meta device; ``None`` when the neuron is not
+    registered or the model cannot be built (the builder reports that itself, when the model is built)."""
+    try:
+        import torch
+
+        from stcsnn.models import build_model
+        from stcsnn.neurons.registry import NEURONS
+    except ImportError:  # configs are readable without torch
+        return None
+    if cfg.neuron not in NEURONS:
+        return None
+    try:
+        with torch.device("meta"):
+            return sum(t.numel() for t in build_model(cfg, shape).parameters())
+    except Exception:  # an option the neuron lacks, ...: not this check's to report
+        return None
+
+
+def _gib(n: int) -> str:
+    # a hostile config's estimate may pass any float's range: name its power of two instead
+    return f"{n / 2**30:,.1f} GiB" if n < 2**80 else f"more than 2^{n.bit_length() - 31} GiB"
+
+
+def check_memory(cfg: Config) -> None:
+    """Refuse a config whose model or training step cannot fit this machine's available memory
+    (:func:`memory_estimate`), before anything is allocated. The quick lower bound first: it also keeps absurd
+    sizes (hidden_channels: [10**400]) away from the model builder."""
+    limit = available_memory()
+    if limit is None:
+        return
+    for exact in (False, True):
+        params, need = memory_estimate(cfg, exact)
+        if need > limit:
+            raise ConfigError(
+                f"this config needs at least {_gib(need)} of memory ({_number(params)} parameters; input_frames "
+                f"{_number(cfg.input_frames)}, output_frames {_number(cfg.output_frames)}, batch_size "
+                f"{_number(cfg.batch_size)}, hidden_channels {short(cfg.hidden_channels, 40)}, kernel_size "
+                f"{_number(cfg.kernel_size)}), more than the {_gib(limit)} available on this machine; use a "
+                "smaller model, batch or number of frames")
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -534,6 +705,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
     raw = read_yaml(path) if path is not None else {}
     try:
         return make_config(raw, overrides)
+    except SetError:
+        raise  # the --set item is to blame, not the file
     except ConfigError as exc:
         where = f" in {path}" if path is not None else ""
         raise ConfigError(f"{exc}{where}") from None

@@ -106,36 +106,57 @@ def auto_threads(usable: int, load: float) -> int:
 class ThreadChoice:
     threads: int
     reason: str
+    warning: str = ""  # printed once on stderr by set_threads (an explicit count above the usable CPUs)
 
 
 def choose_threads(setting: int | str | None = "auto", environ: dict | None = None, cpus: set[int] | None = None,
                    quota: float | None = None, load: float | None = None) -> ThreadChoice:
-    """The thread count for ``setting`` (an int, ``"auto"`` or ``None`` = auto); readings may be injected."""
+    """The thread count for ``setting`` (an int, ``"auto"`` or ``None`` = auto); readings may be injected.
+
+    An explicit count (``--threads N``, ``OMP_NUM_THREADS``) above the usable CPUs is capped at them, with a
+    warning: more OpenMP threads than CPUs only wait for each other (10000 threads on 2 CPUs ran 9x slower)."""
     environ = os.environ if environ is None else environ
+    cpu_set = affinity_cpus() if cpus is None else cpus
+
+    def usable() -> int:
+        return usable_cpus(cpu_set, cgroup_quota() if quota is None and cpus is None else quota)
+
     if setting not in (None, "auto"):
-        n = parse_threads(setting)
-        return ThreadChoice(n, f"--threads {n}")
+        return _capped(parse_threads(setting), "--threads ", usable())
     env = environ.get("OMP_NUM_THREADS", "").strip()
     if env:
         try:
-            return ThreadChoice(max(1, int(env)), f"OMP_NUM_THREADS={env}")
+            n = max(1, int(env))
         except ValueError:
             pass  # not a plain number (e.g. "4,2" nested): let auto decide
-    cpu_set = affinity_cpus() if cpus is None else cpus
-    usable = usable_cpus(cpu_set, cgroup_quota() if quota is None and cpus is None else quota)
+        else:
+            return _capped(n, "OMP_NUM_THREADS=", usable())
+    n_usable = usable()
     busy = other_load(cpu_set) if load is None else load
-    n = auto_threads(usable, busy)
-    return ThreadChoice(n, f"auto: {usable} usable CPU(s), {busy:.1f} busy with other work")
+    n = auto_threads(n_usable, busy)
+    return ThreadChoice(n, f"auto: {n_usable} usable CPU(s), {busy:.1f} busy with other work")
+
+
+def _capped(n: int, source: str, usable: int) -> ThreadChoice:
+    """``n`` threads asked for by ``source`` (``"--threads "``, ``"OMP_NUM_THREADS="``), at most ``usable``."""
+    if n <= usable:
+        return ThreadChoice(n, f"{source}{n}")
+    asked = f"{source}{n}" if n.bit_length() <= 64 else f"{source}<an integer of {n.bit_length()} bits>"
+    return ThreadChoice(usable, f"{asked}, capped at the {usable} usable CPU(s)",
+                        f"warning: {asked} is more threads than the {usable} CPU(s) this process may use; using "
+                        f"{usable} (threads beyond the CPUs only wait for each other)")
 
 
 def parse_threads(value: int | str) -> int:
     """``"auto"`` is handled by the caller; anything else must be an integer >= 1."""
+    from stcsnn.config import quoted
+
     try:
         n = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"threads must be 'auto' or an integer >= 1, got {value!r}") from None
+    except (TypeError, ValueError):  # also a string of more digits than int() converts
+        raise ConfigError(f"threads must be 'auto' or an integer >= 1, got {quoted(value)}") from None
     if n < 1:
-        raise ConfigError(f"threads must be 'auto' or an integer >= 1, got {n}")
+        raise ConfigError(f"threads must be 'auto' or an integer >= 1, got {quoted(n)}")
     return n
 
 
@@ -145,9 +166,11 @@ def set_threads(setting: int | str | None = "auto", verbose: bool = False) -> Th
 
     choice = choose_threads(setting)
     torch.set_num_threads(choice.threads)
-    if verbose:
-        import sys
+    import sys
 
+    if choice.warning:
+        print(choice.warning, file=sys.stderr)
+    if verbose:
         print(f"threads: {choice.threads} ({choice.reason})", file=sys.stderr)
     return choice
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from stcsnn.config import some
 from stcsnn.errors import DataError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -49,7 +50,7 @@ def take_options(name: str, options: dict[str, Any], defaults: dict[str, Any]) -
     """``defaults`` updated with ``options``; an option not in ``defaults`` is an error listing them."""
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise DataError(f"unknown option(s) {', '.join(map(repr, unknown))} for dataset {name!r}: "
+        raise DataError(f"unknown option(s) {some(unknown)} for dataset {name!r}: "
                         f"expected some of {', '.join(sorted(defaults))}")
     out = dict(defaults)
     out.update(options)

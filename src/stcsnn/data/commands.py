@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 from typing import Any
 
+from stcsnn.config import quoted
 from stcsnn.data import DATASETS, get_dataset_spec, list_datasets
 from stcsnn.data.base import SPLITS, resolve_root, root_origin
 from stcsnn.data.download import FileSpec, download, extract_zip, verify
 from stcsnn.data.formats import describe_content
+from stcsnn.data.registry import build_dataset, check_root, os_reason
 from stcsnn.errors import DataError
 
 
@@ -88,8 +91,24 @@ def _file_rows(name: str, root: str | None, skip_checksum: bool) -> list[str]:
     return rows
 
 
+def _root_errors(command):
+    """``command`` with an OSError under the data root (a folder it may not read or write, a file in the way)
+    turned into one DataError line naming the path."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except OSError as exc:
+            raise DataError(f"cannot use the data root {quoted(str(resolve_root(args.root)), 200)}: "
+                            f"{os_reason(exc)}") from None
+    return run
+
+
+@_root_errors
 def _info(args: argparse.Namespace) -> int:
     spec = get_dataset_spec(args.name)
+    if spec.files(args.root):  # its files live under the data root
+        check_root(args.root)
     options = parse_options(args.option)
     print(f"dataset  {spec.name}: {spec.description}")
     if spec.describe_files is not None:
@@ -102,7 +121,7 @@ def _info(args: argparse.Namespace) -> int:
     usable = True
     for split in SPLITS:
         try:
-            ds = spec.build(split, args.root, **options)
+            ds = build_dataset(spec.name, split, args.root, **options)
             x, y = ds[0]
             lo, hi = min(x.min().item(), y.min().item()), max(x.max().item(), y.max().item())
             dtype = str(x.dtype).replace("torch.", "")
@@ -115,12 +134,13 @@ def _info(args: argparse.Namespace) -> int:
     return 0 if usable else 1
 
 
+@_root_errors
 def _prepare(args: argparse.Namespace) -> int:
     spec = get_dataset_spec(args.name)
     if not spec.downloadable:
         print(f"{spec.name}: nothing to download, this dataset {spec.local}")
         return 0
-    root = resolve_root(args.root)
+    root = check_root(args.root)
     print(f"root     {root.absolute()} ({root_origin(args.root)})")
     failed: list[FileSpec] = []
     bad = 0

@@ -10,11 +10,15 @@ never branches on a dataset's name.
 from __future__ import annotations
 
 import difflib
+import errno
+import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stcsnn.config import check_path, quoted
 from stcsnn.data.base import SequenceDataset, check_split, resolve_root
 from stcsnn.data.download import FileSpec
 from stcsnn.errors import DataError
@@ -86,9 +90,9 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
 
 def get_dataset_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        hint = difflib.get_close_matches(str(name), DATASETS, n=1)
+        hint = difflib.get_close_matches(str(name)[:100], DATASETS, n=1)
         did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise DataError(f"unknown dataset {name!r}{did_you_mean}: expected one of {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {quoted(name)}{did_you_mean}: expected one of {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
@@ -97,10 +101,52 @@ def list_datasets() -> list[tuple[str, str]]:
     return [(s.name, s.description) for s in DATASETS.values()]
 
 
+def os_reason(exc: OSError) -> str:
+    """What an OSError found, in words: ``permission denied (/data/x)``, ``a symbolic link loop (/data)``."""
+    words = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+             errno.ELOOP: "a symbolic link loop", errno.ENOTDIR: "a file where a folder belongs",
+             errno.EEXIST: "a file or broken link where a folder belongs", errno.ENAMETOOLONG: "a name too long"}
+    what = words.get(exc.errno, exc.strerror or type(exc).__name__)
+    if exc.errno == errno.EEXIST and exc.filename and os.path.islink(exc.filename):
+        what = "a symbolic link that leads nowhere (a loop or a missing target) where a folder belongs"
+    return f"{what} ({quoted(os.fsdecode(exc.filename), 200)})" if exc.filename else what
+
+
+def check_root(root: str | os.PathLike[str] | None) -> Path:
+    """The data root (:func:`resolve_root`) if it can hold a dataset: a folder this process may read and enter,
+    or not there yet (``stcsnn data prepare`` creates it). A file, a symbolic link loop, a path through a file or
+    an unreadable folder is a DataError naming the root, before anything reads or creates under it."""
+    path = resolve_root(root)
+    check_path(path, "the data root")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):  # a link to nowhere: creating the root would fail on the link
+            raise DataError(f"data root {quoted(str(path), 200)}: expected a folder, found a symbolic link to "
+                            f"{quoted(os.readlink(path), 200)}, which does not exist") from None
+        return path
+    except OSError as exc:
+        raise DataError(f"data root {quoted(str(path), 200)}: expected a folder, found {os_reason(exc)}"
+                        ) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise DataError(f"data root {quoted(str(path), 200)}: expected a folder, found a file")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise DataError(f"data root {quoted(str(path), 200)}: expected a folder this user may read, found "
+                        "permission denied")
+    return path
+
+
 def build_dataset(name: str, split: str, root: str | None = None, **options: Any) -> SequenceDataset:
     """The ``split`` ("train", "val" or "test") of dataset ``name``. Items are ``(inputs, targets)``, float32
     (T_in, C, H, W) and (T_out, C, H, W) in [0, 1]. ``root``: the data root (default ``$STCSNN_DATA`` or
-    ``./data``); ``options``: the dataset's options (``input_frames``, ``output_frames``, ...)."""
+    ``./data``); ``options``: the dataset's options (``input_frames``, ``output_frames``, ...).
+
+    A file the dataset cannot open (permission denied, a symbolic link loop, ...) is a DataError."""
     spec = get_dataset_spec(name)
     check_split(split)
-    return spec.build(split, None if root is None else str(root), **options)
+    if spec.files(None if root is None else str(root)):  # it reads files under the data root
+        check_root(root)
+    try:
+        return spec.build(split, None if root is None else str(root), **options)
+    except OSError as exc:
+        raise DataError(f"the {name!r} {split} split cannot be read: {os_reason(exc)}") from None

@@ -11,10 +11,12 @@ Registration sits beside each definition (``@register_neuron("lif", "...")`` on 
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from stcsnn.config import quoted
 from stcsnn.errors import StcsnnError
 
 COMMON_OPTIONS = ("surrogate", "alpha")
@@ -70,13 +72,64 @@ _entry_points_loaded = False
 
 def load_plugin(module: str) -> None:
     """Import ``module`` so that its ``@register_neuron`` / :func:`register_stc` calls run (the CLI's
-    ``--plugin MODULE``). A plugin is code the user chose to run: configs only *name* neurons, they never import."""
+    ``--plugin``). ``module`` is a module name (``my_neurons``, found on ``sys.path``) or the path of a ``.py`` file
+    (``./my_neuron.py``, imported by path as the module ``my_neuron``). A plugin is code the user chose to run:
+    configs only *name* neurons, they never import. Any failure is one StcsnnError naming the plugin."""
     import importlib
 
+    what = f"cannot import plugin {quoted(module)}"
+    is_path = module.endswith(".py") or "/" in module or (os.sep != "/" and os.sep in module)
+    if not is_path and not all(part.isidentifier() for part in module.split(".")):
+        raise StcsnnError(f"{what}: expected a module name (e.g. my_neurons or package.module) or the path of a "
+                          ".py file (e.g. ./my_neuron.py)")
     try:
-        importlib.import_module(module)
-    except ImportError as exc:
-        raise StcsnnError(f"cannot import plugin {module!r}: {exc} (is its folder on PYTHONPATH?)") from None
+        if is_path:
+            _import_file(module, what)
+        else:
+            importlib.import_module(module)
+    except StcsnnError:
+        raise
+    except ModuleNotFoundError as exc:
+        # the plugin itself (or its package) is not on the path, rather than something the plugin imports
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise StcsnnError(f"{what}: {exc} (is its folder on PYTHONPATH? or give the path of its .py file)"
+                              ) from None
+        raise StcsnnError(f"{what}: it raised ModuleNotFoundError: {exc}") from None
+    except (Exception, SystemExit) as exc:  # the plugin's own code failed (an error at import, or sys.exit)
+        raise StcsnnError(f"{what}: it raised {type(exc).__name__}: {exc}") from None
+
+
+def _import_file(path_text: str, what: str) -> None:
+    """Import the ``.py`` file at ``path_text`` as the module named by its file name (once: a second
+    ``--plugin`` of the same file is a no-op)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(path_text)
+    if path.suffix != ".py" or not path.is_file():
+        found = "a folder" if path.is_dir() else "nothing" if not path.exists() else "another kind of file"
+        raise StcsnnError(f"{what}: expected a Python file (.py), found {found} there")
+    name = path.stem
+    if not name.isidentifier():
+        raise StcsnnError(f"{what}: the file name must be a Python module name (letters, digits, _), found "
+                          f"{name!r}")
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        if getattr(loaded, "__file__", None) and Path(loaded.__file__).resolve() == path.resolve():
+            return
+        raise StcsnnError(f"{what}: a module named {name!r} is already imported (from "
+                          f"{getattr(loaded, '__file__', None) or 'built in'}); rename the file")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise StcsnnError(f"{what}: Python cannot load this file as a module")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # registered first, as import does: dataclasses and pickling look the module up
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
 
 
 def _load_entry_points() -> None:
@@ -95,9 +148,9 @@ def get_spec(name: str) -> NeuronSpec:
     if name not in NEURONS:
         _load_entry_points()
     if name not in NEURONS:
-        hint = difflib.get_close_matches(name, NEURONS, n=1)
+        hint = difflib.get_close_matches(str(name)[:100], NEURONS, n=1)
         did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise StcsnnError(f"unknown neuron {name!r}{did_you_mean}: expected one of {', '.join(NEURONS)}")
+        raise StcsnnError(f"unknown neuron {quoted(name)}{did_you_mean}: expected one of {', '.join(NEURONS)}")
     return NEURONS[name]
 
 
