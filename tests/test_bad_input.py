@@ -291,12 +291,20 @@ def test_building_the_config_draws_no_random_numbers():
 def test_the_memory_limit_is_the_available_memory(monkeypatch):
     cfg = tiny_cfg(frame_shape=[1, 32, 32])
     params, need = memory_estimate(cfg)
+    # a training step is checked by `train` (check_memory), a model by every make_config (the weights alone)
     monkeypatch.setattr(config_module, "available_memory", lambda: need)
-    assert make_config(cfg.to_dict()) == cfg
+    config_module.check_memory(cfg)
     monkeypatch.setattr(config_module, "available_memory", lambda: need - 1)
     with pytest.raises(ConfigError, match=rf"this config needs at least 0.0 GiB of memory \({params} parameters; "):
+        config_module.check_memory(cfg)
+    assert make_config(cfg.to_dict()) == cfg  # loading it to evaluate or predict needs far less
+    weights = memory_estimate(cfg, training=False)[1]
+    assert weights == params * 4 < need
+    monkeypatch.setattr(config_module, "available_memory", lambda: weights - 1)
+    with pytest.raises(ConfigError, match=rf"\({params} parameters; .* \(for the model and its frames\)"):
         make_config(cfg.to_dict())
     monkeypatch.setattr(config_module, "available_memory", lambda: None)  # unknown: no check
+    config_module.check_memory(cfg)
     assert make_config(cfg.to_dict()) == cfg
     monkeypatch.undo()
     meminfo = Path("/proc/meminfo")
@@ -347,7 +355,8 @@ def test_memory_bombs_in_checkpoints_and_exports_are_refused(tmp_path, capsys):
     np.save(tmp_path / "in.npy", np.zeros((1, 3, 1, 32, 32), np.float32))
     line = one_error(capsys, main(["predict", "--checkpoint", str(tmp_path / "exp"), "--input",
                                    str(tmp_path / "in.npy"), "--output", str(tmp_path / "p.npy")]))
-    assert "config.json holds a config that is not valid: this config needs at least" in line
+    # the model itself is small: predict's own check refuses the rollout of 10^9 frames it would run
+    assert "3 input -> 1000000000 predicted frames" in line and "lower --frames" in line
     assert not (tmp_path / "out").exists() and not (tmp_path / "p.npy").exists()
 
 

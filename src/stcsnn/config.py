@@ -480,6 +480,18 @@ def _blame_override(exc: ConfigError, overrides: Mapping[str, Any]) -> ConfigErr
     return ConfigError(f"{message} (with {', '.join(named)})") if named else exc
 
 
+def check_training(cfg: Config, overrides: Mapping[str, Any] | None = None, source: str | None = None) -> None:
+    """:func:`check_memory` of a training step, its error naming the ``--set`` items (and the config file
+    ``source``) as :func:`load_config`'s errors do: ``stcsnn train`` calls it before anything is built."""
+    try:
+        check_memory(cfg)
+    except ConfigError as exc:
+        blamed = _blame_override(exc, overrides or {})
+        if isinstance(blamed, SetError) or source is None:
+            raise blamed from None
+        raise ConfigError(f"{blamed} in {source}") from None
+
+
 def _cut(text: str, limit: int = 40) -> str:
     """``text`` unquoted if short, else its first characters and its length."""
     return text if len(text) <= limit else f"{text[:limit - 3]}... ({len(text):,} characters)"
@@ -549,7 +561,7 @@ def validate(cfg: Config) -> None:
                               f"{h}x{w} frames, got {_number(cfg.kernel_size)}")
     if cfg.data_root is not None:
         check_path(cfg.data_root, "config key 'data_root'")
-    check_memory(cfg)
+    check_memory(cfg, training=False)
     if cfg.sampling == "reverse" and cfg.r_sampling_step_2 <= cfg.r_sampling_step_1:
         raise ConfigError(f"r_sampling_step_2 must be larger than r_sampling_step_1, got {cfg.r_sampling_step_2} "
                           f"<= {cfg.r_sampling_step_1}")
@@ -589,31 +601,49 @@ def check_path(path: str | os.PathLike, what: str) -> None:
 
 
 def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation: ``MemAvailable`` of ``/proc/meminfo`` (what the kernel can
-    give without swapping), else the free physical pages; ``None`` where neither can be read."""
+    """Bytes of host memory available to a new allocation: ``MemAvailable`` of ``/proc/meminfo`` (what the kernel
+    can give without swapping), capped by a cgroup v2 memory limit (containers), else the free physical pages;
+    ``None`` where none of these can be read."""
+    free = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
         pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            return None
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):
-        return None
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read())
+        if limit != "max":
+            free = min(free, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return free
 
 
-def memory_estimate(cfg: Config, exact: bool = True) -> tuple[int, int]:
-    """``(parameters, bytes)``: the parameters of ``cfg``'s model and a lower bound on the memory one training
-    step needs, so that a config it refuses cannot run.
+def memory_estimate(cfg: Config, exact: bool = True, training: bool = True, batch: int | None = None
+                    ) -> tuple[int, int]:
+    """``(parameters, bytes)``: the parameters of ``cfg``'s model and a lower bound on the memory its use needs,
+    so that a config it refuses cannot run.
 
     Parameters: counted on the model built on PyTorch's ``meta`` device (shapes only, nothing allocated) when
     ``exact`` and the neuron is registered; otherwise a lower bound, each layer's synaptic convolution
-    (k x k x in x out, which every neuron has) and the readout. Bytes: the weights, their gradients and Adam's two
-    moments (4 copies); one map per layer and time step kept for the backward (``checkpoint_steps`` K > 0 keeps
-    K steps); the batch's frames (inputs and targets, predictions). An unknown frame shape counts as one channel
-    of one patch."""
+    (k x k x in x out, which every neuron has) and the readout. Bytes, ``training``: one training step of
+    ``batch`` (default ``cfg.batch_size``) sequences -- the weights, their gradients and Adam's two moments (4
+    copies); one map per layer and time step kept for the backward (``checkpoint_steps`` K > 0 keeps K steps); the
+    batch's frames (inputs and targets, predictions). Not ``training``: the weights alone plus the frames of
+    ``batch`` sequences (default 0), what loading the model to evaluate or predict needs -- a checkpoint trained
+    with a large batch on a large machine stays usable for inference on a small one. An unknown frame shape counts
+    as one channel of one patch."""
     c, h, w = cfg.frame_shape if cfg.frame_shape is not None else (1, cfg.patch_size, cfg.patch_size)
     p, k = cfg.patch_size, cfg.kernel_size
     widths = [c * p * p, *cfg.hidden_channels]
@@ -621,12 +651,15 @@ def memory_estimate(cfg: Config, exact: bool = True) -> tuple[int, int]:
     if exact:
         params = max(params, _meta_parameters(cfg, (c, h, w)) or 0)
     weight_size = 8 if cfg.dtype == "float64" else 4
-    size = 2 if cfg.amp else weight_size
     steps = cfg.input_frames + cfg.output_frames
+    frames_per_sequence = 2 * steps * c * h * w * weight_size
+    if not training:
+        return params, params * weight_size + (batch or 0) * frames_per_sequence
+    batch = cfg.batch_size if batch is None else batch
+    size = 2 if cfg.amp else weight_size
     kept = min(steps, cfg.checkpoint_steps) if cfg.checkpoint_steps else steps
-    activations = cfg.batch_size * kept * sum(cfg.hidden_channels) * (h // p) * (w // p) * size
-    frames = cfg.batch_size * 2 * steps * c * h * w * weight_size
-    return params, 4 * params * weight_size + activations + frames
+    activations = batch * kept * sum(cfg.hidden_channels) * (h // p) * (w // p) * size
+    return params, 4 * params * weight_size + activations + batch * frames_per_sequence
 
 
 def _meta_parameters(cfg: Config, shape: tuple[int, int, int]) -> int | None:
@@ -653,22 +686,25 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:,.1f} GiB" if n < 2**80 else f"more than 2^{n.bit_length() - 31} GiB"
 
 
-def check_memory(cfg: Config) -> None:
-    """Refuse a config whose model or training step cannot fit this machine's available memory
-    (:func:`memory_estimate`), before anything is allocated. The quick lower bound first: it also keeps absurd
-    sizes (hidden_channels: [10**400]) away from the model builder."""
+def check_memory(cfg: Config, training: bool = True, batch: int | None = None) -> None:
+    """Refuse ``cfg`` when its use cannot fit this machine's available memory (:func:`memory_estimate`: a training
+    step, or with ``training=False`` the model plus ``batch`` sequences' frames), before anything is allocated.
+    The quick lower bound first: it also keeps absurd sizes (hidden_channels: [10**400]) away from the model
+    builder. Every config is checked as a model when it is made (:func:`validate`); ``stcsnn train`` checks the
+    training step, ``eval`` its batches."""
     limit = available_memory()
     if limit is None:
         return
     for exact in (False, True):
-        params, need = memory_estimate(cfg, exact)
+        params, need = memory_estimate(cfg, exact, training, batch)
         if need > limit:
+            use = "for one training step" if training else "for the model and its frames"
             raise ConfigError(
-                f"this config needs at least {_gib(need)} of memory ({_number(params)} parameters; input_frames "
-                f"{_number(cfg.input_frames)}, output_frames {_number(cfg.output_frames)}, batch_size "
-                f"{_number(cfg.batch_size)}, hidden_channels {short(cfg.hidden_channels, 40)}, kernel_size "
-                f"{_number(cfg.kernel_size)}), more than the {_gib(limit)} available on this machine; use a "
-                "smaller model, batch or number of frames")
+                f"this config needs at least {_gib(need)} of memory ({_number(params)} parameters; "
+                f"input_frames {_number(cfg.input_frames)}, output_frames {_number(cfg.output_frames)}, batch_size "
+                f"{_number(cfg.batch_size if batch is None else batch)}, hidden_channels "
+                f"{short(cfg.hidden_channels, 40)}, kernel_size {_number(cfg.kernel_size)}), more than the "
+                f"{_gib(limit)} available on this machine ({use}); use a smaller model, batch or number of frames")
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from stcsnn.config import load_config, parse_overrides
+    from stcsnn.config import check_training, load_config, parse_overrides
     from stcsnn.models.loading import read_checkpoint
     from stcsnn.train.loop import train
 
@@ -100,6 +100,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, overrides)
         out = args.out or str(Path("runs") / Path(args.config).stem)
+    check_training(cfg, overrides, args.config)  # the trainer checks again once the data gives the frame shape
     # train() locks the folder (creating it only then), checks that it is this run's, and cleans up on failure
     choice = getattr(args, "thread_choice", None)
     tune = choice is not None and choice.reason.startswith("auto")  # an explicit count is the user's to keep
@@ -109,7 +110,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from stcsnn.config import checkpoint_config, parse_overrides
+    from stcsnn.config import check_memory, checkpoint_config, parse_overrides
     from stcsnn.errors import CheckpointError, ConfigError
     from stcsnn.io import RunLock, check_writable
     from stcsnn.models.loading import load_model
@@ -124,6 +125,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise CheckpointError(f"checkpoint {str(args.checkpoint)!r} holds a config that is not valid: {exc}") from None
     # every override is checked (and model keys refused) before the device, the data or the output are touched
     cfg = checkpoint_config(saved, overrides)
+    check_memory(cfg, training=False, batch=cfg.eval_batch_size or cfg.batch_size)  # one batch's frames must fit
     device = pick_device(args.device or (cfg.device if "device" in overrides else "auto"))
     model = model.to(device)
     stem = "report" if args.split == "test" else f"report_{args.split}"

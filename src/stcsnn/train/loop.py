@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from stcsnn import runs
-from stcsnn.config import Config, dump_config
+from stcsnn.config import Config, check_memory, dump_config
 from stcsnn.data import build_splits, resolve_frame_shape
 from stcsnn.device import autocast, grad_scaler
 from stcsnn.errors import ConfigError, StcsnnError
@@ -99,9 +99,11 @@ class Trainer:
         self.save_signal = save_signal(cfg)
         if cfg.tensorboard:
             summary_writer_class()  # a missing extra is one error line before any work
-        self.rt = setup_runtime(cfg)
+        check_memory(cfg)  # one training step must fit, before anything is built (again once the data gives
+        self.rt = setup_runtime(cfg)  # the frame shape, where the config has none)
         self.splits = build_splits(cfg)
         self.cfg = cfg = resolve_frame_shape(cfg, self.splits["train"])
+        check_memory(cfg)
         self.n_batches = batches_per_epoch(len(self.splits["train"]), cfg.batch_size, cfg.steps_per_epoch)
         if self.n_batches == 0:
             raise ConfigError(f"the {cfg.dataset!r} training split has {len(self.splits['train'])} sequences, "

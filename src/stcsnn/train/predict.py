@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stcsnn.config import available_memory as host_available_memory
 from stcsnn.errors import CheckpointError, DataError, StcsnnError
 
 #: model(x, n_future) holds about this many float32 copies of its T_in + n_future - 1 output frames at its peak
@@ -67,26 +68,11 @@ def check_input_values(frames: np.ndarray, path: str, chunk_bytes: int = 1 << 20
 
 
 def available_memory(device: torch.device) -> int | None:
-    """Bytes that can still be allocated on ``device``: the GPU's free memory, or on Linux the system's
-    ``MemAvailable`` (capped by a cgroup v2 memory limit, as in containers); None where it cannot be known."""
+    """Bytes that can still be allocated on ``device``: the GPU's free memory, else the host's
+    (:func:`stcsnn.config.available_memory`); None where it cannot be known."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f if ":" in line)
-        free = int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return None
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        with open("/sys/fs/cgroup/memory.current") as f:
-            used = int(f.read())
-        if limit != "max":
-            free = min(free, max(0, int(limit) - used))
-    except (OSError, ValueError):
-        pass
-    return free
+    return host_available_memory()
 
 
 def batch_bytes(model: torch.nn.Module, frames_shape: tuple[int, ...], n_future: int | None, batch: int) -> int:
