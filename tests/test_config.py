@@ -212,9 +212,9 @@ def all_yaml() -> list[Path]:
     return sorted(CONFIGS.rglob("*.yaml"))
 
 
-def test_configs_folder_is_not_empty():
-    assert len(all_yaml()) >= len(DATASETS) * len(NEURONS) + 1
-    assert (CONFIGS / "quickstart.yaml").is_file()
+def test_configs_folder_holds_one_reference_and_one_tiny_config_per_dataset():
+    assert sorted(str(p.relative_to(CONFIGS)) for p in all_yaml()) == sorted(
+        ["quickstart.yaml", *(f"{d}/{n}.yaml" for d in DATASETS for n in ("reference", "tiny"))])
 
 
 @pytest.mark.parametrize("path", all_yaml(), ids=lambda p: str(p.relative_to(CONFIGS)))
@@ -229,15 +229,17 @@ def test_every_config_loads_and_validates(path):
 @pytest.mark.parametrize("dataset", DATASETS)
 @pytest.mark.parametrize("neuron", NEURONS)
 def test_reference_config_exists_with_required_keys(dataset, neuron):
+    """One reference config per dataset (the paper's neuron); every other neuron is ``--set neuron=NAME``."""
     import yaml
 
-    path = CONFIGS / dataset / f"{neuron}.yaml"
+    path = CONFIGS / dataset / "reference.yaml"
     assert path.is_file(), f"missing {path}"
     raw = yaml.safe_load(path.read_text())
     missing = [k for k in REQUIRED if k not in raw]
     assert not missing, f"{path} lacks {missing}"
-    assert raw["dataset"] == dataset and raw["neuron"] == neuron
-    cfg = load_config(path)
+    assert raw["dataset"] == dataset and raw["neuron"] == "stc_lif"
+    cfg = load_config(path, {"neuron": neuron})
+    assert cfg.neuron == neuron
     # the reference hyper-parameters (hidden 256x3, kernel 5, batch 16, Adam lr 1e-3, cosine with 10
     # warm-up epochs from 1e-5, min lr 1e-5; patch 2/2/1/4; gradient_detach off for the moving digits)
     assert cfg.hidden_channels == [256, 256, 256]
@@ -248,6 +250,19 @@ def test_reference_config_exists_with_required_keys(dataset, neuron):
     assert cfg.gradient_detach is (dataset in ("taxibj", "kth"))
     if dataset == "mmnist":
         assert cfg.epochs == 500
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("neuron", ["lif", "convlstm"])
+def test_an_old_per_neuron_config_path_names_the_reference_file(dataset, neuron, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs" / dataset).mkdir(parents=True)
+    (tmp_path / "configs" / dataset / "reference.yaml").write_text((CONFIGS / dataset / "reference.yaml").read_text())
+    with pytest.raises(ConfigError) as err:
+        load_config(f"configs/{dataset}/{neuron}.yaml")
+    assert str(err.value) == (f"config file 'configs/{dataset}/{neuron}.yaml' not found: the per-neuron configs "
+                              f"were replaced by one per dataset; use --config configs/{dataset}/reference.yaml "
+                              f"--set neuron={neuron}")
 
 
 @pytest.mark.parametrize("dataset", DATASETS)

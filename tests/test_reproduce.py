@@ -27,7 +27,7 @@ from stcsnn.analysis.reproduce import (
 from stcsnn.analysis.scales import DEFAULT_MODELS, SCALES, SMALL_MODELS
 from stcsnn.cli import main
 from stcsnn.data import build_dataset
-from stcsnn.errors import StcsnnError
+from stcsnn.errors import ConfigError, StcsnnError
 from stcsnn.models.loading import load_model
 
 MICRO = {
@@ -265,13 +265,18 @@ def test_scales_are_plain_data_and_grid_defaults(tmp_path):
                      overrides={"data_root": str(tmp_path / "empty")}, horizon=0)
     assert [(c.dataset, c.horizon) for c in grid.cells] == [("mfmnist", 0)]
     assert parse_seeds("3") == 3 and parse_seeds("1-3") == [1, 2, 3] and parse_seeds("4,") == [4]
-    # paper: configs/<dataset>/<model>.yaml; a model without its file takes lif.yaml with its neuron
+    # paper: configs/<dataset>/reference.yaml with each model's neuron (its options dropped for another neuron)
     (tmp_path / "cfg" / "mmnist").mkdir(parents=True)
-    (tmp_path / "cfg" / "mmnist" / "lif.yaml").write_text("dataset: mmnist\nneuron: lif\nhidden_channels: [256]\n")
+    (tmp_path / "cfg" / "mmnist" / "reference.yaml").write_text(
+        "dataset: mmnist\nneuron: stc_lif\nneuron_options: {alpha: 2.0}\nhidden_channels: [256]\n")
     notes = []
-    grid = plan_grid("paper", models=["lif", "convlstm"], out=tmp_path, configs=tmp_path / "cfg", log=notes.append)
-    assert [c.cfg.neuron for c in grid.cells] == ["lif", "convlstm"] and grid.cells[1].cfg.hidden_channels == [256]
-    assert len(notes) == 1 and "convlstm.yaml" in notes[0]
+    grid = plan_grid("paper", models=["stc_lif", "lif", "convlstm"], out=tmp_path, configs=tmp_path / "cfg",
+                     log=notes.append)
+    assert [c.cfg.neuron for c in grid.cells] == ["stc_lif", "lif", "convlstm"]
+    assert [c.cfg.hidden_channels for c in grid.cells] == [[256]] * 3 and not notes
+    assert grid.cells[0].cfg.neuron_options == {"alpha": 2.0} and grid.cells[1].cfg.neuron_options == {}
+    with pytest.raises(ConfigError, match="no reference config"):
+        plan_grid("paper", models=["lif"], datasets=["kth"], out=tmp_path, configs=tmp_path / "cfg")
 
 
 @pytest.mark.parametrize("argv, text", [

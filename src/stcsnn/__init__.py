@@ -35,7 +35,7 @@ def __dir__() -> list[str]:
 
 
 def load_config(path=None, overrides=None):
-    """``stcsnn.load_config("configs/mmnist/stc_lif.yaml", overrides={"epochs": 1})`` -> Config."""
+    """``stcsnn.load_config("configs/mmnist/reference.yaml", overrides={"epochs": 1})`` -> Config."""
     from stcsnn.config import load_config as _load
 
     return _load(path, overrides)

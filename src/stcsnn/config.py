@@ -707,11 +707,20 @@ def check_memory(cfg: Config, training: bool = True, batch: int | None = None) -
                 f"{_gib(limit)} available on this machine ({use}); use a smaller model, batch or number of frames")
 
 
+#: The one config per dataset with the reference hyper-parameters (``configs/<dataset>/reference.yaml``, written by
+#: scripts/make_configs.py); another neuron is the same file with ``--set neuron=NAME``.
+REFERENCE_CONFIG = "reference.yaml"
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """The mapping in a YAML config file, read with :func:`load_yaml`'s checks (at most MAX_YAML_CHARS)."""
     path = Path(path)
     what = f"config file {short(str(path), 200)}"
     if not path.is_file():
+        reference = path.parent / REFERENCE_CONFIG
+        if not path.exists() and path.suffix == ".yaml" and reference.is_file():
+            raise ConfigError(f"{what} not found: the per-neuron configs were replaced by one per dataset; use "
+                              f"--config {reference} --set neuron={_cut(path.stem)}")
         raise ConfigError(f"{what} not found (expected a YAML file, e.g. configs/quickstart.yaml)")
     try:
         with open(path, "rb") as f:
@@ -734,7 +743,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """``load_config("configs/mmnist/stc_lif.yaml", overrides={"epochs": 1})`` -> :class:`Config`.
+    """``load_config("configs/mmnist/reference.yaml", overrides={"epochs": 1})`` -> :class:`Config`.
 
     ``path=None`` starts from the defaults. ``overrides`` keys may be dotted; string values are parsed as YAML.
     """

@@ -105,7 +105,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key of every cell; repeatable")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the scale's)")
-    p.add_argument("--configs", help="folder of <dataset>/<model>.yaml for --scale paper (default configs/)")
+    p.add_argument("--configs", help="folder of <dataset>/reference.yaml for --scale paper (default configs/)")
     p.add_argument("--horizon", type=int, metavar="N",
                    help="frames predicted by the long-term evaluation, past the trained output_frames (default: "
                         "the scale's, 30 for a 10 -> 10 model; 0: none)")

@@ -105,21 +105,16 @@ def _configs_dir(path: str | os.PathLike | None) -> Path:
 
 
 def paper_config(template: str, configs: Path, dataset: str, model: str, log: Callable[[str], None]) -> dict:
-    """The reference config of (dataset, model); a model without its own file (e.g. an ANN baseline added
-    after the configs were generated) takes the dataset's ``lif.yaml`` with its neuron replaced: the
-    reference settings are the same for every model (``scripts/make_configs.py``)."""
+    """The reference config of ``dataset`` (one file per dataset: the reference settings are the same for every
+    model, ``scripts/make_configs.py``) with ``model``'s neuron in it; ``log`` is kept for the caller's notes."""
     path = Path(template.format(configs=configs, dataset=dataset, model=model))
-    if path.is_file():
-        return read_yaml(path)
-    fallback = Path(template.format(configs=configs, dataset=dataset, model="lif"))
-    if not fallback.is_file():
-        raise ConfigError(f"no reference config {str(path)!r} (nor {str(fallback)!r}); generate them with "
-                          "`python scripts/make_configs.py` or pass --configs DIR")
-    log(f"note: {path} not found; using {fallback} with neuron: {model} (python scripts/make_configs.py "
-        "writes it)")
-    raw = read_yaml(fallback)
-    raw["neuron"] = model
-    raw["neuron_options"] = {}
+    if not path.is_file():
+        raise ConfigError(f"no reference config {str(path)!r}; generate it with `python scripts/make_configs.py` "
+                          "or pass --configs DIR")
+    raw = read_yaml(path)
+    if raw.get("neuron") != model:
+        raw["neuron"] = model
+        raw["neuron_options"] = {}  # the file's options belong to its own neuron
     return raw
 
 

@@ -3,8 +3,8 @@
 A scale gives the default datasets, models, seeds and long-evaluation horizon, and the config keys of every
 cell of the grid (on top of the :class:`~stcsnn.config.Config` defaults; the cell sets ``dataset``, ``neuron``
 and ``seed``). ``fallback`` names, per default dataset, the dataset used when the first one's files are absent
-(the table's caption says so). ``paper`` instead reads ``configs/<dataset>/<model>.yaml`` (the reference
-hyper-parameters, ``scripts/make_configs.py``).
+(the table's caption says so). ``paper`` instead reads ``configs/<dataset>/reference.yaml`` (the reference
+hyper-parameters, ``scripts/make_configs.py``) with each model's neuron set in it.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "datasets": ["mmnist"],
         "models": DEFAULT_MODELS,
         "seeds": 1,
-        "config_files": "{configs}/{dataset}/{model}.yaml",
+        "config_files": "{configs}/{dataset}/reference.yaml",
     },
 }
 

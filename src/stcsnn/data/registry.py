@@ -55,7 +55,7 @@ class DatasetSpec:
       files live under the data root, and the root is shown).
     - ``local``: why there is nothing to download (the data ships with the package or is the user's own);
       empty for datasets that ``stcsnn data prepare`` downloads.
-    - ``reference``: the reference hyper-parameters of ``configs/<name>/<neuron>.yaml`` beyond the frames
+    - ``reference``: the reference hyper-parameters of ``configs/<name>/reference.yaml`` beyond the frames
       (``patch_size``, ``gradient_detach``, ``epochs``); empty: no reference configs.
     """
 

@@ -14,7 +14,8 @@ from stcsnn.errors import DataError, StcsnnError
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a predictor from a YAML config")
-    p.add_argument("--config", help="YAML config (configs/<dataset>/<neuron>.yaml); optional with --resume PATH")
+    p.add_argument("--config", help="YAML config (configs/<dataset>/reference.yaml, configs/quickstart.yaml, "
+                   "...); optional with --resume PATH")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (dotted for nesting; value parsed as YAML); repeatable")
     p.add_argument("--out", help="run directory (default runs/<config name>)")
