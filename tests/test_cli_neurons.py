@@ -54,3 +54,35 @@ def test_demo_refuses_a_step_count_outside_1_to_1000(capsys, steps):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "expected a whole number of steps from 1 to 1000" in err and "Traceback" not in err
+
+
+def test_neurons_shows_kind_and_the_declared_base(capsys):
+    assert main(["neurons"]) == 0
+    rows = {line.split()[0]: line.split()[1:3] for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert rows["stc_lif"] == ["snn", "STC(if)"] and rows["lif"] == ["snn", "-"]
+    assert rows["convlstm"][0] == "ann"
+
+
+def test_stc_pairs_come_from_the_registry_not_the_name():
+    from stcsnn.neurons import NEURONS, SpikingCell, register_neuron, register_stc
+    from stcsnn.neurons.lif import IF, MembraneState
+    from stcsnn.neurons.registry import get_spec, stc_pairs
+
+    assert get_spec("stc_lif").base == "if" and get_spec("stc_plif").base == "plif"
+    assert stc_pairs(["lif", "stc_lif"]) == []  # STC-LIF wraps IF: LIF is not its base
+    assert stc_pairs(["lif", "if", "stc_lif", "stc_lmh", "lmh"]) == [("stc_lif", "if"), ("stc_lmh", "lmh")]
+
+    class Leaky(SpikingCell):
+        State = MembraneState
+        update = IF.update
+
+    try:
+        register_neuron("leaky_test", "a test neuron", Leaky)
+        register_stc("autapse_on_leaky", Leaky, "its STC form, named unlike its base")
+        assert get_spec("autapse_on_leaky").base == "leaky_test"
+        assert stc_pairs(["leaky_test", "autapse_on_leaky", "leaky"]) == [("autapse_on_leaky", "leaky_test")]
+        with pytest.raises(stcsnn.StcsnnError, match="base_name 'lif' is not a registered neuron of class Leaky"):
+            register_stc("bad_test", Leaky, "x", base_name="lif")
+    finally:
+        for name in ("leaky_test", "autapse_on_leaky", "bad_test"):
+            NEURONS.pop(name, None)

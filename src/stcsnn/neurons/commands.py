@@ -30,10 +30,13 @@ def _steps(text: str) -> int:
 
 
 def _neurons(args: argparse.Namespace) -> int:
+    """One line per neuron: name, kind (snn/ann), the base an STC neuron wraps, description."""
     rows = list_neurons()
     width = max(len(n) for n, _ in rows)
-    for name, desc in rows:
-        print(f"{name:<{width}}  {desc}")
+    bases = [f"STC({get_spec(n).base})" if get_spec(n).is_stc else "-" for n, _ in rows]
+    base_width = max(len(b) for b in bases)
+    for (name, desc), base in zip(rows, bases):
+        print(f"{name:<{width}}  {get_spec(name).kind}  {base:<{base_width}}  {desc}")
     return 0
 
 

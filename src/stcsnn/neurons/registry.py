@@ -24,10 +24,20 @@ COMMON_OPTIONS = ("surrogate", "alpha")
 
 @dataclass(frozen=True)
 class NeuronSpec:
+    """What the registry knows of a neuron: everything else (configs, the CLI, ``reproduce``'s pairs, the analyses)
+    asks it rather than deriving facts from names.
+
+    ``kind``: ``"snn"`` (spiking) or ``"ann"`` (a real-valued baseline cell such as ConvLSTM), declared by the
+    class's ``is_ann``. ``base``: for an STC neuron, the registered name of the neuron it wraps (``stc_lif`` is
+    ``STC(IF)``: its base is ``if``, not ``lif``), ``None`` otherwise or where the wrapped class is not registered.
+    """
+
     name: str
     description: str
     cls: type  # the neuron class (for an STC composition: its base neuron's class)
     is_stc: bool = False  # True: built as STC(cls(...)), the autaptic circuit around the base neuron
+    kind: str = "snn"
+    base: str | None = None
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -37,7 +47,7 @@ class NeuronSpec:
 
     @property
     def is_ann(self) -> bool:
-        return bool(getattr(self.cls, "is_ann", False))
+        return self.kind == "ann"
 
 
 NEURONS: dict[str, NeuronSpec] = {}
@@ -54,15 +64,22 @@ def register_neuron(name: str, description: str, cls: type | None = None) -> Cal
     :mod:`stcsnn.neurons.base`). Use as a class decorator, or call with ``cls``."""
 
     def decorate(c: type) -> type:
-        _add(NeuronSpec(name, description, c))
+        _add(NeuronSpec(name, description, c, kind="ann" if getattr(c, "is_ann", False) else "snn"))
         return c
 
     return decorate if cls is None else decorate(cls)
 
 
-def register_stc(name: str, base: type, description: str) -> None:
-    """Register ``STC(base(...))`` under ``name``: the STC circuit around a registered or any cell class."""
-    _add(NeuronSpec(name, description, base, is_stc=True))
+def register_stc(name: str, base: type, description: str, base_name: str | None = None) -> None:
+    """Register ``STC(base(...))`` under ``name``: the STC circuit around a registered or any cell class.
+    ``base_name``: the registered name of ``base`` (default: the plain neuron registered with that class), the
+    neuron ``stcsnn reproduce`` compares it with."""
+    if base_name is None:
+        base_name = next((s.name for s in NEURONS.values() if s.cls is base and not s.is_stc), None)
+    elif base_name not in NEURONS or NEURONS[base_name].cls is not base:
+        raise StcsnnError(f"register_stc({name!r}): base_name {base_name!r} is not a registered neuron of class "
+                          f"{base.__name__}")
+    _add(NeuronSpec(name, description, base, is_stc=True, base=base_name))
 
 
 #: entry-point group through which installed packages add neurons (loaded when a name is not registered)
@@ -152,6 +169,14 @@ def get_spec(name: str) -> NeuronSpec:
         did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise StcsnnError(f"unknown neuron {quoted(name)}{did_you_mean}: expected one of {', '.join(NEURONS)}")
     return NEURONS[name]
+
+
+def stc_pairs(names) -> list[tuple[str, str]]:
+    """``[(stc, base), ...]``: each STC neuron among ``names`` whose declared base is among them too (the
+    registry's fact, never the name: ``stc_lif`` pairs with ``if``)."""
+    names = list(names)
+    return [(n, get_spec(n).base) for n in names
+            if n in NEURONS and get_spec(n).is_stc and get_spec(n).base in names]
 
 
 def list_neurons() -> list[tuple[str, str]]:
