@@ -158,22 +158,23 @@ def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu", l
 def _check_safetensors_header(path: Path, label: str) -> None:
     """Check ``path``'s header against its size before anything is read or mapped: every tensor must lie inside
     the file and fill exactly its shape (a header may declare 40 GB in a 1 kB file)."""
+    def refused(why: str) -> CheckpointError:
+        return CheckpointError(f"{label!r}: {WEIGHTS_NAME} cannot be read ({why}); truncated or not a safetensors "
+                               "file?")
+
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
         if not 0 < n <= min(size - 8, MAX_SAFETENSORS_HEADER):
-            raise CheckpointError(f"{label!r}: {WEIGHTS_NAME} declares a header of {n} bytes in a file of {size}; "
-                                  "truncated or not a safetensors file?")
+            raise refused(f"it declares a header of {n} bytes in a file of {size}")
         try:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise CheckpointError(f"{label!r}: {WEIGHTS_NAME} has a header that is not JSON ({str(exc)[:100]}); "
-                                  "truncated or not a safetensors file?") from None
-    room = size - 8 - n
+            raise refused(f"its header is not JSON: {str(exc)[:100]}") from None
     if not isinstance(header, dict):
-        raise CheckpointError(f"{label!r}: {WEIGHTS_NAME} has a header of type {type(header).__name__}; expected "
-                              "a safetensors header (a JSON object)")
+        raise refused(f"its header is a {type(header).__name__}, not a JSON object")
+    room = size - 8 - n
     for name, entry in header.items():
         if name == "__metadata__":
             continue
@@ -182,12 +183,10 @@ def _check_safetensors_header(path: Path, label: str) -> None:
             numel = math.prod(int(v) for v in entry["shape"])
             width = _SAFETENSORS_SIZES[entry["dtype"]]
         except (TypeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{label!r}: {WEIGHTS_NAME} describes tensor {name!r} incompletely ({exc!r}); "
-                                  "truncated or not a safetensors file?") from None
+            raise refused(f"tensor {name!r} is described incompletely: {exc!r}") from None
         if not 0 <= begin <= end <= room or end - begin != numel * width:
-            raise CheckpointError(f"{label!r}: {WEIGHTS_NAME} declares tensor {name!r} of {numel * width} bytes at "
-                                  f"{begin}..{end}, but the file holds {room} bytes of data; truncated or not a "
-                                  "safetensors file written by `stcsnn export`?")
+            raise refused(f"it declares tensor {name!r} of {numel * width} bytes at {begin}..{end}, but holds "
+                          f"{room} bytes of data")
 
 
 def read_weights(path: str | os.PathLike, label: str) -> dict[str, torch.Tensor]:
