@@ -46,16 +46,28 @@ _NOTED: set[str] = set()  # the checkpoints whose lack of checksums was reported
 
 
 # ---------------------------------------------------------------------------------------------- tensors
-def _tensors(obj: Any, path: str = "") -> Iterator[tuple[str, Tensor]]:
-    """``(path, tensor)`` for every tensor in nested dicts, lists and tuples (``model/cells.0.x``)."""
-    if isinstance(obj, Tensor):
-        yield path, obj
-    elif isinstance(obj, Mapping):
-        for key, value in obj.items():
-            yield from _tensors(value, f"{path}/{key}" if path else str(key))
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from _tensors(value, f"{path}/{i}" if path else str(i))
+def _tensors(obj: Any) -> Iterator[tuple[str, Tensor]]:
+    """``(path, tensor)`` for every tensor in nested dicts, lists and tuples (``model/cells.0.x``).
+
+    Each container is visited once: a hostile file may share one list a billion times over (or nest it in
+    itself), which a plain recursive walk would follow for ever; the walk is iterative, so depth costs no stack."""
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, Tensor):
+            yield path, value
+            continue
+        if isinstance(value, Mapping):
+            items = [(str(k), v) for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            items = [(str(i), v) for i, v in enumerate(value)]
+        else:
+            continue
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        stack.extend((f"{path}/{k}" if path else k, v) for k, v in reversed(items))
 
 
 def tensor_digest(t: Tensor) -> str:
