@@ -346,7 +346,7 @@ def safe_load(path: str | os.PathLike, what: str, hint: str) -> Any:
     except Exception as exc:  # truncated zip, a pickle holding code or foreign classes, not a torch file
         reason = load_reason(exc)
         # a pickle naming os.system is no truncated checkpoint: the hint would mislead there
-        why = "; it was not unpickled, nothing in it ran" if _UNSUPPORTED_GLOBAL.search(str(exc)) else f" ({hint})"
+        why = "; refused before anything in it ran" if _UNSUPPORTED_GLOBAL.search(str(exc)) else f" ({hint})"
         raise CheckpointError(
             f"{what} {str(path)!r} cannot be read with weights_only=True ({size} bytes): {reason}{why}"
         ) from None
