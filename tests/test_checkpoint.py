@@ -202,7 +202,8 @@ def test_resume_of_malformed_training_state_is_one_line(run, tmp_path, capsys, k
 
 
 def test_resume_lacking_keys_come_from_the_schema(run, tmp_path, capsys):
-    weights = {k: v for k, v in torch.load(run / "last.pt", weights_only=True).items() if k in schema.MODEL_KEYS}
+    keep = schema.HEADER_KEYS + schema.MODEL_KEYS
+    weights = {k: v for k, v in torch.load(run / "last.pt", weights_only=True).items() if k in keep}
     torch.save(schema.sealed(weights), tmp_path / "w.pt")
     line = one_error(capsys, main(["train", "--resume", str(tmp_path / "w.pt"), "--out", str(tmp_path / "o")]))
     assert ", ".join(schema.TRAINING_KEYS) in line, line

@@ -2,10 +2,10 @@
 
 Two kinds share one format (``format: stcsnn-checkpoint``, ``version``):
 
-* the **model checkpoint** (:data:`MODEL_KEYS`): the weights and the config, what ``import-official`` writes and
-  every ``--checkpoint`` option reads;
-* the **training checkpoint** (:data:`MODEL_KEYS` + :data:`TRAINING_KEYS`, optionally :data:`OPTIONAL_TRAINING_KEYS`):
-  also the optimizer, the position in the run, the history and the random states, what ``train`` writes and
+* the **model checkpoint** (:data:`HEADER_KEYS` + :data:`MODEL_KEYS`): the weights and the config, what
+  ``import-official`` writes and every ``--checkpoint`` option reads;
+* the **training checkpoint** (that + :data:`TRAINING_KEYS`, optionally :data:`OPTIONAL_TRAINING_KEYS`): also the
+  optimizer, the position in the run, the history and the random states, what ``train`` writes and
   ``train --resume`` continues.
 
 Every checkpoint written by :func:`model_checkpoint` or :func:`training_checkpoint` carries ``checksums``: the
@@ -34,8 +34,10 @@ from stcsnn.io import safe_load
 FORMAT = "stcsnn-checkpoint"
 #: version 1 is unchanged by checksums: the ``checksums`` entry is optional, and code that predates it ignores it
 VERSION = 1
-#: the entries of every checkpoint
-MODEL_KEYS = ("format", "version", "config", "model")
+#: what every stcsnn file of this kind starts with (the first checkpoints recorded no version: 1)
+HEADER_KEYS = ("format", "version")
+#: the entries of a model checkpoint beside the header: the config and the weights
+MODEL_KEYS = ("config", "model")
 #: the entries a checkpoint needs to be resumed, beside :data:`MODEL_KEYS`
 TRAINING_KEYS = ("optimizer", "epoch", "batch", "step", "best_val_mse", "history", "rng")
 #: entries a training checkpoint may hold (older ones lack them)
@@ -176,8 +178,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
+def lacking_model_keys(ckpt: Mapping[str, Any]) -> list[str]:
+    """The entries :data:`MODEL_KEYS` that ``ckpt`` lacks: empty for a checkpoint a model can be built from."""
+    return [k for k in MODEL_KEYS if k not in ckpt]
+
+
 def lacking_training_keys(ckpt: Mapping[str, Any]) -> list[str]:
-    """The entries :data:`TRAINING_KEYS` (and ``model``) that ``ckpt`` lacks: empty for a resumable checkpoint."""
+    """The entries :data:`TRAINING_KEYS` (and ``model``) that ``ckpt`` lacks: empty for a resumable checkpoint
+    (the config is not listed: a checkpoint without one is refused before, when its config is read)."""
     return [k for k in ("model", *TRAINING_KEYS) if k not in ckpt]
 
 

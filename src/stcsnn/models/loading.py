@@ -25,6 +25,7 @@ from stcsnn.models.checkpoint import (  # noqa: F401  (re-exported: the schema's
     FORMAT,
     VERSION,
     check_tensors,
+    lacking_model_keys,
     model_checkpoint,
     read_checkpoint,
 )
@@ -65,7 +66,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
 
 def model_from_checkpoint(ckpt: dict[str, Any], label: str):
     """``model, cfg`` of a checkpoint dict read by :func:`read_checkpoint` (``label``: its path, for messages)."""
-    lacking = [k for k in ("config", "model") if k not in ckpt]
+    lacking = lacking_model_keys(ckpt)
     if lacking:
         raise CheckpointError(
             f"checkpoint {label!r} holds no {' and no '.join(repr(k) for k in lacking)} entry (it has "
