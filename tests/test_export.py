@@ -145,6 +145,39 @@ def test_loading_a_folder_reads_no_pickle(exported, monkeypatch):
         torch.load(exported / "model.safetensors")
 
 
+def test_export_weights_carry_the_sha256_of_each_tensor(exported):
+    """The checksums in the safetensors metadata, recomputed here with hashlib over the raw data section."""
+    import hashlib
+
+    data = (exported / "model.safetensors").read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    sums = json.loads(header["__metadata__"]["stcsnn_checksums"])
+    assert set(sums) == set(header) - {"__metadata__"}
+    names = {"F32": "torch.float32", "F64": "torch.float64"}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        h = hashlib.sha256(f"{names[entry['dtype']]}{tuple(entry['shape'])}".encode())
+        h.update(data[8 + n + begin:8 + n + end])
+        assert sums[name] == h.hexdigest(), name
+
+
+def test_an_export_without_checksums_loads_with_a_note(exported, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_bytes((exported / "config.json").read_bytes())
+    save_file(load_file(exported / "model.safetensors"), old / "model.safetensors", metadata={"format": "pt"})
+    model, _ = load_model(old)
+    reference, _ = load_model(exported)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+    err = capsys.readouterr().err
+    assert err.startswith("note: ") and "no checksums" in err and len(err.splitlines()) == 1
+
+
 def test_predict_accepts_the_folder_as_checkpoint_with_identical_output(ckpt, exported, tmp_path):
     np.save(tmp_path / "in.npy", frames(3).numpy())
     for name, source in (("a.npy", ckpt), ("b.npy", exported)):

@@ -442,3 +442,31 @@ def test_stcsnn_checkpoint_is_not_a_reference_file(stc_file, tmp_path: Path, cap
     first = tmp_path / "first.pt"
     assert run_cli(capsys, src, "--config", write_config(tmp_path, "stc_lif"), "--out", first)[0] == 0
     _expect_failure(capsys, tmp_path, first, needles=("already an stcsnn checkpoint",))
+
+
+@pytest.mark.parametrize("damage", ["nan", "inf", "sparse", "meta"])
+def test_weights_that_are_no_values_are_refused_naming_the_tensor(stc_file, tmp_path: Path, capsys,
+                                                                   damage: str) -> None:
+    """NaN or inf weights would be imported into a model that predicts nothing (NaN passes every threshold test
+    silently); a sparse or meta tensor has no dense values to convert."""
+    src, sd = stc_file
+    key = "cell_list.1.conv_h.0.weight"
+    if damage in ("nan", "inf"):
+        sd[key][0, 0, 0, 0] = float(damage)
+    else:
+        sd[key] = sd[key].to_sparse() if damage == "sparse" else torch.empty_like(sd[key], device="meta")
+    torch.save({"state_dict": sd}, src)
+    before = src.read_bytes()
+    needles = ("non-finite", "1 non-finite") if damage in ("nan", "inf") else ("sparse_coo" if damage == "sparse"
+                                                                              else "meta tensor",)
+    _expect_failure(capsys, tmp_path, src, needles=(f"tensor {key!r}", *needles))
+    assert src.read_bytes() == before
+
+
+def test_imported_checkpoint_carries_checksums(stc_file, tmp_path: Path, capsys) -> None:
+    src, sd = stc_file
+    torch.save(sd, src)
+    out = tmp_path / "imported.pt"
+    assert run_cli(capsys, src, "--config", write_config(tmp_path, "stc_lif"), "--out", out)[0] == 0
+    sums = torch.load(out, weights_only=True)["checksums"]
+    assert "model/readout.weight" in sums and len(sums) == len(read_checkpoint(out)["model"])

@@ -22,6 +22,7 @@ from stcsnn.config import make_config
 from stcsnn.errors import CheckpointError
 from stcsnn.io import WriteError, atomic_torch_save
 from stcsnn.models import loading as loading_mod
+from stcsnn.models.checkpoint import sealed
 from stcsnn.models.loading import read_checkpoint
 from stcsnn.train.loop import Trainer, TrainingError, epoch_batches, train
 from stcsnn.train.schedule import learning_rate, reverse_sampling_etas, sampling_eta, sampling_mask
@@ -473,7 +474,7 @@ def test_resume_from_mismatched_or_weights_only_checkpoints(tmp_path):
     assert train(cfg, tmp_path / "run", progress=False) == 0
     ckpt = read_checkpoint(tmp_path / "run" / "last.pt")
     bad = dict(ckpt, model={k: torch.zeros(3) for k in ckpt["model"]})  # same keys, other shapes
-    torch.save(bad, tmp_path / "bad.pt")
+    torch.save(sealed(bad), tmp_path / "bad.pt")  # checksums of the wrong weights: the fit, not them, is refused
     with pytest.raises(TrainingError, match="do not fit"):
         Trainer(cfg, tmp_path / "new", resume=str(tmp_path / "bad.pt"), progress=False)
     weights = {k: ckpt[k] for k in ("format", "version", "config", "model")}

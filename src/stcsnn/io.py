@@ -1,6 +1,7 @@
 """File helpers every layer may use: atomic writes, writability checks, run-folder locks, safe loading.
 
-This module sits at the bottom of the package (it imports only :mod:`stcsnn.errors`), so that configs, figures,
+This module sits at the bottom of the package (it imports only :mod:`stcsnn.errors` and, for the host's available
+memory, :mod:`stcsnn.config`), so that configs, figures,
 models and the trainer can all write files without importing each other. Every write goes to a temporary file in
 the same folder, is flushed and fsync'ed, then renamed over the target: a crash mid-write leaves the previous
 file intact, and a failed write (disk full, read-only file system, no permission) is one :class:`WriteError`
@@ -24,6 +25,7 @@ from typing import Any, BinaryIO
 
 import torch
 
+from stcsnn.config import available_memory  # host memory: one definition, torch-free
 from stcsnn.errors import CheckpointError, RunLockedError, StcsnnError
 
 try:
@@ -330,27 +332,51 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
     return sorted(removed)
 
 
+#: torch's words for a pickle that names a global weights_only loading refuses: "Unsupported global: GLOBAL x.y
+#: was not an allowed global" for a class it does not know, "unsupported GLOBAL posix.system whose module posix is
+#: blocked" (torch 2.13) for modules such as os and subprocess
+_UNSUPPORTED_GLOBAL = re.compile(r"unsupported (?:global: )?GLOBAL (\S+)", re.IGNORECASE)
+
+
 def load_reason(exc: Exception) -> str:
     """The informative part of torch.load's (long, multi-line) error message."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    unsupported = re.search(r"Unsupported global: GLOBAL \S+", text)
+    unsupported = _UNSUPPORTED_GLOBAL.search(text)
     if unsupported:
-        return f"it holds a Python object that weights_only loading refuses ({unsupported.group(0)})"
+        return f"it holds a Python object that weights_only loading refuses (GLOBAL {unsupported.group(1)})"
     first = text.splitlines()[0] if text else type(exc).__name__
     return first.split(". ")[0][:200]
 
 
 def safe_load(path: str | os.PathLike, what: str, hint: str) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU (never runs code from the file), with one clear error
-    line for a missing, truncated or foreign file: ``{what} 'path' ... ({hint})``."""
+    line for a missing, truncated, foreign or oversized file: ``{what} 'path' ... ({hint})``.
+
+    A zip archive (torch.save's format) is memory-mapped: only the bytes the file really holds are ever read, so
+    no size declared inside it can make torch allocate more. Anything else (torch's legacy format, or not a torch
+    file at all) is read whole, after checking its size against the memory available: a 20 GB file, sparse or
+    not, is one line rather than an exhausted machine."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} {str(path)!r} not found")
-    data = path.read_bytes()
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"
+    except OSError as exc:
+        raise CheckpointError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    free = available_memory()
+    if not zipped and free is not None and size > free:
+        raise CheckpointError(f"{what} {str(path)!r} is {size} bytes, more than the {free} bytes of memory "
+                              f"available, and not a zip archive as torch.save writes them ({hint})")
+    try:
+        if zipped:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, a pickle holding code or foreign classes, not a torch file
+        reason = load_reason(exc)
+        # a pickle naming os.system is no truncated checkpoint: the hint would mislead there
+        why = "; refused before anything in it ran" if _UNSUPPORTED_GLOBAL.search(str(exc)) else f" ({hint})"
         raise CheckpointError(
-            f"{what} {str(path)!r} cannot be read with weights_only=True ({len(data)} bytes): "
-            f"{load_reason(exc)} ({hint})"
+            f"{what} {str(path)!r} cannot be read with weights_only=True ({size} bytes): {reason}{why}"
         ) from None

@@ -36,8 +36,10 @@ import torch
 from torch import Tensor, nn
 
 from stcsnn.errors import CheckpointError, StcsnnError
+from stcsnn.models.checkpoint import tensor_digest
 from stcsnn.models.loading import (
     CONFIG_NAME,
+    EXPORT_CHECKSUMS,
     EXPORT_FORMAT,
     EXPORT_VERSION,
     WEIGHTS_NAME,
@@ -402,7 +404,10 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
         from safetensors.torch import save as safetensors_bytes
 
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-        weights = safetensors_bytes(tensors, metadata={"format": "pt", "stcsnn_format": EXPORT_FORMAT})
+        # the checksums let load_model tell a damaged file from a model (stcsnn.models.loading.read_weights)
+        sums = json.dumps({k: tensor_digest(v) for k, v in tensors.items()}, sort_keys=True)
+        weights = safetensors_bytes(tensors, metadata={"format": "pt", "stcsnn_format": EXPORT_FORMAT,
+                                                       EXPORT_CHECKSUMS: sums})
         # data_root is where this machine keeps the data: a local path means nothing elsewhere and would be
         # published with --push, so the folder leaves it out (eval/predict on another machine pass their own)
         config = {**cfg.to_dict(), "data_root": None, "format": EXPORT_FORMAT, "version": EXPORT_VERSION,

@@ -12,22 +12,35 @@ the Hugging Face Hub, fetched with ``huggingface_hub.snapshot_download`` (the ``
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from stcsnn.errors import CheckpointError, ConfigError
-from stcsnn.io import safe_load
-
-FORMAT = "stcsnn-checkpoint"
-VERSION = 1
+from stcsnn.models.checkpoint import (  # noqa: F401  (re-exported: the schema's names, imported from here too)
+    FORMAT,
+    VERSION,
+    check_tensors,
+    lacking_model_keys,
+    model_checkpoint,
+    read_checkpoint,
+)
 
 EXPORT_FORMAT = "stcsnn-export"
 EXPORT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+#: the safetensors metadata entry holding the JSON ``{tensor name: SHA-256}`` of the weights
+EXPORT_CHECKSUMS = "stcsnn_checksums"
+#: a safetensors header lists names, dtypes, shapes and offsets: a few kB for our models
+MAX_SAFETENSORS_HEADER = 1 << 24
+#: bytes per element of the safetensors dtypes
+_SAFETENSORS_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+                      "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 #: the keys of config.json that describe the file, not the model (everything else is the config)
 EXPORT_META_KEYS = ("format", "version", "stcsnn_version")
 #: a config.json is a few kB; anything far larger is not one of ours (and is not read into memory)
@@ -35,18 +48,6 @@ MAX_CONFIG_BYTES = 1 << 20
 HF_PREFIX = "hf://"
 #: what a Hub snapshot needs: not step.onnx or other files a repository may hold
 HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "README.md"]
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint dict safely; clear errors for missing, truncated or foreign files."""
-    ckpt = safe_load(path, "checkpoint", "truncated or not a checkpoint saved by stcsnn?")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(
-            f"{str(path)!r} is not an stcsnn checkpoint (format {found!r}); "
-            "for the paper's reference checkpoints use `stcsnn import-official`"
-        )
-    return ckpt
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
@@ -65,7 +66,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
 
 def model_from_checkpoint(ckpt: dict[str, Any], label: str):
     """``model, cfg`` of a checkpoint dict read by :func:`read_checkpoint` (``label``: its path, for messages)."""
-    lacking = [k for k in ("config", "model") if k not in ckpt]
+    lacking = lacking_model_keys(ckpt)
     if lacking:
         raise CheckpointError(
             f"checkpoint {label!r} holds no {' and no '.join(repr(k) for k in lacking)} entry (it has "
@@ -144,9 +145,6 @@ def read_export_config(folder: str | os.PathLike, label: str | None = None):
 def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu", label: str | None = None):
     """``model, cfg`` of a folder written by ``stcsnn export``: reads only ``config.json`` and
     ``model.safetensors`` (no pickle)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     label = label or str(folder)
     cfg = read_export_config(folder, label)
@@ -154,12 +152,79 @@ def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu", l
     if not weights.is_file():
         raise CheckpointError(f"{label!r} holds {CONFIG_NAME} but no {WEIGHTS_NAME}; expected both (copy the "
                               "whole folder that `stcsnn export` wrote)")
+    state_dict = read_weights(weights, label)
+    return _with_weights(cfg, state_dict, label).to(device).eval(), cfg
+
+
+def _check_safetensors_header(path: Path, label: str) -> None:
+    """Check ``path``'s header against its size before anything is read or mapped: every tensor must lie inside
+    the file and fill exactly its shape (a header may declare 40 GB in a 1 kB file)."""
+    def refused(why: str) -> CheckpointError:
+        return CheckpointError(f"{label!r}: {WEIGHTS_NAME} cannot be read ({why}); truncated or not a safetensors "
+                               "file?")
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < n <= min(size - 8, MAX_SAFETENSORS_HEADER):
+            raise refused(f"it declares a header of {n} bytes in a file of {size}")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise refused(f"its header is not JSON: {str(exc)[:100]}") from None
+    if not isinstance(header, dict):
+        raise refused(f"its header is a {type(header).__name__}, not a JSON object")
+    room = size - 8 - n
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(v) for v in entry["data_offsets"])
+            numel = math.prod(int(v) for v in entry["shape"])
+            width = _SAFETENSORS_SIZES[entry["dtype"]]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise refused(f"tensor {name!r} is described incompletely: {exc!r}") from None
+        if not 0 <= begin <= end <= room or end - begin != numel * width:
+            raise refused(f"it declares tensor {name!r} of {numel * width} bytes at {begin}..{end}, but holds "
+                          f"{room} bytes of data")
+
+
+def read_weights(path: str | os.PathLike, label: str) -> dict[str, torch.Tensor]:
+    """The state_dict in an export's ``model.safetensors``: header checked against the file size, tensors checked
+    against the checksums the export wrote (a note where an older export wrote none), weights finite."""
+    from safetensors import SafetensorError, safe_open
+
+    from stcsnn.models.checkpoint import tensor_digest
+
+    path = Path(path)
     try:
-        state_dict = load_file(weights, device="cpu")
+        _check_safetensors_header(path, label)
+        with safe_open(path, framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            state_dict = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is no dict)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
         raise CheckpointError(f"{label!r}: {WEIGHTS_NAME} cannot be read ({str(exc).splitlines()[0][:200]}); "
                               "truncated or not a safetensors file?") from None
-    return _with_weights(cfg, state_dict, label).to(device).eval(), cfg
+    raw = metadata.get(EXPORT_CHECKSUMS)
+    if raw is None:
+        print(f"note: {label!r}: {WEIGHTS_NAME} carries no checksums (written by an older stcsnn); its tensors "
+              "cannot be verified", file=sys.stderr)
+    else:
+        try:
+            expected = json.loads(raw)
+        except ValueError:
+            expected = None
+        if not isinstance(expected, dict):
+            raise CheckpointError(f"{label!r}: {WEIGHTS_NAME} is corrupt: its checksums are not a JSON object")
+        for name in sorted(set(state_dict) | set(expected)):
+            if name not in state_dict or expected.get(name) != tensor_digest(state_dict[name]):
+                raise CheckpointError(f"{label!r}: {WEIGHTS_NAME} is corrupt, tensor {name}: its bytes do not match "
+                                      "the checksum written with it (damaged on disk or in transfer?)")
+    check_tensors(state_dict, f"{label!r}: {WEIGHTS_NAME}")
+    return state_dict
 
 
 def parse_hub_source(source: str) -> tuple[str, str | None]:
@@ -195,8 +260,3 @@ def hub_snapshot(source: str) -> Path:
         raise CheckpointError(f"cannot fetch {source!r} from the Hugging Face Hub: {type(exc).__name__}: "
                               f"{text}") from None
     return Path(folder)
-
-
-def model_checkpoint(model: torch.nn.Module, cfg, **extra: Any) -> dict[str, Any]:
-    """A minimal checkpoint (weights + config) that :func:`load_model` reads."""
-    return {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "model": model.state_dict(), **extra}

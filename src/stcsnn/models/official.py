@@ -38,6 +38,7 @@ from torch import Tensor
 
 from stcsnn.errors import CheckpointError, ConfigError
 from stcsnn.io import safe_load
+from stcsnn.models.checkpoint import FORMAT, check_tensors
 from stcsnn.neurons.registry import get_spec
 from stcsnn.neurons.stc import STC, fuse_pathways
 
@@ -82,7 +83,7 @@ def read_official(path: str | os.PathLike) -> dict[str, Tensor]:
 
 def unwrap_state_dict(obj: Any, where: str = "the input") -> dict[str, Tensor]:
     """A ``state_dict`` (or ``{"state_dict": ...}``), ``module.`` prefixes of DDP saves stripped."""
-    if isinstance(obj, Mapping) and obj.get("format") == "stcsnn-checkpoint":
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         raise CheckpointError(f"{where} is already an stcsnn checkpoint: use it with `stcsnn eval`/`predict`")
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
@@ -100,6 +101,9 @@ def unwrap_state_dict(obj: Any, where: str = "the input") -> dict[str, Tensor]:
         if name in out:
             raise CheckpointError(f"{where}: key {name!r} appears twice (with and without 'module.')")
         out[name] = value
+    # before any is converted: a sparse or meta tensor has no values to convert, and NaN weights would be
+    # imported into a model that predicts nothing
+    check_tensors(out, where)
     return out
 
 

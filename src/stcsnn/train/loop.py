@@ -45,7 +45,7 @@ from stcsnn.device import autocast, grad_scaler
 from stcsnn.errors import ConfigError, StcsnnError
 from stcsnn.io import RunLock, WriteError, atomic_torch_save, atomic_write_text, remove_stale_temporaries
 from stcsnn.models import build_model
-from stcsnn.models.loading import FORMAT, VERSION, read_checkpoint
+from stcsnn.models.checkpoint import check_training, lacking_training_keys, read_checkpoint, training_checkpoint
 from stcsnn.runs import RESUMABLE_CHANGES, RUN_FILES, TrainingError, run_files  # re-exported
 from stcsnn.threads import ThreadChoice, ThreadTuner, usable_cpus
 from stcsnn.train.evaluate import evaluate_model, write_report
@@ -148,8 +148,7 @@ class Trainer:
         if path is None:
             return None
         ckpt = read_checkpoint(path)
-        lacking = [k for k in ("model", "optimizer", "epoch", "batch", "step", "best_val_mse", "history", "rng")
-                   if k not in ckpt]
+        lacking = lacking_training_keys(ckpt)
         if lacking:
             raise TrainingError(f"checkpoint {str(path)!r} holds no training state (no {', '.join(lacking)}): "
                                 "it can be evaluated or used to predict, not resumed")
@@ -157,16 +156,15 @@ class Trainer:
         return ckpt
 
     def _state(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT, "version": VERSION, "config": self.cfg.to_dict(),
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch, "batch": self.batch, "step": self.step, "best_val_mse": self.best_val,
-            "history": self.history, "partial": self.partial,
-            "rng": {"torch": torch.get_rng_state(), "mask": self.mask_rng.get_state()},
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-        }
+        return training_checkpoint(
+            self.cfg, self.model.state_dict(), optimizer=self.optimizer.state_dict(), epoch=self.epoch,
+            batch=self.batch, step=self.step, best_val_mse=self.best_val, history=self.history, partial=self.partial,
+            rng={"torch": torch.get_rng_state(), "mask": self.mask_rng.get_state()},
+            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
+        )
 
     def _load_state(self, ckpt: dict[str, Any]) -> None:
+        check_training(ckpt, str(self.resumed_from))  # every entry, before the first is restored
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
