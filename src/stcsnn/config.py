@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from stcsnn.errors import ConfigError
+from stcsnn.machine import available_memory
 
 
 @dataclass
@@ -598,36 +599,6 @@ def check_path(path: str | os.PathLike, what: str) -> None:
     if len(longest) > name_max:
         raise ConfigError(f"{what} has a path component of {len(longest):,} bytes "
                           f"({quoted(os.fsdecode(longest), 40)}); expected at most {name_max:,}")
-
-
-def available_memory() -> int | None:
-    """Bytes of host memory available to a new allocation: ``MemAvailable`` of ``/proc/meminfo`` (what the kernel
-    can give without swapping), capped by a cgroup v2 memory limit (containers), else the free physical pages;
-    ``None`` where none of these can be read."""
-    free = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    free = int(line.split()[1]) * 1024
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    if free is None:
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, AttributeError):
-            return None
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        with open("/sys/fs/cgroup/memory.current") as f:
-            used = int(f.read())
-        if limit != "max":
-            free = min(free, max(0, int(limit) - used))
-    except (OSError, ValueError):
-        pass
-    return free
 
 
 def memory_estimate(cfg: Config, exact: bool = True, training: bool = True, batch: int | None = None

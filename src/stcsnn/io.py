@@ -1,12 +1,11 @@
 """File helpers every layer may use: atomic writes, writability checks, run-folder locks, safe loading.
 
-This module sits at the bottom of the package (it imports only :mod:`stcsnn.errors` and, for the host's available
-memory, :mod:`stcsnn.config`), so that configs, figures,
-models and the trainer can all write files without importing each other. Every write goes to a temporary file in
-the same folder, is flushed and fsync'ed, then renamed over the target: a crash mid-write leaves the previous
-file intact, and a failed write (disk full, read-only file system, no permission) is one :class:`WriteError`
-line naming the file and the cause. :class:`RunLock` gives one command at a time a run folder. Loading uses
-``torch.load(..., weights_only=True)``: opening a file never runs code from it.
+This module sits at the bottom of the package (it imports only :mod:`stcsnn.errors` and :mod:`stcsnn.machine`), so
+that configs, figures, models and the trainer can all write files without importing each other. Every write goes to
+a temporary file in the same folder, is flushed and fsync'ed, then renamed over the target: a crash mid-write
+leaves the previous file intact, and a failed write (disk full, read-only file system, no permission) is one
+:class:`WriteError` line naming the file and the cause. :class:`RunLock` gives one command at a time a run folder.
+Loading uses ``torch.load(..., weights_only=True)``: opening a file never runs code from it.
 """
 
 from __future__ import annotations
@@ -25,8 +24,8 @@ from typing import Any, BinaryIO
 
 import torch
 
-from stcsnn.config import available_memory  # host memory: one definition, torch-free
 from stcsnn.errors import CheckpointError, RunLockedError, StcsnnError
+from stcsnn.machine import available_memory
 
 try:
     import fcntl

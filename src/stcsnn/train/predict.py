@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stcsnn.config import available_memory as host_available_memory
 from stcsnn.errors import CheckpointError, DataError, StcsnnError
+from stcsnn.machine import available_memory as host_available_memory
 
 #: model(x, n_future) holds about this many float32 copies of its T_in + n_future - 1 output frames at its peak
 #: (each step's output, their stacked and concatenated copies, the frames cut back from patches): measured 4.7
@@ -69,7 +69,7 @@ def check_input_values(frames: np.ndarray, path: str, chunk_bytes: int = 1 << 20
 
 def available_memory(device: torch.device) -> int | None:
     """Bytes that can still be allocated on ``device``: the GPU's free memory, else the host's
-    (:func:`stcsnn.config.available_memory`); None where it cannot be known."""
+    (:func:`stcsnn.machine.available_memory`); None where it cannot be known."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     return host_available_memory()
