@@ -234,7 +234,7 @@ def test_a_second_ctrl_c_during_a_real_save_exits_130_and_keeps_last_pt(tmp_path
     out = tmp_path / "run"
     child = Child("train", "--config", str(cfg), "--out", str(out))
     try:
-        child.wait_for(r"step", timeout=120)
+        child.wait_for(r"\] loss", timeout=120)  # the first step's progress line
         deadline = time.time() + 120
         while not (out / "last.pt").exists() and time.time() < deadline:
             time.sleep(0.05)
