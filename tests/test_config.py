@@ -273,3 +273,28 @@ def test_tiny_config_per_dataset(dataset):
     cfg = load_config(path)
     assert cfg.dataset == dataset
     assert max(cfg.hidden_channels) <= 64
+
+
+# ----------------------------------------------------------------------------------------------- $STCSNN_SET
+
+def test_stcsnn_set_adds_overrides_the_command_line_wins_and_says_so(capsys):
+    got = parse_overrides(["lr=0.1"], environ={"STCSNN_SET": "epochs=1; lr=0.5;;data_options.num_samples=8"})
+    assert got == {"epochs": "1", "lr": "0.1", "data_options.num_samples": "8"}
+    assert capsys.readouterr().err.strip() == (
+        "note: $STCSNN_SET adds --set epochs=1; lr=0.5; data_options.num_samples=8")
+    assert parse_overrides(["lr=0.1"], environ={}) == {"lr": "0.1"} and capsys.readouterr().err == ""
+    with pytest.raises(ConfigError, match=r"^\$STCSNN_SET 'epochs': expected KEY=VALUE"):
+        parse_overrides([], environ={"STCSNN_SET": "epochs"})
+
+
+def test_stcsnn_set_reaches_a_real_command(tmp_path, monkeypatch, capsys):
+    from stcsnn.cli import main
+
+    monkeypatch.setenv("STCSNN_SET", "epochs=1;steps_per_epoch=1;data_options.num_samples=4;"
+                                      "data_options.val_samples=2;data_options.test_samples=2;batch_size=2")
+    out = tmp_path / "run"
+    assert main(["--threads", "1", "train", "--config", str(CONFIGS / "quickstart.yaml"), "--out", str(out),
+                 "--quiet"]) == 0
+    cfg = load_config(out / "config.yaml")
+    assert (cfg.epochs, cfg.steps_per_epoch, cfg.batch_size, cfg.data_options["num_samples"]) == (1, 1, 2, 4)
+    assert "note: $STCSNN_SET adds --set epochs=1" in capsys.readouterr().err

@@ -24,6 +24,7 @@ import itertools
 import math
 import os
 import re
+import sys
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -745,9 +746,25 @@ def parse_assignments(items: typing.Sequence[str] | None, flag: str = "--set",
     return out
 
 
-def parse_overrides(items: typing.Sequence[str] | None) -> dict[str, str]:
-    """``--set`` items -> ``{dotted key: YAML text}`` (see :func:`parse_assignments`)."""
-    return parse_assignments(items, "--set")
+#: Extra ``--set`` items for every command, from the environment (``;``-separated, e.g.
+#: ``STCSNN_SET="epochs=1;steps_per_epoch=2"``), like pytest's PYTEST_ADDOPTS: a whole session of commands (a CI
+#: job, a smoke test of the README) shrunk without editing them. The command line's ``--set`` wins; a command that
+#: applies them says so on stderr.
+ENV_SET = "STCSNN_SET"
+
+
+def parse_overrides(items: typing.Sequence[str] | None, environ: Mapping[str, str] | None = None
+                    ) -> dict[str, str]:
+    """``--set`` items -> ``{dotted key: YAML text}`` (see :func:`parse_assignments`), after the items of
+    ``$STCSNN_SET`` (:data:`ENV_SET`; ``environ`` defaults to ``os.environ``)."""
+    text = (os.environ if environ is None else environ).get(ENV_SET, "")
+    extra = [item for item in text.split(";") if item.strip()]
+    out = parse_assignments(extra, f"${ENV_SET}") if extra else {}
+    if out:
+        print(f"note: ${ENV_SET} adds --set {'; '.join(f'{k}={v}' for k, v in out.items())}"[:500],
+              file=sys.stderr)
+    out.update(parse_assignments(items, "--set"))
+    return out
 
 
 def _plain(value: Any) -> str:
