@@ -124,12 +124,13 @@ class TrainedCell:
     checkpoint: Path
 
 
-def pair_order(model: str) -> tuple[str, bool, str]:
-    """Sort key that puts each STC neuron right after its declared base neuron (the registry's ``base``)."""
+def pair_order(model: str, models: set[str]) -> tuple[str, bool, str]:
+    """Sort key that puts each STC neuron right after its declared base neuron (the registry's ``base``) when
+    that base is among ``models``; anything else sorts by its own name."""
     from stcsnn.neurons.registry import NEURONS
 
     spec = NEURONS.get(model)
-    base = spec.base if spec is not None and spec.is_stc and spec.base else None
+    base = spec.base if spec is not None and spec.is_stc and spec.base in models else None
     return (base or model, base is not None, model)
 
 
@@ -153,4 +154,5 @@ def finished_cells(root: str | os.PathLike) -> list[TrainedCell]:
     if not found:
         raise StcsnnError(f"--grid {str(root)!r}: expected finished cells <dataset>/<model>/seed<k>/report.json "
                           "(a `stcsnn reproduce` grid folder such as runs/reproduce/small), found none")
-    return sorted(found, key=lambda c: (c.dataset, *pair_order(c.model), c.seed))
+    models = {c.model for c in found}
+    return sorted(found, key=lambda c: (c.dataset, *pair_order(c.model, models), c.seed))
