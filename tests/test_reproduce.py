@@ -11,6 +11,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import one_error
@@ -390,3 +391,122 @@ def test_cell_logs_folder_symlink_is_refused(tmp_path, capsys):
     line = one_error(capsys, rc)
     assert str(tmp_path / "out" / "tiny" / "logs") in line and "symbolic link" in line
     assert list(elsewhere.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+def _max_error(p, y, acc):
+    """A metric the tests register: the largest absolute pixel error of each frame."""
+    return (p - y).abs().flatten(2).amax(2)
+
+
+@pytest.fixture(scope="module")
+def stats_grid(tmp_path_factory):
+    """The micro grid with two seeds and three epochs (validated every epoch), run with a metric registered as
+    reported (unregistered afterwards). Returns the grid folder and the lines the grid logged."""
+    from stcsnn.metrics import Metric, register_metric, unregister_metric
+
+    out = tmp_path_factory.mktemp("stats")
+    logs: list[str] = []
+    torch.set_num_threads(1)
+    register_metric(Metric("maxerr", "MaxErr", ".3f", True, False, per_frame=_max_error), reported=True)
+    try:
+        assert run_grid(MICRO, models=MODELS, seeds=2, out=out, progress=False, log=logs.append, plots=False,
+                        overrides={"data_root": str(out / "no-data"), "epochs": 3, "steps_per_epoch": 1}) == 0
+    finally:
+        unregister_metric("maxerr")
+    return out / "micro", logs
+
+
+def test_registered_metric_reaches_every_table(stats_grid):
+    root, _ = stats_grid
+    md = (root / "table.md").read_text()
+    assert "| model | kind | seeds | MSE | MAE | SSIM | PSNR | MaxErr | MSE 3-4 |" in md and "| ΔMaxErr |" in md
+    table = read_csv(root / "table.csv")
+    assert [r["model"] for r in table] == ["if", "stc_lif", "mean_image", "last_frame"]
+    assert all(float(r["maxerr_mean"]) > 0 for r in table)
+    runs = read_csv(root / "runs.csv")
+    for r in runs:  # the test report does not hold it: the grid's own per-sequence evaluation of the same frames
+        report = json.loads((Path(r["run_dir"]) / "report.json").read_text())
+        values = report["per_sequence"]["per_sequence"]["maxerr"]
+        assert len(values) == 4 and float(r["maxerr"]) == pytest.approx(sum(values) / 4, rel=1e-9)
+    paired = {r["seed"]: r for r in read_csv(root / "paired.csv")}
+    by = {(r["model"], r["seed"]): float(r["maxerr"]) for r in runs}
+    assert float(paired["0"]["maxerr"]) == pytest.approx(by[("stc_lif", "0")] - by[("if", "0")])
+    assert paired["p"]["maxerr"] != "" and paired["p_holm"]["maxerr"] != ""
+
+
+def test_paired_statistics_recomputed_from_runs_csv(stats_grid):
+    """t interval, p, two-level bootstrap and Holm of every metric, recomputed here from runs.csv and the cells'
+    per-sequence records with analysis.stats; "not shown" exactly where an interval includes 0."""
+    from stcsnn.analysis.stats import holm, paired_summary
+
+    root, _ = stats_grid
+    runs = {(r["model"], int(r["seed"])): r for r in read_csv(root / "runs.csv")}
+    paired = {r["seed"]: r for r in read_csv(root / "paired.csv")}
+    assert [k for k in paired] == ["0", "1", "mean", "std", "ci_t_low", "ci_t_high", "ci_boot_low", "ci_boot_high",
+                                   "p", "p_holm", "difference"]
+    metrics = ["mse", "mae", "ssim", "psnr", "maxerr"]
+    pvalues = []
+    md = (root / "table.md").read_text()
+    for m in metrics:
+        diffs = [float(runs[("stc_lif", s)][m]) - float(runs[("if", s)][m]) for s in (0, 1)]
+        seqs = [[a - b for a, b in zip(*(json.loads((Path(runs[(model, s)]["run_dir"]) / "report.json").read_text())
+                                         ["per_sequence"]["per_sequence"][m] for model in ("stc_lif", "if")))]
+                for s in (0, 1)]
+        ref = paired_summary(diffs, 0.95, per_sequence=np.array(seqs))
+        assert float(paired["mean"][m]) == pytest.approx(ref["mean"], rel=1e-9)
+        assert (float(paired["ci_t_low"][m]), float(paired["ci_t_high"][m])) == pytest.approx(ref["ci_t"], rel=1e-9)
+        assert (float(paired["ci_boot_low"][m]), float(paired["ci_boot_high"][m])) == pytest.approx(ref["ci_boot"])
+        assert float(paired["p"][m]) == pytest.approx(ref["p_t"], rel=1e-9)
+        shown = all(lo > 0 or hi < 0 for lo, hi in (ref["ci_t"], ref["ci_boot"]))
+        assert (paired["difference"][m] == "not shown") == (not shown), m
+        if not shown:
+            assert "not shown" in md
+        pvalues.append(ref["p_t"])
+    assert [float(paired["p_holm"][m]) for m in metrics] == pytest.approx(holm(pvalues), rel=1e-9)
+    assert paired["p_holm"]["mse_3_4"] == ""  # the long-horizon ranges are outside the family
+    payload = json.loads((root / "results.json").read_text())
+    assert payload["primary_metric"] == "mse" and payload["paired"][0]["mse_bootstrap"] == "two-level"
+    assert "MSE is the primary metric" in md
+
+
+def test_selected_epoch_is_the_checkpoint_the_report_evaluated(stats_grid):
+    from stcsnn.models.loading import read_checkpoint
+
+    root, _ = stats_grid
+    for r in read_csv(root / "runs.csv"):
+        run = Path(r["run_dir"])
+        epochs = read_csv(run / "metrics.csv")
+        assert [e["epoch"] for e in epochs] == ["1", "2", "3"] and all(e["val_mse"] for e in epochs)  # every epoch
+        assert r["checkpoint"] == "best.pt" and int(r["selected_epoch"]) == read_checkpoint(run / "best.pt")["epoch"]
+
+
+def test_reference_rows_by_hand(stats_grid):
+    """mean_image and last_frame recomputed here: the mean frame of the training split, the last observed frame,
+    on the grid's test sequences, MSE as a per-frame sum over pixels."""
+    root, _ = stats_grid
+    _, cfg = load_model(root / "embedded" / "if" / "seed0" / "best.pt")
+    opts = {**cfg.data_options, "input_frames": 3}
+    train = build_dataset("embedded", "train", **{**opts, "output_frames": 2})
+    frames = torch.cat([torch.cat(train[i]) for i in range(len(train))]).double()
+    mean = frames.mean(0)
+    test = build_dataset("embedded", "test", **{**opts, "output_frames": 6})
+    n = cfg.max_test_batches * cfg.eval_batch_size
+    inputs = torch.stack([test[i][0] for i in range(n)]).double()
+    truth = torch.stack([test[i][1] for i in range(n)]).double()
+    guesses = {"mean_image": mean.expand_as(truth), "last_frame": inputs[:, -1:].expand_as(truth)}
+    table = {r["model"]: r for r in read_csv(root / "table.csv")}
+    for name, pred in guesses.items():
+        mse = ((pred - truth) ** 2).sum(dim=(2, 3, 4)).mean(0)  # per predicted frame
+        row = table[name]
+        assert row["kind"] == "reference" and row["seeds"] == "1" and row["mse_std"] == "" and row["params_mean"] == ""
+        assert float(row["mse_mean"]) == pytest.approx(mse[:2].mean().item(), rel=1e-5)
+        assert float(row["mse_5_6_mean"]) == pytest.approx(mse[4:6].mean().item(), rel=1e-5)
+    assert "| mean_image | reference | 1 |" in (root / "table.md").read_text()
+
+
+def test_the_table_is_printed_at_the_end(stats_grid):
+    root, logs = stats_grid
+    assert logs[-2].startswith("wrote ") and logs[-1] == (root / "table.md").read_text()
