@@ -293,7 +293,8 @@ def test_grid_gradients(grid, tmp_path):
     summary = read_csv(tmp_path / "g" / "factor_summary.csv")
     assert {(r["neuron"], r["layer"]) for r in summary} >= {("lif", "all"), ("stc_lif", "all")}
     if importlib.util.find_spec("matplotlib"):
-        assert (tmp_path / "g" / "gradients_embedded_lif_vs_stc_lif.png").is_file()
+        # stc_lif's declared base is if, not in this grid: no pair, one figure of every neuron
+        assert (tmp_path / "g" / "gradients_embedded_all.png").is_file()
     # two checkpoints side by side: the same numbers as the grid's for the same cells and batch
     both = tmp_path / "both"
     assert main(["analyze", "gradients", "--checkpoint", str(grid / "embedded" / "lif" / "seed0" / "best.pt"),

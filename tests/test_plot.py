@@ -166,7 +166,7 @@ def test_per_horizon_panels_each_have_a_legend_clear_of_the_lines(saved_figures,
     from stcsnn.analysis.reproduce import plot_horizons
 
     rows = [{"dataset": "mm", "model": m, "metric": metric, "frame": f, "mean": v * f, "std": 0.1}
-            for m, v in (("lif", 1.0), ("stc_lif", 0.5), ("convlstm", 2.0)) for metric in ("mse", "ssim")
+            for m, v in (("if", 1.0), ("stc_lif", 0.5), ("convlstm", 2.0)) for metric in ("mse", "ssim")
             for f in range(1, 7)]
     paths = plot_horizons(rows, tmp_path, {"mm": 3})
     assert sorted(p.name for p in paths) == ["pairs_mm.png", "per_horizon_mm.png"]
@@ -175,7 +175,7 @@ def test_per_horizon_panels_each_have_a_legend_clear_of_the_lines(saved_figures,
             legend = ax.get_legend()
             assert legend is not None, (name, ax.get_title())
             entries = [t.get_text() for t in legend.get_texts()]
-            assert "trained horizon (3 frames)" in entries and "lif" in entries, entries
+            assert "trained horizon (3 frames)" in entries and "if" in entries, entries
             assert not _overdrawn_texts(ax), (name, ax.get_title(), _overdrawn_texts(ax))
 
 
