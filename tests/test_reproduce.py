@@ -257,11 +257,14 @@ def test_jobs_run_cells_in_processes_with_the_same_results(tmp_path, resumed):
 
 def test_scales_are_plain_data_and_grid_defaults(tmp_path):
     assert set(SCALES) == {"tiny", "small", "paper"}
-    assert DEFAULT_MODELS == ("lif", "plif", "glif", "tclif", "lmh", "stc_lif", "stc_plif", "stc_lmh", "convlstm")
+    # every STC neuron's declared base is in the default grid (stc_lif wraps IF); lif is the paper's comparison
+    assert DEFAULT_MODELS == ("if", "lif", "plif", "glif", "tclif", "lmh", "stc_lif", "stc_plif", "stc_lmh",
+                              "convlstm")
+    assert stc_pairs(DEFAULT_MODELS) == [("stc_lif", "if"), ("stc_plif", "plif"), ("stc_lmh", "lmh")]
     grid = plan_grid("tiny", seeds=2, out=tmp_path)
     assert grid.name == "tiny" and len(grid.cells) == 2 * len(DEFAULT_MODELS)
     assert grid.cells[0].cfg.hidden_channels == SCALES["tiny"]["config"]["hidden_channels"]
-    assert grid.cells[1].run_dir == tmp_path / "tiny" / "embedded" / "lif" / "seed1" and grid.cells[1].cfg.seed == 1
+    assert grid.cells[1].run_dir == tmp_path / "tiny" / "embedded" / "if" / "seed1" and grid.cells[1].cfg.seed == 1
     # small: seven models x three seeds on Moving Fashion-MNIST, 3 x 64 channels, about 1500 steps of batch 4
     small = SCALES["small"]["config"]
     assert small["hidden_channels"] == [64, 64, 64] and small["kernel_size"] == 5 and small["patch_size"] == 4

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-#: The grid's default models (tiny, paper): the eight neurons of the paper's comparison and the ANN baseline.
-DEFAULT_MODELS = ("lif", "plif", "glif", "tclif", "lmh", "stc_lif", "stc_plif", "stc_lmh", "convlstm")
+#: The grid's default models (tiny, paper): the paper's neurons, IF (the base STC-LIF wraps) and the ANN baseline.
+DEFAULT_MODELS = ("if", "lif", "plif", "glif", "tclif", "lmh", "stc_lif", "stc_plif", "stc_lmh", "convlstm")
 
 #: The most seeds a grid takes (``--seeds``): each is one training per model, and the list is built in memory.
 MAX_SEEDS = 1000
