@@ -142,6 +142,17 @@ def test_visualize_predict_output_with_two_channel_heatmaps(tmp_path):
     assert (tmp_path / "pred_sample1.gif").exists()
 
 
+def test_visualize_reads_the_inputs_in_every_layout_predict_reads(tmp_path, grid_spy):
+    """(N, T, H, W) grey uint8 inputs, as the README writes frames.npy for predict, are (N, T, 1, H, W)."""
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 256, (2, 4, 16, 16), dtype=np.uint8)
+    np.save(tmp_path / "in.npy", grey)
+    np.save(tmp_path / "pred.npy", rng.random((2, 3, 1, 16, 16), dtype=np.float32))
+    assert main(["visualize", str(tmp_path / "pred.npy"), "--input", str(tmp_path / "in.npy"), "--samples", "0,1"]) == 0
+    inputs = grid_spy[-1]["inputs"]
+    np.testing.assert_array_equal(inputs, grey[:, :, None].astype(np.float32) / 255.0)
+
+
 def test_grid_rows_hold_the_frames_they_are_labelled_with():
     inputs = np.zeros((1, 3, 1, 8, 8), np.float32)
     truth = np.ones((1, 2, 1, 8, 8), np.float32)

@@ -204,13 +204,14 @@ class Samples:
 def read_predict_output(pred_path: str, inputs_path: str | None, truth_path: str | None = None) -> Samples:
     """A ``stcsnn predict`` output, the input frames it was made from and optionally the true future, checked
     to be frames of the same shape; a truth of another length is cut to the common number of frames."""
-    from stcsnn.data.formats import load_frames
+    from stcsnn.data.formats import float_frames, load_frames
 
     pred = load_frames(pred_path, what="prediction", strict_range=False)
     if not inputs_path:
         raise StcsnnError("visualizing a predict output needs --input FRAMES.npy (the frames it was made from)")
-    inputs = load_frames(inputs_path)
-    truth = load_frames(truth_path, what="truth") if truth_path else None
+    # the inputs and truth in every layout predict reads (open_inputs: (N, T, H, W) for one channel too)
+    inputs = float_frames(open_inputs(inputs_path, pred.shape[2]), inputs_path)
+    truth = float_frames(open_inputs(truth_path, pred.shape[2]), truth_path, "truth") if truth_path else None
     for name, arr in (("input", inputs), ("truth", truth)):
         if arr is not None and arr.shape[2:] != pred.shape[2:]:
             raise DataError(f"{name} frames are {arr.shape[2:]} (C, H, W) but the prediction's are "
