@@ -24,7 +24,7 @@ from stcsnn.config import (
     parse_value,
     short,
 )
-from stcsnn.data.commands import parse_options
+from stcsnn.cli.data import parse_options
 from stcsnn.errors import ConfigError, DataError
 from stcsnn.io import atomic_torch_save
 from stcsnn.models import build_model
