@@ -115,3 +115,16 @@ def test_bench_config_is_checked_by_the_handler(capsys, tmp_path):
     line = one_error(capsys, main(["bench", "--config", "huge", "--out", str(tmp_path / "bench")]))
     assert line == "error: --config 'huge': expected a benchmark configuration, one of paper, small"
     assert not (tmp_path / "bench").exists()
+
+
+def test_bench_help_states_the_benchmarks_own_facts():
+    """The two facts of stcsnn.perf.bench that ``bench --help`` states without importing it stay the same as there:
+    the summary (the docstring's first paragraph) and the configuration names."""
+    from stcsnn.cli import build_parser
+    from stcsnn.cli.perf import DESCRIPTION
+    from stcsnn.perf import bench
+
+    assert DESCRIPTION == bench.__doc__.split("\n\n")[0].replace("\n", " ")
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    (config,) = [a for a in sub.choices["bench"]._actions if a.dest == "config"]
+    assert f"configuration: {' or '.join(sorted(bench.CONFIGS, reverse=True))} " in config.help

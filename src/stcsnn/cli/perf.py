@@ -10,13 +10,16 @@ import sys
 
 from stcsnn.errors import StcsnnError
 
-DESCRIPTION = ("Training-step time, inference time, peak memory and roofline efficiency, fast vs plain (what is "
-               "measured and how: the docstring of stcsnn.perf.bench).")
+#: the first paragraph of :mod:`stcsnn.perf.bench`'s docstring, which says what is measured and how (reading it
+#: there would import torch)
+DESCRIPTION = ("``stcsnn bench``: training-step time, inference time, peak memory and roofline efficiency, fast vs "
+               "plain.")
 
 
 def add_arguments(p: argparse.ArgumentParser, standalone: bool = False) -> None:
     """The options of ``stcsnn bench``; ``standalone`` adds ``--threads`` (``stcsnn --threads N`` has it)."""
-    # the names are checked by the benchmark (stcsnn.perf.bench.CONFIGS holds them), so that --help needs no torch
+    # no argparse choices: the names are stcsnn.perf.bench.CONFIGS's, checked by bench_command (reading them here
+    # would import torch for --help)
     p.add_argument("--config", action="append", default=None, metavar="NAME",
                    help="configuration: small or paper (repeatable; default small). 'paper' is meant for a GPU")
     p.add_argument("--neurons", default=None,
