@@ -9,7 +9,8 @@ import shlex
 from stcsnn.errors import StcsnnError
 
 
-def _model_args(p: argparse.ArgumentParser, config_required: bool = False, many: bool = False) -> None:
+def model_args(p: argparse.ArgumentParser, config_required: bool = False, many: bool = False) -> None:
+    """The options that choose the model and the data, shared by ``energy`` and ``analyze``."""
     p.add_argument("--config", required=config_required,
                    help="YAML config (model and data); optional with --checkpoint, which holds its own config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -39,7 +40,7 @@ def _add_energy(sub: argparse._SubParsersAction) -> None:
                                    "firing rates and the synaptic operations (SOPs = MACs x input rate, for spike "
                                    "inputs), and estimate energy at 45 nm (0.9 pJ per AC, 4.6 pJ per MAC) next to "
                                    "the same network as an ANN. See stcsnn.analysis.energy for what is counted.")
-    _model_args(p)
+    model_args(p)
     p.add_argument("--batches", type=int, default=1, help="batches to average over (default 1)")
     p.add_argument("--batch-size", type=int, help="sequences per batch (default: eval_batch_size or batch_size)")
     p.add_argument("--out", help="folder for energy.csv / energy_layers.csv / energy.json (default runs/energy)")
@@ -74,7 +75,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no per-step training progress")
     p.set_defaults(func=_reproduce)
 
-def _split_names(text: str | None) -> list[str] | None:
+def split_names(text: str | None) -> list[str] | None:
+    """``"a, b"`` -> ["a", "b"] (None stays None); a list of no names is refused."""
     if text is None:
         return None
     names = [n.strip() for n in text.split(",") if n.strip()]
@@ -136,7 +138,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             command += f" --{flag.replace('_', '-')} {shlex.quote(str(value))}"
     command += "".join(f" --set {shlex.quote(s)}" for s in args.set)
     choice = getattr(args, "thread_choice", None)
-    return run_grid(args.scale, _split_names(args.datasets), _split_names(args.models), parse_seeds(args.seeds),
+    return run_grid(args.scale, split_names(args.datasets), split_names(args.models), parse_seeds(args.seeds),
                     args.out, overrides, args.configs, progress=not args.quiet, command=command,
                     horizon=args.horizon, jobs=args.jobs, threads=choice.threads if choice else None,
                     max_cells=args.max_cells)

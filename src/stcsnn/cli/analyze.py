@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from stcsnn.cli.analysis import _model_args, _split_names
+from stcsnn.cli.analysis import model_args, split_names
 from stcsnn.errors import StcsnnError
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                     "distribution of dV[t]/dV[t-1] along the membrane path (LIF: 0.5 (1 - phi'), "
                                     "STC: (1 + tanh A)(1 - phi')). CSV and PNGs (with --grid: one per STC-X / X "
                                     "pair, mean over seeds).")
-    _model_args(g, many=True)
+    model_args(g, many=True)
     g.add_argument("--grid", metavar="DIR", help="a finished `stcsnn reproduce` grid folder (e.g. "
                                                  "runs/reproduce/small): every cell's evaluated checkpoint")
     g.add_argument("--neurons", help="comma-separated neurons for fresh models (default lif,stc_lif)")
@@ -44,7 +44,7 @@ def _add_dynamics(asub: argparse._SubParsersAction) -> None:
                                     "background (object: the input frame the step reads exceeds "
                                     "--object-threshold somewhere in the neuron's patch), firing rates per layer "
                                     "and step, and a spike raster of one sample. CSV and PNG.")
-    _model_args(d)
+    model_args(d)
     d.add_argument("--grid", metavar="DIR", help="a finished `stcsnn reproduce` grid folder: every STC cell's "
                                                  "evaluated checkpoint, one table")
     d.add_argument("--object-threshold", type=float, default=0.1,
@@ -105,7 +105,7 @@ def _gradients(args: argparse.Namespace) -> int:
             raise StcsnnError("--neurons builds fresh models; with --checkpoint the neuron is the checkpoint's")
         specs: list = [(None, c) for c in checkpoints]
     else:
-        names = _split_names(args.neurons) or ["lif", "stc_lif"]
+        names = split_names(args.neurons) or ["lif", "stc_lif"]
         from stcsnn.neurons.registry import get_spec
 
         for n in names:
