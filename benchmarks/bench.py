@@ -5,7 +5,7 @@ See ``src/stcsnn/perf/bench.py`` (``stcsnn bench --help``) for what is measured 
 
 import sys
 
-from stcsnn.perf.commands import main
+from stcsnn.cli.perf import main
 
 if __name__ == "__main__":
     sys.exit(main())

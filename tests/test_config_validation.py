@@ -14,6 +14,7 @@ import yaml
 from helpers import one_error
 
 from stcsnn.cli import error_line, main
+from stcsnn.cli.data import parse_options
 from stcsnn.config import (
     MAX_NODES,
     MODEL_KEYS,
@@ -24,7 +25,6 @@ from stcsnn.config import (
     parse_value,
     short,
 )
-from stcsnn.data.commands import parse_options
 from stcsnn.errors import ConfigError, DataError
 from stcsnn.io import atomic_torch_save
 from stcsnn.models import build_model

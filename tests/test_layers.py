@@ -1,7 +1,7 @@
 """The package's layers only look down.
 
 bottom (errors, io, config, device, threads, metrics, viz, children, runs) -> neurons -> models -> data -> train
--> analysis, perf (siblings: neither imports the other) -> cli (cli.py, __main__ and every ``*/commands.py``).
+-> analysis, perf (siblings: neither imports the other) -> cli (the ``stcsnn.cli`` package and ``__main__``).
 Importing any module of a layer, in a fresh interpreter, must not import a module of a higher (or sibling) layer.
 """
 
@@ -27,7 +27,7 @@ def layer_of(module: str) -> str:
     parts = module.split(".")[1:]
     if not parts:
         return "bottom"  # the package itself: its __init__ is lazy and imports only stcsnn.errors
-    if module in ENTRY or parts == ["cli"] or parts[-1] == "commands":
+    if module in ENTRY or parts[0] == "cli":
         return "cli"
     if len(parts) == 1 and parts[0] in BOTTOM:
         return "bottom"

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from helpers import one_error
 
 from stcsnn.cli import build_parser, main
+from stcsnn.cli import perf as perf_cli
 from stcsnn.errors import StcsnnError
 from stcsnn.perf import bench, commands, load
 from stcsnn.perf.measure import ConvFlops, median_time, time_calls, time_for
@@ -114,7 +115,7 @@ def test_bench_help_lists_no_plain_and_hides_no_reference(capsys):
     out = capsys.readouterr().out
     assert "--no-plain" in out and "--no-reference" not in out and "fast vs plain" in out
     args = build_parser().parse_args(["bench", "--no-reference"])
-    assert args.no_reference and not args.no_plain and args.func is commands.bench_command
+    assert args.no_reference and not args.no_plain and args.func is perf_cli.bench_command
 
 
 def test_child_runs_a_tiny_variant_and_roof_in_process(monkeypatch, capsys):

@@ -1,2 +1,3 @@
 """Performance measurement: the benchmark (:mod:`stcsnn.perf.bench`, what ``stcsnn bench`` measures and how),
-its measurement primitives (:mod:`stcsnn.perf.measure`) and its command line (:mod:`stcsnn.perf.commands`)."""
+its measurement primitives (:mod:`stcsnn.perf.measure`) and the entry point of its measuring processes
+(:mod:`stcsnn.perf.commands`); its command line is :mod:`stcsnn.cli.perf`."""

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from stcsnn.neurons.registry import build_neuron, get_spec, list_neurons
-
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("neurons", help="list the registered neurons")
@@ -31,6 +27,8 @@ def _steps(text: str) -> int:
 
 def _neurons(args: argparse.Namespace) -> int:
     """One line per neuron: name, kind (snn/ann), the base an STC neuron wraps, description."""
+    from stcsnn.neurons.registry import get_spec, list_neurons
+
     rows = list_neurons()
     width = max(len(n) for n, _ in rows)
     bases = [f"STC({get_spec(n).base})" if get_spec(n).is_stc else "-" for n, _ in rows]
@@ -41,6 +39,10 @@ def _neurons(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from stcsnn.neurons.registry import build_neuron, get_spec, list_neurons
+
     torch.manual_seed(args.seed)
     x = torch.rand(args.steps, 2, 4, 16, 16) * 2
     for name, _ in list_neurons():

@@ -6,15 +6,12 @@ import argparse
 import functools
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stcsnn.config import quoted
-from stcsnn.data import DATASETS, get_dataset_spec, list_datasets
-from stcsnn.data.base import SPLITS, resolve_root, root_origin
-from stcsnn.data.download import FileSpec, download, extract_zip, verify
-from stcsnn.data.formats import describe_content
-from stcsnn.data.registry import build_dataset, check_root, os_reason
 from stcsnn.errors import DataError
+
+if TYPE_CHECKING:
+    from stcsnn.data.download import FileSpec
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +23,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     for name, func, text in (("info", _info, "show what was found for a dataset; non-zero exit if unusable"),
                              ("prepare", _prepare, "download and verify a dataset's files")):
         q = actions.add_parser(name, help=text, description=text)
-        q.add_argument("name", metavar="NAME", help=f"one of {', '.join(DATASETS)}")
+        q.add_argument("name", metavar="NAME", help="a dataset name (see `stcsnn data list`)")
         q.add_argument("--root", default=None, help="data root (default: $STCSNN_DATA, else ./data)")
         q.set_defaults(func=func)
         if name == "info":
@@ -36,6 +33,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from stcsnn.data import list_datasets
+
     rows = list_datasets()
     width = max(len(n) for n, _ in rows)
     for name, desc in rows:
@@ -53,6 +52,8 @@ def parse_options(items: list[str]) -> dict[str, Any]:
 
 
 def _checksum_state(spec: FileSpec, path: Path, skip: bool) -> str:
+    from stcsnn.data.download import verify
+
     if not spec.checksums:
         return "no published checksum"
     if skip:
@@ -65,6 +66,10 @@ def _checksum_state(spec: FileSpec, path: Path, skip: bool) -> str:
 
 
 def _file_rows(name: str, root: str | None, skip_checksum: bool) -> list[str]:
+    from stcsnn.data import get_dataset_spec
+    from stcsnn.data.base import resolve_root
+    from stcsnn.data.formats import describe_content
+
     rows = []
     for spec, path in get_dataset_spec(name).files(root):
         if spec.extract_to:
@@ -99,6 +104,10 @@ def _root_errors(command):
         try:
             return command(args)
         except OSError as exc:
+            from stcsnn.config import quoted
+            from stcsnn.data.base import resolve_root
+            from stcsnn.data.registry import os_reason
+
             raise DataError(f"cannot use the data root {quoted(str(resolve_root(args.root)), 200)}: "
                             f"{os_reason(exc)}") from None
     return run
@@ -106,6 +115,10 @@ def _root_errors(command):
 
 @_root_errors
 def _info(args: argparse.Namespace) -> int:
+    from stcsnn.data import SPLITS, build_dataset, get_dataset_spec, resolve_root
+    from stcsnn.data.base import root_origin
+    from stcsnn.data.registry import check_root
+
     spec = get_dataset_spec(args.name)
     if spec.files(args.root):  # its files live under the data root
         check_root(args.root)
@@ -136,6 +149,11 @@ def _info(args: argparse.Namespace) -> int:
 
 @_root_errors
 def _prepare(args: argparse.Namespace) -> int:
+    from stcsnn.data import get_dataset_spec
+    from stcsnn.data.base import root_origin
+    from stcsnn.data.download import extract_zip
+    from stcsnn.data.registry import check_root
+
     spec = get_dataset_spec(args.name)
     if not spec.downloadable:
         print(f"{spec.name}: nothing to download, this dataset {spec.local}")
@@ -193,6 +211,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _fetch(fs: FileSpec, dest: Path) -> bool:
     """Download ``fs`` to ``dest`` from the first of its URLs that works; report each attempt."""
+    from stcsnn.data.download import download
+
     for url in fs.urls:
         print(f"download {url} -> {dest}")
         try:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from stcsnn.device import pick_device
 from stcsnn.errors import DataError, StcsnnError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -109,9 +110,9 @@ def _train(args: argparse.Namespace) -> int:
                  given=set(overrides))
 
 
-
 def _eval(args: argparse.Namespace) -> int:
     from stcsnn.config import check_memory, checkpoint_config, parse_overrides
+    from stcsnn.device import pick_device
     from stcsnn.errors import CheckpointError, ConfigError
     from stcsnn.io import RunLock, check_writable
     from stcsnn.models.loading import load_model
@@ -182,6 +183,7 @@ def _eval_split(cfg, model: torch.nn.Module, saved, split: str):
 def _predict(args: argparse.Namespace) -> int:
     """``stcsnn predict``: open the input frames (memory-mapped), check that a batch fits in memory and the output
     on disk, then predict and write batch by batch."""
+    from stcsnn.device import pick_device
     from stcsnn.io import check_writable
     from stcsnn.models.loading import load_model
     from stcsnn.train.predict import check_fits, check_input_values, forecast_batches, open_inputs, write_prediction
@@ -247,6 +249,7 @@ def parse_samples(text: str) -> list[int]:
 
 def _visualize(args: argparse.Namespace) -> int:
     """``stcsnn visualize``: gather the samples (a predict output, or a checkpoint's test split), draw them."""
+    from stcsnn.device import pick_device
     from stcsnn.train import predict
     from stcsnn.viz import grid_title, require_viz, write_samples
 

@@ -1,8 +1,14 @@
 """The ``stcsnn`` command line.
 
-Each area of the package contributes its own subcommands through an ``add_commands(subparsers)`` function
-(listed in ``COMMAND_MODULES``); every handler receives the parsed ``argparse.Namespace`` and returns an exit
+One module of this package per area of the library (listed in ``COMMAND_MODULES``) adds that area's subcommands
+through ``add_commands(subparsers)``; every handler receives the parsed ``argparse.Namespace`` and returns an exit
 code. Expected failures raise :class:`stcsnn.errors.StcsnnError` and are printed as one ``error:`` line.
+
+Building the parser imports only these modules, and they import only the standard library (and
+:mod:`stcsnn.errors`) at module level: ``stcsnn --help``, ``stcsnn COMMAND --help`` and every argparse error
+answer without importing torch or numpy. A handler imports its area's implementation when it runs, and a help
+text that would list registry names (datasets, neurons) points to the command that lists them instead
+(the handler checks the name). ``tests/test_cli_startup.py`` holds the package to that.
 """
 
 from __future__ import annotations
@@ -17,13 +23,13 @@ from stcsnn.errors import StcsnnError
 
 # Modules that define ``add_commands(subparsers)``; order is the order of ``stcsnn --help``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "stcsnn.neurons.commands",
-    "stcsnn.data.commands",
-    "stcsnn.train.commands",
-    "stcsnn.models.commands",
-    "stcsnn.perf.commands",
-    "stcsnn.analysis.commands",
-    "stcsnn.analysis.plot_commands",
+    "stcsnn.cli.neurons",
+    "stcsnn.cli.data",
+    "stcsnn.cli.train",
+    "stcsnn.cli.models",
+    "stcsnn.cli.perf",
+    "stcsnn.cli.analysis",
+    "stcsnn.cli.plot",
 )
 
 
