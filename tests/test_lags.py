@@ -57,3 +57,27 @@ def test_hutchinson_estimate_approaches_the_exact_norm_and_the_profile_is_relati
     assert prof[0]["lag"] == 1 and prof[0]["relative"] == pytest.approx(1.0)
     lag2 = [r["jac_norm"] for r in exact if r["lag"] == 2]
     assert prof[1]["jac_norm"] == pytest.approx(sum(lag2) / len(lag2)) and prof[1]["pairs"] == len(lag2)
+
+
+def test_analyze_gradients_lags_writes_the_profile_per_model(tmp_path, capsys):
+    import csv
+
+    from stcsnn.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dataset: embedded\ndata_options: {canvas_size: 32, num_samples: 4, val_samples: 2, "
+                   "test_samples: 2}\nhidden_channels: [16]\nkernel_size: 3\npatch_size: 4\ninput_frames: 3\n"
+                   "output_frames: 2\n")
+    assert main(["--threads", "1", "analyze", "gradients", "--config", str(cfg), "--neurons", "lif,stc_lif",
+                 "--lags", "--lag-probes", "0", "--batch-size", "2", "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "lags.csv").open()))
+    for neuron in ("lif", "stc_lif"):
+        mine = [r for r in rows if r["neuron"] == neuron]
+        assert [int(r["lag"]) for r in mine] == [1, 2, 3, 4]  # 3 + 2 - 1 outputs, inputs 0..2
+        assert float(mine[0]["relative"]) == 1.0 and all(r["estimate"] == "exact" for r in mine)
+        assert [int(r["pairs"]) for r in mine] == [3, 3, 2, 1]
+    out = capsys.readouterr().out
+    assert "relative to lag 1, k = 1..4" in out
+    assert main(["analyze", "gradients", "--config", str(cfg), "--lags", "--lag-probes", "-1", "--out",
+                 str(tmp_path / "bad")]) == 2
+    assert "--lag-probes must be 0 (exact) or a number of probes, got -1" in capsys.readouterr().err

@@ -32,6 +32,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                                  "runs/reproduce/small): every cell's evaluated checkpoint")
     g.add_argument("--neurons", help="comma-separated neurons for fresh models (default lif,stc_lif)")
     g.add_argument("--batch-size", type=int, default=8, help="sequences in the batch (default 8)")
+    g.add_argument("--lags", action="store_true",
+                   help="also the per-lag view: the norm of d x_hat[t+k] / d x[t] (prediction vs input frame) "
+                        "against the lag k, on an autoregressive rollout, and relative to lag 1 (lags.csv)")
+    g.add_argument("--lag-probes", type=int, default=8, metavar="R",
+                   help="random probes per output frame for --lags (Hutchinson's estimate; 0: exact, one "
+                        "backward pass per output pixel; default 8)")
     g.add_argument("--out", help="output folder (default runs/analysis/gradients; with --grid DIR/gradients)")
     g.set_defaults(func=_gradients)
     _add_dynamics(asub)
@@ -111,7 +117,9 @@ def _gradients(args: argparse.Namespace) -> int:
         for n in names:
             get_spec(n)
         specs = [(n, None) for n in names]
-    traces, rows = [], []
+    if args.lags and args.lag_probes < 0:
+        raise StcsnnError(f"--lag-probes must be 0 (exact) or a number of probes, got {args.lag_probes}")
+    traces, rows, lag_rows = [], [], []
     frames = None
     for neuron, ckpt in specs:
         model, cfg, dataset = resolve_model(args.config, args.set, ckpt, device, args.split, neuron)
@@ -123,15 +131,31 @@ def _gradients(args: argparse.Namespace) -> int:
         traces.append(trace)
         rows += [{**r, "neuron": trace.name, **({"checkpoint": ckpt} if ckpt else {})} for r in gradient_rows(trace)]
         print(_gradient_line(trace.name, [trace]))
+        if args.lags:
+            lag_rows += _lag_rows(trace.name, model, frames, cfg, args.lag_probes or None)
     hist, _ = histogram_rows(traces)
     fields = FIELDS + (["checkpoint"] if checkpoints else [])
     paths = [write_csv(out / "gradients.csv", rows, fields), write_csv(out / "factor_hist.csv", hist),
              write_csv(out / "factor_summary.csv", factor_summary_rows({t.name: [t] for t in traces}))]
+    if lag_rows:
+        paths.append(write_csv(out / "lags.csv", lag_rows))
     png = plot_gradients(traces, hist, out / "gradients.png")
     if png is not None:
         paths.append(png)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _lag_rows(name: str, model, frames, cfg, probes: int | None) -> list[dict]:
+    """The per-lag Jacobian profile of one model (:func:`stcsnn.analysis.gradients.lag_jacobian`), printed as
+    one line relative to lag 1."""
+    from stcsnn.analysis.gradients import lag_jacobian, lag_profile
+
+    profile = lag_profile(lag_jacobian(model, frames[:, :cfg.input_frames], cfg.output_frames, probes))
+    print(f"{name:<10} |dx_hat[t+k]/dx[t]| relative to lag 1, k = 1..{profile[-1]['lag']}: "
+          + " ".join(f"{r['relative']:.3g}" for r in profile))
+    how = "exact" if probes is None else f"{probes} probes"
+    return [{"neuron": name, **r, "estimate": how} for r in profile]
 
 
 def _gradients_grid(args: argparse.Namespace, device: torch.device) -> int:
