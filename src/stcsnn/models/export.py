@@ -238,7 +238,7 @@ def _training_budget(cfg, ckpt: dict[str, Any]) -> str:
 
 def _card_summary(cfg, model: nn.Module, budget: str) -> list[str]:
     """The card's front matter, heading and summary table (neuron, dataset, frames, architecture, training)."""
-    from stcsnn import __version__
+    import stcsnn  # the package itself (loaded with any of its modules): its version, not its API
     from stcsnn.neurons import get_spec
 
     c, h, w = cfg.frame_shape
@@ -255,7 +255,7 @@ def _card_summary(cfg, model: nn.Module, budget: str) -> list[str]:
         f"# stcsnn {cfg.neuron} predictor ({cfg.dataset})",
         "",
         f"A spatio-temporal predictor of {'an ANN baseline cell' if spec.is_ann else 'spiking neurons'} "
-        f"exported by stcsnn {__version__}: `{cfg.neuron}` -- {spec.description}.",
+        f"exported by stcsnn {stcsnn.__version__}: `{cfg.neuron}` -- {spec.description}.",
         "",
         "| | |",
         "| --- | --- |",
@@ -359,7 +359,7 @@ def _foreign_files(out: Path) -> list[str]:
 
 
 def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force: bool = False,
-           command: str | None = None) -> dict[str, Any]:
+           command: str | None = None, frame_shape: Sequence[int] | None = None) -> dict[str, Any]:
     """Write the export folder ``out`` for ``checkpoint``; returns ``{"files": [paths written], "onnx_max_diff":
     float or None, "config": the exported Config, "onnx_regenerated": bool}``.
 
@@ -367,8 +367,8 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
     then committed by :func:`_commit`. ``out`` may be new or empty; one that holds files needs ``force`` (files
     that are not the export's are left alone; a ``step.onnx`` there is regenerated for the new weights, as with
     ``onnx``)."""
-    from stcsnn import __version__
-    from stcsnn.data import resolve_config_shape
+    import stcsnn
+    from stcsnn.config import make_config
     from stcsnn.io import RunLock
 
     src, out = Path(checkpoint), Path(out)
@@ -393,7 +393,14 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
     ckpt = read_checkpoint(src)
     model, cfg = model_from_checkpoint(ckpt, str(src))
     model.eval()
-    cfg = resolve_config_shape(cfg)  # recorded, so that the folder rebuilds its model without knowing the dataset
+    # recorded, so that the folder rebuilds its model without knowing the dataset; the models layer knows no
+    # dataset, so a checkpoint that records no frame shape (written before they were) needs it given
+    if frame_shape is not None:
+        cfg = make_config({**cfg.to_dict(), "frame_shape": [int(v) for v in frame_shape]})
+    elif cfg.frame_shape is None:
+        raise CheckpointError(f"checkpoint {str(src)!r} records no frame_shape (written by an older stcsnn); "
+                              "expected one, to record in the export: give it (frame_shape=[C, H, W]), or "
+                              "re-save the checkpoint with its config's frame_shape set")
     command = command or shlex.join(["stcsnn", "export", str(src), "--out", str(out)] + (["--onnx"] if onnx else []))
     with RunLock(out, "stcsnn export"):
         existing = _foreign_files(out)
@@ -411,7 +418,7 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
         # data_root is where this machine keeps the data: a local path means nothing elsewhere and would be
         # published with --push, so the folder leaves it out (eval/predict on another machine pass their own)
         config = {**cfg.to_dict(), "data_root": None, "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-                  "stcsnn_version": __version__}
+                  "stcsnn_version": stcsnn.__version__}
         files: dict[str, bytes] = {WEIGHTS_NAME: weights,
                                    CONFIG_NAME: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()}
         diff = None

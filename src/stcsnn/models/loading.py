@@ -85,12 +85,12 @@ def _make_config(raw: Any):
 
 def _with_weights(cfg, state_dict: Any, label: str) -> torch.nn.Module:
     """``cfg``'s model holding ``state_dict``; one CheckpointError line for weights that do not fit it."""
-    from stcsnn import build_model  # fills a frame shape older checkpoints did not record from the dataset spec
+    from stcsnn.models import build_model
 
-    model = build_model(cfg)
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{label!r} holds weights of type {type(state_dict).__name__}; expected a state_dict "
                               "(a mapping of names to tensors)")
+    model = build_model(cfg, cfg.frame_shape or _frame_shape_from_weights(cfg, state_dict))
     try:
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:  # same keys, other shapes
@@ -105,6 +105,18 @@ def _with_weights(cfg, state_dict: Any, label: str) -> torch.nn.Module:
             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
     return model
+
+
+def _frame_shape_from_weights(cfg, state_dict: dict) -> tuple[int, int, int]:
+    """A frame shape for building the model of a checkpoint whose config records none (checkpoints written
+    before frame shapes were recorded). The model's layers depend on the frames' channels only, not on their
+    height and width, and the readout's weight (p*p*C, hidden, 1, 1) holds the channels: the shape is
+    (C, p, p). The dataset's real frame size is the data layer's to know (``stcsnn.data.resolve_config_shape``);
+    weights that do not fit are reported by the load that follows."""
+    p = cfg.patch_size
+    readout = state_dict.get("readout.weight")
+    rows = readout.shape[0] if isinstance(readout, torch.Tensor) and readout.dim() == 4 else 0
+    return (rows // (p * p) if rows and rows % (p * p) == 0 else 1, p, p)
 
 
 def read_export_config(folder: str | os.PathLike, label: str | None = None):
