@@ -47,6 +47,7 @@ from stcsnn.models.loading import (
     model_from_checkpoint,
     read_checkpoint,
 )
+from stcsnn.models.predictor import PLAIN
 
 ONNX_NAME = "step.onnx"
 CARD_NAME = "README.md"
@@ -111,7 +112,7 @@ class StepGraph(nn.Module):
         self.model = model
 
     def forward(self, frame: Tensor, *flat: Tensor) -> tuple[Tensor, ...]:
-        pred, state = self.model._step(frame, unflatten_state(self.model, flat), fast=False)
+        pred, state = self.model._step(frame, unflatten_state(self.model, flat), PLAIN)
         return (pred, *flatten_state(state))
 
 
@@ -183,7 +184,7 @@ def check_onnx(model: nn.Module, data: bytes, frame_shape: Sequence[int], steps:
     with torch.no_grad():
         state, ref = None, []
         for t in range(steps):
-            pred, state = model._step(frames[:, t], state, fast=False)
+            pred, state = model._step(frames[:, t], state, PLAIN)
             ref.append(pred)
     got = onnx_rollout(onnx_session(data), model, frames)
     return float((got - torch.stack(ref, 1)).abs().max())
