@@ -4,7 +4,8 @@ The folder holds
 
 * ``model.safetensors`` -- the model's state_dict (contiguous tensors, ``safetensors.torch``);
 * ``config.json`` -- the model's full config (``Config.to_dict()``, without the local ``data_root``) plus
-  ``format: stcsnn-export``, ``version`` and ``stcsnn_version``;
+  ``format: stcsnn-export``, ``version``, ``stcsnn_version`` and, for a neuron a plugin registered,
+  ``plugins`` (:data:`stcsnn.models.checkpoint.PLUGINS`);
 * ``README.md`` -- a model card (neuron, data, frames, architecture, training budget, test metrics, the command
   that made it, license, how to load it), which is also what the Hugging Face Hub shows;
 * ``step.onnx`` (``--onnx``) -- :meth:`SpikingPredictor.step` as an ONNX graph: inputs ``frame`` (B, C, H, W)
@@ -36,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from stcsnn.errors import CheckpointError, StcsnnError
-from stcsnn.models.checkpoint import tensor_digest
+from stcsnn.models.checkpoint import plugins_entry, tensor_digest
 from stcsnn.models.loading import (
     CONFIG_NAME,
     EXPORT_CHECKSUMS,
@@ -419,7 +420,7 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
         # data_root is where this machine keeps the data: a local path means nothing elsewhere and would be
         # published with --push, so the folder leaves it out (eval/predict on another machine pass their own)
         config = {**cfg.to_dict(), "data_root": None, "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-                  "stcsnn_version": stcsnn.__version__}
+                  "stcsnn_version": stcsnn.__version__, **plugins_entry(cfg)}
         files: dict[str, bytes] = {WEIGHTS_NAME: weights,
                                    CONFIG_NAME: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()}
         diff = None

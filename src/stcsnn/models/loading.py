@@ -23,6 +23,7 @@ import torch
 from stcsnn.errors import CheckpointError, ConfigError
 from stcsnn.models.checkpoint import (  # noqa: F401  (re-exported: the schema's names, imported from here too)
     FORMAT,
+    PLUGINS,
     VERSION,
     check_tensors,
     lacking_model_keys,
@@ -42,7 +43,7 @@ MAX_SAFETENSORS_HEADER = 1 << 24
 _SAFETENSORS_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
                       "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 #: the keys of config.json that describe the file, not the model (everything else is the config)
-EXPORT_META_KEYS = ("format", "version", "stcsnn_version")
+EXPORT_META_KEYS = ("format", "version", "stcsnn_version", PLUGINS)
 #: a config.json is a few kB; anything far larger is not one of ours (and is not read into memory)
 MAX_CONFIG_BYTES = 1 << 20
 HF_PREFIX = "hf://"
@@ -74,7 +75,30 @@ def model_from_checkpoint(ckpt: dict[str, Any], label: str):
             "config, as `stcsnn train` and `stcsnn import-official` write them"
         )
     cfg = _make_config(ckpt["config"])
+    require_neuron(cfg.neuron, ckpt.get(PLUGINS), f"checkpoint {label!r}")
     return _with_weights(cfg, ckpt["model"], label), cfg
+
+
+def require_neuron(name: str, plugins: Any, what: str) -> None:
+    """Refuse a model whose neuron is not registered here, naming the ``--plugin`` it was trained with when the
+    file records one (``plugins``: its :data:`~stcsnn.models.checkpoint.PLUGINS` entry, from an untrusted file:
+    only well-formed entries are shown, shortened; nothing is imported)."""
+    from stcsnn.config import quoted
+    from stcsnn.errors import StcsnnError
+    from stcsnn.neurons.registry import get_spec
+
+    try:
+        get_spec(name)
+    except StcsnnError:
+        entries = [p for p in plugins if isinstance(p, dict) and isinstance(p.get("module"), str)
+                   and p["module"] and isinstance(p.get("file", ""), str)] if isinstance(plugins, list) else []
+        if not entries:
+            raise
+        ways = " and ".join(f"--plugin {quoted(p['module'], 80)[1:-1]}"
+                            + (f" (or ./{quoted(p['file'], 80)[1:-1]})" if p.get("file") else "")
+                            for p in entries[:4])
+        raise CheckpointError(f"unknown neuron {quoted(name)}: this {what.split(' ')[0]} was trained with {ways}; "
+                              f"pass it to this command ({what})") from None
 
 
 def _make_config(raw: Any):
@@ -149,9 +173,11 @@ def read_export_config(folder: str | os.PathLike, label: str | None = None):
         raise CheckpointError(f"{label!r}: {CONFIG_NAME} has export version {version!r}; this stcsnn reads "
                               f"versions 1..{EXPORT_VERSION} (a newer stcsnn wrote it? upgrade stcsnn)")
     try:
-        return _make_config({k: v for k, v in raw.items() if k not in EXPORT_META_KEYS})
+        cfg = _make_config({k: v for k, v in raw.items() if k not in EXPORT_META_KEYS})
     except ConfigError as exc:
         raise CheckpointError(f"{label!r}: {CONFIG_NAME} holds a config that is not valid: {exc}") from None
+    require_neuron(cfg.neuron, raw.get(PLUGINS), f"export {label!r}")
+    return cfg
 
 
 def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu", label: str | None = None):

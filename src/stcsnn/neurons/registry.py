@@ -186,6 +186,24 @@ def get_spec(name: str) -> NeuronSpec:
     return NEURONS[name]
 
 
+def plugins_of(name: str) -> list[dict[str, str]]:
+    """The plugins the registered neuron ``name`` needs: ``[{"module": ..., "file": ...}]`` for each module
+    outside stcsnn that registered it or, for an STC composition, its base neuron (empty for a built-in neuron).
+    ``file``: the name of the module's file (``my_neuron.py``), for ``--plugin ./my_neuron.py``."""
+    import sys
+
+    spec = get_spec(name)
+    specs = [spec] + ([NEURONS[spec.base]] if spec.base in NEURONS else [])
+    modules = [s.module for s in specs if s.module and not s.built_in]
+    if spec.is_stc and spec.base is None and not (spec.cls.__module__ or "").startswith("stcsnn."):
+        modules.append(spec.cls.__module__)  # an unregistered base class: its module defines it
+    out = []
+    for module in dict.fromkeys(modules):
+        path = getattr(sys.modules.get(module), "__file__", None)
+        out.append({"module": module, "file": os.path.basename(path) if path else ""})
+    return out
+
+
 def stc_pairs(names) -> list[tuple[str, str]]:
     """``[(stc, base), ...]``: each STC neuron among ``names`` whose declared base is among them too (the
     registry's fact, never the name: ``stc_lif`` pairs with ``if``)."""
