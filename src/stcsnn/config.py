@@ -270,8 +270,9 @@ def check_size(value: Any, what: str = "config") -> None:
 def _yaml():
     try:
         import yaml
-    except ImportError as exc:  # the neuron library needs no YAML; configs do
-        raise ConfigError(f"reading YAML configs needs PyYAML ({exc}); install it: pip install 'stcsnn[cli]'") from None
+    except ImportError as exc:  # a core dependency, missing only from a broken or partial install
+        raise ConfigError(f"reading YAML configs needs PyYAML, a dependency of stcsnn that is not installed ({exc}); "
+                          "install it: pip install pyyaml (or reinstall stcsnn)") from None
     return yaml
 
 
