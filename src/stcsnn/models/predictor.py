@@ -219,9 +219,10 @@ class SpikingPredictor(nn.Module):
         return x if x.dtype == dtype else x.to(dtype)
 
     # ------------------------------------------------------------------ running
-    def forward(self, inputs: Tensor, n_future: int) -> Tensor:
-        """Predict ``n_future`` frames after ``inputs`` (B, T_in, C, H, W), fully autoregressively."""
-        return self.rollout(inputs, inputs.shape[1], n_future).frames[:, -n_future:]
+    def forward(self, inputs: Tensor, n_future: int, policy: ExecutionPolicy | None = None) -> Tensor:
+        """Predict ``n_future`` frames after ``inputs`` (B, T_in, C, H, W), fully autoregressively (``policy``: as
+        for :meth:`rollout`)."""
+        return self.rollout(inputs, inputs.shape[1], n_future, policy=policy).frames[:, -n_future:]
 
     def rollout(
         self,
