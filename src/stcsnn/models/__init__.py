@@ -4,11 +4,32 @@ from __future__ import annotations
 
 from numbers import Integral
 
+from stcsnn.config import register_parameter_counter
 from stcsnn.models.patch import from_patches, to_patches
 from stcsnn.models.predictor import PLAIN, ExecutionPolicy, Rollout, SpikingPredictor, choose_policy, plain_rollout
 
 __all__ = ["PLAIN", "ExecutionPolicy", "Rollout", "SpikingPredictor", "build_model", "choose_policy", "from_patches",
            "plain_rollout", "to_patches"]
+
+
+def meta_parameters(cfg, shape: tuple[int, int, int]) -> int | None:
+    """The parameter count of ``cfg``'s model built on the meta device (shapes only, nothing allocated); ``None``
+    when the neuron is not registered or the model cannot be built (the builder reports that itself, when the
+    model is built). What :func:`stcsnn.config.memory_estimate` counts exactly with."""
+    import torch
+
+    from stcsnn.neurons.registry import NEURONS
+
+    if cfg.neuron not in NEURONS:
+        return None
+    try:
+        with torch.device("meta"):
+            return sum(t.numel() for t in build_model(cfg, shape).parameters())
+    except Exception:  # an option the neuron lacks, ...: not this check's to report
+        return None
+
+
+register_parameter_counter(meta_parameters)
 
 
 def build_model(cfg, frame_shape: tuple[int, int, int] | list[int] | None = None, *,
