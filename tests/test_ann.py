@@ -15,7 +15,7 @@ from stcsnn.cli import main
 from stcsnn.config import make_config
 from stcsnn.errors import StcsnnError
 from stcsnn.io import atomic_torch_save
-from stcsnn.models import SpikingPredictor, build_model, from_patches, to_patches
+from stcsnn.models import PLAIN, SpikingPredictor, build_model, from_patches, to_patches
 from stcsnn.models.loading import load_model, model_checkpoint
 from stcsnn.neurons import build_neuron, get_spec, list_neurons
 from stcsnn.neurons.convlstm import ConvLSTMCell, LSTMState
@@ -114,8 +114,8 @@ def test_forget_bias_option_and_bad_options():
 @pytest.mark.parametrize("fast", [True, False])
 def test_predictor_stacks_convlstm_like_openstl(fast):
     torch.manual_seed(0)
-    model = SpikingPredictor("convlstm", 1, [16, 16], kernel_size=3, patch_size=2).to(DT)
-    model.fast = fast
+    model = SpikingPredictor("convlstm", 1, [16, 16], kernel_size=3, patch_size=2,
+                             policy=None if fast else PLAIN).to(DT)
     frames = torch.rand(2, 6, 1, 8, 8, dtype=DT)
     weights = [(c.synapse.weight, c.recurrent.weight) for c in model.cells]
     out = model.rollout(frames, 3, 3).frames

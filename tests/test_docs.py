@@ -243,3 +243,18 @@ def test_the_api_reference_covers_the_packages():
                "stcsnn.config"]
     missing = [m for m in modules if not re.search(rf"^::: {re.escape(m)}\s*$", text, re.M)]
     assert not missing, f"modules without an API page (`::: module` in docs/api/): {missing}"
+
+
+def test_the_readme_own_neuron_example_is_the_example_file():
+    """README's "Your own neuron" block is docs/examples/my_neuron.py verbatim (the module docstring aside): the
+    file is what tests/test_plugins.py trains, so the README shows tested code."""
+    import ast
+
+    source = (EXAMPLES / "my_neuron.py").read_text()
+    docstring_end = ast.parse(source).body[0].end_lineno
+    expected = "\n".join(source.splitlines()[docstring_end:]).strip("\n") + "\n"
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Your own neuron"):]
+    section = section[:section.index("\n### ", 1)]
+    blocks = [b for b in code_blocks(section, "README.md") if b.language in PYTHON]
+    assert len(blocks) == 1 and blocks[0].code == expected

@@ -13,7 +13,7 @@ import torch
 
 from stcsnn.analysis.energy import E_AC_PJ, E_MAC_PJ, count_operations
 from stcsnn.cli import main
-from stcsnn.models import SpikingPredictor
+from stcsnn.models import PLAIN, SpikingPredictor
 
 # frames 1 x 8 x 8, patch 2 -> 4 channels of 4 x 4; 2 input frames + 2 future -> 3 steps; batch 2
 B, T_IN, N_FUT, STEPS, HW = 2, 2, 2, 3, 4 * 4
@@ -31,8 +31,8 @@ def by_module(report) -> dict[str, dict]:
 @pytest.mark.parametrize("fast", [True, False])
 def test_lif_two_layers_macs_match_hand_count(fast):
     torch.manual_seed(0)
-    model = SpikingPredictor("lif", 1, [16, 32], kernel_size=3, patch_size=2)
-    model.fast = fast  # time-batched prefix or step by step: the same calls per frame
+    # time-batched prefix or step by step: the same calls per frame
+    model = SpikingPredictor("lif", 1, [16, 32], kernel_size=3, patch_size=2, policy=None if fast else PLAIN)
     report = count_operations(model, [frames()], T_IN, N_FUT)
     convs = by_module(report)
     assert set(convs) == {"cells.0.synapse.conv", "cells.1.synapse.conv", "readout"}

@@ -35,7 +35,8 @@ from torch import nn
 
 from stcsnn.errors import StcsnnError
 from stcsnn.models import SpikingPredictor, build_model, plain_rollout
-from stcsnn.neurons import LIF, STC, SURROGATES, build_neuron, list_neurons
+from stcsnn.models.predictor import CL_KINDS, END_TO_END, ExecutionPolicy
+from stcsnn.neurons import LIF, STC, SURROGATES, build_neuron, get_spec, list_neurons
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_surrogate import primitive  # noqa: E402
@@ -129,7 +130,8 @@ def make_inputs(kind: str, t_in: int = T_IN, t_out: int = T_OUT):
     return frames, mask
 
 
-def run(model: nn.Module, frames, mask, kind: str, plain: bool = False, t_in: int = T_IN, t_out: int = T_OUT):
+def run(model: nn.Module, frames, mask, kind: str, plain: bool = False, t_in: int = T_IN, t_out: int = T_OUT,
+        policy: ExecutionPolicy | None = None):
     """Rollout + a fixed random-weighted loss over every output; returns (frames, rates, {name: grad}), the
     gradients of every parameter and (as ``"<input>"``) of the input frames."""
     model.zero_grad(set_to_none=True)
@@ -138,7 +140,7 @@ def run(model: nn.Module, frames, mask, kind: str, plain: bool = False, t_in: in
     if plain:
         out = plain_rollout(model, frames, t_in, t_out, mask, reverse=reverse)
     else:
-        out = model.rollout(frames, t_in, t_out, mask, reverse=reverse)
+        out = model.rollout(frames, t_in, t_out, mask, reverse=reverse, policy=policy)
     g = torch.Generator().manual_seed(5)
     weights = torch.randn(out.frames.shape, generator=g, dtype=torch.float64).to(out.frames.dtype)
     (out.frames * weights).sum().backward()
@@ -198,10 +200,13 @@ def test_option_matrix_fast_path_matches_plain(name: str, options: dict) -> None
     assert_runs_close(fast, ref)
 
 
-def test_every_spiking_neuron_has_fused_update() -> None:
-    """The fused updates cover the library's neurons (ANN baselines and user-defined neurons fall back to their
-    own ``update`` -- tested below)."""
+def test_every_built_in_spiking_neuron_has_a_fused_update() -> None:
+    """A fused update is optional (a speed choice): the library gives one to each of its own spiking neurons. A
+    neuron without one -- an ANN baseline, a user's neuron (tests/test_plugins.py trains docs/examples/my_neuron.py,
+    which has none) -- runs its own ``update`` on the fast path (tested below)."""
     for name in NEURONS:
+        if not get_spec(name).built_in:
+            continue
         cell = make_model(name).cells[0]
         if getattr(cell, "is_ann", False):
             continue
@@ -426,9 +431,10 @@ def test_memory_format_does_not_change_results(name: str, kind: str) -> None:
     model = make_model(name)
     frames, mask = make_inputs(kind)
     outs = {}
+    # False: no convolution channels-last; True: the per-run choice (choose_policy); "all": every kind
+    policies = {False: ExecutionPolicy(channels_last=()), True: None, "all": ExecutionPolicy(channels_last=CL_KINDS)}
     for cl in (False, True, "all"):
-        model.channels_last = cl
-        outs[cl] = run(model, frames, mask, kind)
+        outs[cl] = run(model, frames, mask, kind, policy=policies[cl])
     for cl in (True, "all"):
         assert_runs_close(outs[cl], outs[False])
 
@@ -509,14 +515,12 @@ def test_runs_under_bf16_autocast() -> None:
 
 @pytest.mark.parametrize("name", NEURONS)
 def test_end_to_end_channels_last_matches_plain(name: str) -> None:
-    """``channels_last = "end_to_end"`` (every tensor NHWC; an STC model's CPU inference default): outputs, rates
+    """``channels_last="end_to_end"`` (every tensor NHWC; an STC model's CPU inference default): outputs, rates
     and every gradient equal the plain path's; and the default no-grad rollout equals it too."""
     model = make_model(name)
     frames, mask = make_inputs("scheduled")
     ref = run(model, frames, mask, "scheduled", plain=True)
-    model.channels_last = "end_to_end"
-    assert_runs_close(run(model, frames, mask, "scheduled"), ref)
-    model.channels_last = True
+    assert_runs_close(run(model, frames, mask, "scheduled", policy=ExecutionPolicy(channels_last=END_TO_END)), ref)
     layouts = []
     with torch.no_grad():
         got = model.rollout(frames, T_IN, T_OUT, observer=lambda t, l, s, st: layouts.append(
@@ -552,3 +556,44 @@ def test_channels_last_group_norm_is_group_norm(affine: bool) -> None:
 
     x = x.detach().clone(memory_format=torch.channels_last).requires_grad_(True)
     assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ the policy
+
+
+def test_choose_policy_is_a_pure_function_of_device_and_run() -> None:
+    from stcsnn.models import choose_policy
+
+    assert choose_policy("cpu", stc=True, training=True) == ExecutionPolicy(True, ("batched", "grouped"))
+    assert choose_policy("cpu", stc=False, training=True) == ExecutionPolicy(True, ("batched", "grouped"))
+    assert choose_policy("cpu", stc=True, training=False) == ExecutionPolicy(True, END_TO_END)
+    assert choose_policy(torch.device("cpu"), stc=False, training=False) == ExecutionPolicy(True, ("batched",))
+    assert choose_policy("meta", stc=True, training=False) == ExecutionPolicy(True, ("batched",))  # not a CPU
+
+
+def test_the_policy_is_frozen_and_given_not_poked() -> None:
+    import dataclasses
+
+    from stcsnn.errors import StcsnnError
+    from stcsnn.models import PLAIN
+
+    policy = ExecutionPolicy(channels_last=["batched"])
+    assert policy.channels_last == ("batched",) and hash(policy) == hash(ExecutionPolicy(True, ("batched",)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.fast = False
+    with pytest.raises(StcsnnError, match="channels_last must be"):
+        ExecutionPolicy(channels_last=("nhwc",))
+    with pytest.raises(StcsnnError, match="fast path"):
+        ExecutionPolicy(fast=False, channels_last=("batched",))
+    model = make_model("stc_lif")
+    with pytest.raises(AttributeError):
+        model.fast = False  # the old knob: refused loudly instead of silently ignored
+    assert model.policy is None and model.fast
+    plain = SpikingPredictor("lif", 1, [16], kernel_size=3, patch_size=2, policy=PLAIN)
+    assert plain.policy is PLAIN and not plain.fast
+    x = torch.rand(1, 2, 1, 4, 4)
+    assert plain.run_policy(x) is PLAIN and plain.run_policy(x, policy=policy) is policy
+    with pytest.raises(StcsnnError, match="contradicts"):
+        model.run_policy(x, fast=False, policy=policy)
+    with torch.no_grad():
+        assert model.run_policy(x) == ExecutionPolicy(True, END_TO_END)

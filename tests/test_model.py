@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from stcsnn.config import make_config
 from stcsnn.data import build_dataset
-from stcsnn.models import SpikingPredictor, build_model, from_patches, to_patches
+from stcsnn.models import PLAIN, SpikingPredictor, build_model, from_patches, to_patches
 from stcsnn.neurons import list_neurons
 
 NEURONS = [name for name, _ in list_neurons()]
@@ -120,10 +120,9 @@ def test_fast_prefix_equals_step_by_step(neuron, frames):
     model = tiny(neuron, hidden=(16, 16)).double()
     results = []
     for fast in (True, False):
-        model.fast = fast
         model.zero_grad()
         x = frames.double().requires_grad_(True)
-        out = model.rollout(x, T_IN, T_OUT)
+        out = model.rollout(x, T_IN, T_OUT, policy=None if fast else PLAIN)
         loss = F.mse_loss(out.frames, x.detach()[:, 1:])
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -147,8 +146,8 @@ def test_fast_equals_slow_with_masks(frames):
         mask = (torch.rand(4, width, generator=g) < 0.5).double()
         outs = []
         for fast in (True, False):
-            model.fast = fast
-            outs.append(model.rollout(frames, T_IN, T_OUT, mask=mask, reverse=reverse).frames.detach())
+            outs.append(model.rollout(frames, T_IN, T_OUT, mask=mask, reverse=reverse,
+                                      policy=None if fast else PLAIN).frames.detach())
         assert close(outs[0], outs[1]), f"reverse={reverse}"
 
 
@@ -164,11 +163,9 @@ def test_rollout_without_mask_never_reads_future_frames(frames):
     assert torch.isfinite(out).all()
     assert torch.equal(out, ref)  # the same path on the same observed frames
     # the same with the slow path (another path: to rounding), and with random garbage instead of NaN
-    model.fast = False
     garbage[:, T_IN:] = torch.rand_like(garbage[:, T_IN:]) * 100
-    assert close(model.rollout(garbage, T_IN, T_OUT).frames, ref)
+    assert close(model.rollout(garbage, T_IN, T_OUT, policy=PLAIN).frames, ref)
     # and with no future frames at all: model(inputs, n_future) gives the predicted part
-    model.fast = True
     pred = model(frames[:, :T_IN], n_future=T_OUT)
     assert torch.equal(pred, ref[:, -T_OUT:])
 

@@ -218,8 +218,9 @@ def test_grid_png_decodes_and_grows_with_samples_rows_and_frames(tmp_path):
     def size(n: int, t_in: int = 3, with_truth: bool = True, title: str | None = None) -> tuple[int, int]:
         inputs = np.zeros((n, t_in, 1, 16, 16), np.float32)
         pred = np.full((n, 2, 1, 16, 16), 0.5, np.float32)
-        path = viz.write_grid(tmp_path / f"g{n}{t_in}{with_truth}{bool(title)}.png", inputs,
-                              pred if with_truth else None, pred, title=title)
+        # the grid as the commands write it (write_samples: the grid, then one GIF per sample)
+        path, *_ = viz.write_samples(tmp_path, f"g{n}{t_in}{with_truth}{bool(title)}", inputs,
+                                     pred if with_truth else None, pred, range(n), title=title)
         with Image.open(path) as im:
             im.load()
             assert im.format == "PNG" and im.mode == "RGB"

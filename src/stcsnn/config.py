@@ -271,8 +271,9 @@ def check_size(value: Any, what: str = "config") -> None:
 def _yaml():
     try:
         import yaml
-    except ImportError as exc:  # the neuron library needs no YAML; configs do
-        raise ConfigError(f"reading YAML configs needs PyYAML ({exc}); install it: pip install 'stcsnn[cli]'") from None
+    except ImportError as exc:  # a core dependency, missing only from a broken or partial install
+        raise ConfigError(f"reading YAML configs needs PyYAML, a dependency of stcsnn that is not installed ({exc}); "
+                          "install it: pip install pyyaml (or reinstall stcsnn)") from None
     return yaml
 
 
@@ -620,8 +621,8 @@ def memory_estimate(cfg: Config, exact: bool = True, training: bool = True, batc
     p, k = cfg.patch_size, cfg.kernel_size
     widths = [c * p * p, *cfg.hidden_channels]
     params = sum(k * k * a * b for a, b in zip(widths, widths[1:])) + widths[-1] * c * p * p
-    if exact:
-        params = max(params, _meta_parameters(cfg, (c, h, w)) or 0)
+    if exact and _exact_parameters is not None:
+        params = max(params, _exact_parameters(cfg, (c, h, w)) or 0)
     weight_size = 8 if cfg.dtype == "float64" else 4
     steps = cfg.input_frames + cfg.output_frames
     frames_per_sequence = 2 * steps * c * h * w * weight_size
@@ -634,23 +635,16 @@ def memory_estimate(cfg: Config, exact: bool = True, training: bool = True, batc
     return params, 4 * params * weight_size + activations + batch * frames_per_sequence
 
 
-def _meta_parameters(cfg: Config, shape: tuple[int, int, int]) -> int | None:
-    """The parameter count of ``cfg``'s model built on the meta device; ``None`` when the neuron is not
-    registered or the model cannot be built (the builder reports that itself, when the model is built)."""
-    try:
-        import torch
+#: ``count(cfg, (C, H, W))``: the exact parameter count of ``cfg``'s model (``None`` where it cannot be built),
+#: registered by the models layer when it is imported (:func:`stcsnn.models.meta_parameters`): the config layer
+#: sits below the models and imports none. Unset (the models not imported, e.g. no torch): the lower bound only.
+_exact_parameters: typing.Callable[[Config, tuple[int, int, int]], int | None] | None = None
 
-        from stcsnn.models import build_model
-        from stcsnn.neurons.registry import NEURONS
-    except ImportError:  # configs are readable without torch
-        return None
-    if cfg.neuron not in NEURONS:
-        return None
-    try:
-        with torch.device("meta"):
-            return sum(t.numel() for t in build_model(cfg, shape).parameters())
-    except Exception:  # an option the neuron lacks, ...: not this check's to report
-        return None
+
+def register_parameter_counter(count: typing.Callable[[Config, tuple[int, int, int]], int | None]) -> None:
+    """Make :func:`memory_estimate` count parameters exactly with ``count`` (what :mod:`stcsnn.models` does)."""
+    global _exact_parameters
+    _exact_parameters = count
 
 
 def _gib(n: int) -> str:

@@ -1,9 +1,9 @@
 """How many CPU threads PyTorch should use: ``auto`` fits the CPUs this process may use and their load.
 
 Why: on a 2-core machine where another job runs, OpenMP's spinning threads wait at each of the thousands of
-small parallel regions of a training step for a thread the OS has descheduled; measured with the quickstart
-model, 2 threads took 374 ms a step against 139 ms with 1 thread, while on a quiet machine 2 threads are the
-faster (83 ms vs 135 ms). So ``auto`` counts the CPUs this process may run on (its affinity mask and its
+small parallel regions of a training step for a thread the OS has descheduled, so that 2 threads can take
+far longer a step than 1, while on a quiet machine 2 threads are the faster (``stcsnn bench --busy K``
+measures both). So ``auto`` counts the CPUs this process may run on (its affinity mask and its
 cgroup CPU quota) and subtracts the CPUs that other processes keep busy (sampled from ``/proc/stat`` over a
 short interval), and a long training run re-checks the choice by timing (:class:`ThreadTuner`).
 

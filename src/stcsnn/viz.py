@@ -341,13 +341,6 @@ def prediction_grid(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarr
     return figure_rgb(grid_figure(inputs, truth, pred, title=title, sample_labels=sample_labels))
 
 
-def write_grid(path: str | os.PathLike, inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray,
-               title: str | None = None, sample_labels: Sequence[str] | None = None) -> Path:
-    """Draw the grid and write it as PNG, atomically; returns the path."""
-    write_png(path, prediction_grid(inputs, truth, pred, title=title, sample_labels=sample_labels))
-    return Path(path)
-
-
 def sample_paths(out: str | os.PathLike, stem: str, indices: Sequence[int]) -> list[Path]:
     """The files :func:`write_samples` writes: ``OUT/STEM_grid.png``, then ``OUT/STEM_sample{i}.gif`` per index."""
     return [Path(out) / f"{stem}_grid.png"] + [Path(out) / f"{stem}_sample{i}.gif" for i in indices]

@@ -71,10 +71,11 @@ def resolve_model(config: str | None, overrides: Sequence[str] | None, checkpoin
 
 
 def fresh_model(cfg: Config) -> nn.Module:
-    from stcsnn import build_model  # fills a missing frame shape from the dataset spec
+    from stcsnn.data import resolve_config_shape  # fills a missing frame shape from the dataset spec
+    from stcsnn.models import build_model
 
     torch.manual_seed(cfg.seed)
-    return build_model(cfg)
+    return build_model(resolve_config_shape(cfg))
 
 
 def with_neuron(cfg: Config, neuron: str) -> Config:

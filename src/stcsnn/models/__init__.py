@@ -4,15 +4,39 @@ from __future__ import annotations
 
 from numbers import Integral
 
+from stcsnn.config import register_parameter_counter
 from stcsnn.models.patch import from_patches, to_patches
-from stcsnn.models.predictor import Rollout, SpikingPredictor, plain_rollout
+from stcsnn.models.predictor import PLAIN, ExecutionPolicy, Rollout, SpikingPredictor, choose_policy, plain_rollout
 
-__all__ = ["Rollout", "SpikingPredictor", "build_model", "from_patches", "plain_rollout", "to_patches"]
+__all__ = ["PLAIN", "ExecutionPolicy", "Rollout", "SpikingPredictor", "build_model", "choose_policy", "from_patches",
+           "plain_rollout", "to_patches"]
 
 
-def build_model(cfg, frame_shape: tuple[int, int, int] | list[int] | None = None) -> SpikingPredictor:
+def meta_parameters(cfg, shape: tuple[int, int, int]) -> int | None:
+    """The parameter count of ``cfg``'s model built on the meta device (shapes only, nothing allocated); ``None``
+    when the neuron is not registered or the model cannot be built (the builder reports that itself, when the
+    model is built). What :func:`stcsnn.config.memory_estimate` counts exactly with."""
+    import torch
+
+    from stcsnn.neurons.registry import NEURONS
+
+    if cfg.neuron not in NEURONS:
+        return None
+    try:
+        with torch.device("meta"):
+            return sum(t.numel() for t in build_model(cfg, shape).parameters())
+    except Exception:  # an option the neuron lacks, ...: not this check's to report
+        return None
+
+
+register_parameter_counter(meta_parameters)
+
+
+def build_model(cfg, frame_shape: tuple[int, int, int] | list[int] | None = None, *,
+                policy: ExecutionPolicy | None = None) -> SpikingPredictor:
     """The model a :class:`~stcsnn.config.Config` describes (weights freshly initialised from ``cfg.seed``),
-    for frames of ``frame_shape`` (C, H, W), else ``cfg.frame_shape``.
+    for frames of ``frame_shape`` (C, H, W), else ``cfg.frame_shape``; ``policy``: its
+    :class:`ExecutionPolicy` (``None``: chosen per run by :func:`choose_policy`).
 
     The models layer knows no dataset: a config without a frame shape is an error here.
     ``stcsnn.build_model(cfg)`` or ``stcsnn.data.resolve_config_shape(cfg)`` fills it from the dataset spec."""
@@ -31,6 +55,6 @@ def build_model(cfg, frame_shape: tuple[int, int, int] | list[int] | None = None
         raise ConfigError(f"patch_size {cfg.patch_size} must divide the frame size {h}x{w} of {cfg.dataset!r}")
     model = SpikingPredictor(
         cfg.neuron, c, cfg.hidden_channels, cfg.kernel_size, cfg.patch_size, cfg.gradient_detach,
-        cfg.neuron_options, checkpoint_steps=cfg.checkpoint_steps,
+        cfg.neuron_options, checkpoint_steps=cfg.checkpoint_steps, policy=policy,
     )
     return model.double() if cfg.dtype == "float64" else model

@@ -43,6 +43,10 @@ TRAINING_KEYS = ("optimizer", "epoch", "batch", "step", "best_val_mse", "history
 #: entries a training checkpoint may hold (older ones lack them)
 OPTIONAL_TRAINING_KEYS = ("partial", "scaler")
 CHECKSUMS = "checksums"
+#: the optional entry naming the plugins (modules outside stcsnn, :func:`stcsnn.neurons.registry.plugins_of`)
+#: that registered the checkpoint's neuron: ``[{"module": "my_neuron", "file": "my_neuron.py"}]``; loading the
+#: checkpoint where the neuron is unknown names the ``--plugin`` to pass. Also written to an export's config.json.
+PLUGINS = "plugins"
 HINT = "truncated or not a checkpoint saved by stcsnn?"
 _NOTED: set[str] = set()  # the checkpoints whose lack of checksums was reported in this process
 
@@ -107,10 +111,19 @@ def sealed(ckpt: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def plugins_entry(cfg) -> dict[str, Any]:
+    """``{PLUGINS: [...]}`` for a config whose neuron a plugin registered; ``{}`` for a built-in neuron."""
+    from stcsnn.neurons.registry import plugins_of
+
+    plugins = plugins_of(cfg.neuron)
+    return {PLUGINS: plugins} if plugins else {}
+
+
 def model_checkpoint(model: torch.nn.Module, cfg, **extra: Any) -> dict[str, Any]:
-    """A model checkpoint (weights + config, and ``extra`` entries such as ``imported_from``)."""
+    """A model checkpoint (weights + config, the plugins its neuron needs, and ``extra`` entries such as
+    ``imported_from``)."""
     return sealed({"format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "model": model.state_dict(),
-                   **extra})
+                   **plugins_entry(cfg), **extra})
 
 
 def training_checkpoint(cfg, model: Mapping[str, Tensor], *, optimizer: dict, epoch: int, batch: int, step: int,
@@ -120,7 +133,7 @@ def training_checkpoint(cfg, model: Mapping[str, Tensor], *, optimizer: dict, ep
     return sealed({
         "format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "model": model, "optimizer": optimizer,
         "epoch": epoch, "batch": batch, "step": step, "best_val_mse": best_val_mse, "history": history,
-        "partial": partial, "rng": rng, "scaler": scaler,
+        "partial": partial, "rng": rng, "scaler": scaler, **plugins_entry(cfg),
     })
 
 

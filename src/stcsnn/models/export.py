@@ -4,7 +4,8 @@ The folder holds
 
 * ``model.safetensors`` -- the model's state_dict (contiguous tensors, ``safetensors.torch``);
 * ``config.json`` -- the model's full config (``Config.to_dict()``, without the local ``data_root``) plus
-  ``format: stcsnn-export``, ``version`` and ``stcsnn_version``;
+  ``format: stcsnn-export``, ``version``, ``stcsnn_version`` and, for a neuron a plugin registered,
+  ``plugins`` (:data:`stcsnn.models.checkpoint.PLUGINS`);
 * ``README.md`` -- a model card (neuron, data, frames, architecture, training budget, test metrics, the command
   that made it, license, how to load it), which is also what the Hugging Face Hub shows;
 * ``step.onnx`` (``--onnx``) -- :meth:`SpikingPredictor.step` as an ONNX graph: inputs ``frame`` (B, C, H, W)
@@ -36,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from stcsnn.errors import CheckpointError, StcsnnError
-from stcsnn.models.checkpoint import tensor_digest
+from stcsnn.models.checkpoint import plugins_entry, tensor_digest
 from stcsnn.models.loading import (
     CONFIG_NAME,
     EXPORT_CHECKSUMS,
@@ -47,6 +48,7 @@ from stcsnn.models.loading import (
     model_from_checkpoint,
     read_checkpoint,
 )
+from stcsnn.models.predictor import PLAIN
 
 ONNX_NAME = "step.onnx"
 CARD_NAME = "README.md"
@@ -111,7 +113,7 @@ class StepGraph(nn.Module):
         self.model = model
 
     def forward(self, frame: Tensor, *flat: Tensor) -> tuple[Tensor, ...]:
-        pred, state = self.model._step(frame, unflatten_state(self.model, flat), fast=False)
+        pred, state = self.model._step(frame, unflatten_state(self.model, flat), PLAIN)
         return (pred, *flatten_state(state))
 
 
@@ -183,7 +185,7 @@ def check_onnx(model: nn.Module, data: bytes, frame_shape: Sequence[int], steps:
     with torch.no_grad():
         state, ref = None, []
         for t in range(steps):
-            pred, state = model._step(frames[:, t], state, fast=False)
+            pred, state = model._step(frames[:, t], state, PLAIN)
             ref.append(pred)
     got = onnx_rollout(onnx_session(data), model, frames)
     return float((got - torch.stack(ref, 1)).abs().max())
@@ -238,7 +240,7 @@ def _training_budget(cfg, ckpt: dict[str, Any]) -> str:
 
 def _card_summary(cfg, model: nn.Module, budget: str) -> list[str]:
     """The card's front matter, heading and summary table (neuron, dataset, frames, architecture, training)."""
-    from stcsnn import __version__
+    import stcsnn  # the package itself (loaded with any of its modules): its version, not its API
     from stcsnn.neurons import get_spec
 
     c, h, w = cfg.frame_shape
@@ -255,7 +257,7 @@ def _card_summary(cfg, model: nn.Module, budget: str) -> list[str]:
         f"# stcsnn {cfg.neuron} predictor ({cfg.dataset})",
         "",
         f"A spatio-temporal predictor of {'an ANN baseline cell' if spec.is_ann else 'spiking neurons'} "
-        f"exported by stcsnn {__version__}: `{cfg.neuron}` -- {spec.description}.",
+        f"exported by stcsnn {stcsnn.__version__}: `{cfg.neuron}` -- {spec.description}.",
         "",
         "| | |",
         "| --- | --- |",
@@ -359,7 +361,7 @@ def _foreign_files(out: Path) -> list[str]:
 
 
 def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force: bool = False,
-           command: str | None = None) -> dict[str, Any]:
+           command: str | None = None, frame_shape: Sequence[int] | None = None) -> dict[str, Any]:
     """Write the export folder ``out`` for ``checkpoint``; returns ``{"files": [paths written], "onnx_max_diff":
     float or None, "config": the exported Config, "onnx_regenerated": bool}``.
 
@@ -367,8 +369,8 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
     then committed by :func:`_commit`. ``out`` may be new or empty; one that holds files needs ``force`` (files
     that are not the export's are left alone; a ``step.onnx`` there is regenerated for the new weights, as with
     ``onnx``)."""
-    from stcsnn import __version__
-    from stcsnn.data import resolve_config_shape
+    import stcsnn
+    from stcsnn.config import make_config
     from stcsnn.io import RunLock
 
     src, out = Path(checkpoint), Path(out)
@@ -393,7 +395,14 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
     ckpt = read_checkpoint(src)
     model, cfg = model_from_checkpoint(ckpt, str(src))
     model.eval()
-    cfg = resolve_config_shape(cfg)  # recorded, so that the folder rebuilds its model without knowing the dataset
+    # recorded, so that the folder rebuilds its model without knowing the dataset; the models layer knows no
+    # dataset, so a checkpoint that records no frame shape (written before they were) needs it given
+    if frame_shape is not None:
+        cfg = make_config({**cfg.to_dict(), "frame_shape": [int(v) for v in frame_shape]})
+    elif cfg.frame_shape is None:
+        raise CheckpointError(f"checkpoint {str(src)!r} records no frame_shape (written by an older stcsnn); "
+                              "expected one, to record in the export: give it (frame_shape=[C, H, W]), or "
+                              "re-save the checkpoint with its config's frame_shape set")
     command = command or shlex.join(["stcsnn", "export", str(src), "--out", str(out)] + (["--onnx"] if onnx else []))
     with RunLock(out, "stcsnn export"):
         existing = _foreign_files(out)
@@ -411,7 +420,7 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
         # data_root is where this machine keeps the data: a local path means nothing elsewhere and would be
         # published with --push, so the folder leaves it out (eval/predict on another machine pass their own)
         config = {**cfg.to_dict(), "data_root": None, "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-                  "stcsnn_version": __version__}
+                  "stcsnn_version": stcsnn.__version__, **plugins_entry(cfg)}
         files: dict[str, bytes] = {WEIGHTS_NAME: weights,
                                    CONFIG_NAME: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()}
         diff = None

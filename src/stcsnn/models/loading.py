@@ -23,6 +23,7 @@ import torch
 from stcsnn.errors import CheckpointError, ConfigError
 from stcsnn.models.checkpoint import (  # noqa: F401  (re-exported: the schema's names, imported from here too)
     FORMAT,
+    PLUGINS,
     VERSION,
     check_tensors,
     lacking_model_keys,
@@ -42,7 +43,7 @@ MAX_SAFETENSORS_HEADER = 1 << 24
 _SAFETENSORS_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
                       "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 #: the keys of config.json that describe the file, not the model (everything else is the config)
-EXPORT_META_KEYS = ("format", "version", "stcsnn_version")
+EXPORT_META_KEYS = ("format", "version", "stcsnn_version", PLUGINS)
 #: a config.json is a few kB; anything far larger is not one of ours (and is not read into memory)
 MAX_CONFIG_BYTES = 1 << 20
 HF_PREFIX = "hf://"
@@ -74,7 +75,30 @@ def model_from_checkpoint(ckpt: dict[str, Any], label: str):
             "config, as `stcsnn train` and `stcsnn import-official` write them"
         )
     cfg = _make_config(ckpt["config"])
+    require_neuron(cfg.neuron, ckpt.get(PLUGINS), f"checkpoint {label!r}")
     return _with_weights(cfg, ckpt["model"], label), cfg
+
+
+def require_neuron(name: str, plugins: Any, what: str) -> None:
+    """Refuse a model whose neuron is not registered here, naming the ``--plugin`` it was trained with when the
+    file records one (``plugins``: its :data:`~stcsnn.models.checkpoint.PLUGINS` entry, from an untrusted file:
+    only well-formed entries are shown, shortened; nothing is imported)."""
+    from stcsnn.config import quoted
+    from stcsnn.errors import StcsnnError
+    from stcsnn.neurons.registry import get_spec
+
+    try:
+        get_spec(name)
+    except StcsnnError:
+        entries = [p for p in plugins if isinstance(p, dict) and isinstance(p.get("module"), str)
+                   and p["module"] and isinstance(p.get("file", ""), str)] if isinstance(plugins, list) else []
+        if not entries:
+            raise
+        ways = " and ".join(f"--plugin {quoted(p['module'], 80)[1:-1]}"
+                            + (f" (or ./{quoted(p['file'], 80)[1:-1]})" if p.get("file") else "")
+                            for p in entries[:4])
+        raise CheckpointError(f"unknown neuron {quoted(name)}: this {what.split(' ')[0]} was trained with {ways}; "
+                              f"pass it to this command ({what})") from None
 
 
 def _make_config(raw: Any):
@@ -85,12 +109,12 @@ def _make_config(raw: Any):
 
 def _with_weights(cfg, state_dict: Any, label: str) -> torch.nn.Module:
     """``cfg``'s model holding ``state_dict``; one CheckpointError line for weights that do not fit it."""
-    from stcsnn import build_model  # fills a frame shape older checkpoints did not record from the dataset spec
+    from stcsnn.models import build_model
 
-    model = build_model(cfg)
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{label!r} holds weights of type {type(state_dict).__name__}; expected a state_dict "
                               "(a mapping of names to tensors)")
+    model = build_model(cfg, cfg.frame_shape or _frame_shape_from_weights(cfg, state_dict))
     try:
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:  # same keys, other shapes
@@ -105,6 +129,18 @@ def _with_weights(cfg, state_dict: Any, label: str) -> torch.nn.Module:
             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
     return model
+
+
+def _frame_shape_from_weights(cfg, state_dict: dict) -> tuple[int, int, int]:
+    """A frame shape for building the model of a checkpoint whose config records none (checkpoints written
+    before frame shapes were recorded). The model's layers depend on the frames' channels only, not on their
+    height and width, and the readout's weight (p*p*C, hidden, 1, 1) holds the channels: the shape is
+    (C, p, p). The dataset's real frame size is the data layer's to know (``stcsnn.data.resolve_config_shape``);
+    weights that do not fit are reported by the load that follows."""
+    p = cfg.patch_size
+    readout = state_dict.get("readout.weight")
+    rows = readout.shape[0] if isinstance(readout, torch.Tensor) and readout.dim() == 4 else 0
+    return (rows // (p * p) if rows and rows % (p * p) == 0 else 1, p, p)
 
 
 def read_export_config(folder: str | os.PathLike, label: str | None = None):
@@ -137,9 +173,11 @@ def read_export_config(folder: str | os.PathLike, label: str | None = None):
         raise CheckpointError(f"{label!r}: {CONFIG_NAME} has export version {version!r}; this stcsnn reads "
                               f"versions 1..{EXPORT_VERSION} (a newer stcsnn wrote it? upgrade stcsnn)")
     try:
-        return _make_config({k: v for k, v in raw.items() if k not in EXPORT_META_KEYS})
+        cfg = _make_config({k: v for k, v in raw.items() if k not in EXPORT_META_KEYS})
     except ConfigError as exc:
         raise CheckpointError(f"{label!r}: {CONFIG_NAME} holds a config that is not valid: {exc}") from None
+    require_neuron(cfg.neuron, raw.get(PLUGINS), f"export {label!r}")
+    return cfg
 
 
 def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu", label: str | None = None):

@@ -11,9 +11,9 @@ The model runs ``T_in + n_future - 1`` steps and outputs frames 2..T_in+n_future
 frames the input is the model's own previous prediction (fully autoregressive), unless a scheduled-sampling
 mask says to feed the true frame (training only).
 
-Two paths compute the same numbers. The **plain** path (``fast=False``, :func:`plain_rollout`) is these
-equations as written: one frame at a time through the neuron modules themselves (``cell.synapse`` +
-``cell.update``). The **fast** path (the default) computes them faster:
+Two paths compute the same numbers. The **plain** path (:data:`PLAIN`, ``fast=False``,
+:func:`plain_rollout`) is these equations as written: one frame at a time through the neuron modules themselves
+(``cell.synapse`` + ``cell.update``). The **fast** path (the default) computes them faster:
 
 * **layer by layer over the observed prefix**: the input frames are known before the run, so each layer's
   synaptic convolution runs once over all prefix frames as one batch, then only the neuron update steps
@@ -24,17 +24,21 @@ equations as written: one frame at a time through the neuron modules themselves 
 * **fused neuron updates**: one autograd node per neuron step with a hand-written backward, declared by
   the cell (``cell.fused_update``, :mod:`stcsnn.neurons.fusion`); its forward calls the neuron's own
   equations.
-* **channels-last convolutions** (``channels_last``): the convolutions batched over the prefix frames and,
-  in training, the grouped pathway convolution run on NHWC inputs, where oneDNN is faster (the grouped one
-  about 1.8x forward + backward on CPU); the elementwise work stays NCHW (its pathway halves are contiguous
-  there), so each such convolution converts its input and output. An STC model's inference on CPU runs
-  **end to end** channels-last instead: every tensor NHWC from the input frames on, no conversion at all,
-  GroupNorm by :func:`stcsnn.neurons.fusion.group_norm` (torch's own is several times slower on NHWC).
+* **channels-last convolutions** (:attr:`ExecutionPolicy.channels_last`): the convolutions batched over the
+  prefix frames and, in training, the grouped pathway convolution run on NHWC inputs, where oneDNN is faster;
+  the elementwise work stays NCHW (its pathway halves are contiguous there), so each such convolution converts
+  its input and output. An STC model's inference on CPU runs **end to end** channels-last instead: every tensor
+  NHWC from the input frames on, no conversion at all, GroupNorm by :func:`stcsnn.neurons.fusion.group_norm`
+  (torch's own is slow on NHWC).
 * **activation checkpointing over time** (``checkpoint_steps = K > 0``, training only): the rollout runs in
   chunks of K steps under :func:`torch.utils.checkpoint.checkpoint`, keeping only the states between chunks
   (the last chunk, whose backward comes first, is not checkpointed); the backward recomputes one chunk at a
   time, so memory grows with K instead of the sequence length, for about one more forward pass of time.
   Results are the same as without.
+
+Which path and memory layout a run uses is one frozen :class:`ExecutionPolicy`, chosen by the pure function
+:func:`choose_policy` from the device and the kind of run unless given, to the model at construction
+(``SpikingPredictor(..., policy=...)``) or to one run (``rollout(..., policy=...)``, ``step(..., policy=...)``).
 
 The two paths agree to float rounding, not bit for bit: batching, memory format and fusion change the order
 of floating-point operations (and oneDNN picks kernels by CPU and shape), and in a spiking network a rounding
@@ -43,13 +47,13 @@ difference can flip a spike. ``tests/test_fast_path.py`` compares them in float6
 Not here (GPU-only, nothing to test them on when this was written): CUDA graphs for inference. bf16 autocast
 is the trainer's ``amp: bf16`` (the fast path runs under it; ``stcsnn bench --amp bf16`` measures it). A cell
 whose ``update`` is replaced on the instance (the trainer's ``--compile`` wraps ``cell.update`` in
-``torch.compile``) runs that ``update`` instead of the fused one; on a CPU that measured about 1.2x slower
-than the fused updates for STC-LIF.
+``torch.compile``) runs that ``update`` instead of the fused one (``stcsnn bench`` measures the two).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -63,8 +67,57 @@ from stcsnn.neurons.base import Synapse
 from stcsnn.neurons.registry import build_neuron, get_spec
 
 Observer = Callable[[int, int, Tensor, NamedTuple], None]
-#: ``channels_last`` policy: every tensor of a run channels-last (NHWC), no conversions (STC inference on CPU)
+#: ``channels_last`` layout: every tensor of a run channels-last (NHWC), no conversions (STC inference on CPU)
 END_TO_END = "end_to_end"
+#: the convolutions that may run channels-last: batched over the prefix frames, the grouped pathway one, the
+#: dense one of a single frame
+CL_KINDS = ("batched", "grouped", "step")
+
+
+@dataclass(frozen=True)
+class ExecutionPolicy:
+    """How a rollout computes, never what (every policy gives the same numbers, to float rounding).
+
+    ``fast``: the fast path (layer-by-layer prefix, fused pathways and updates) or the plain one (the neuron
+    modules' own ``synapse`` and ``update``, frame by frame). ``channels_last`` (fast path only): the kinds of
+    convolution run on NHWC inputs (a subset of :data:`CL_KINDS`, converting around each), or
+    :data:`END_TO_END` (every tensor of the run NHWC, no conversions)."""
+
+    fast: bool = True
+    channels_last: tuple[str, ...] | str = ()
+
+    def __post_init__(self) -> None:
+        layout = self.channels_last
+        if isinstance(layout, list):
+            layout = tuple(layout)
+            object.__setattr__(self, "channels_last", layout)  # frozen: normalised once, here
+        if layout != END_TO_END and not (isinstance(layout, tuple) and set(layout) <= set(CL_KINDS)):
+            raise StcsnnError(f"channels_last must be {END_TO_END!r} or a tuple of kinds from {CL_KINDS}, got "
+                              f"{layout!r}")
+        if layout and not self.fast:
+            raise StcsnnError("channels_last is for the fast path: the plain path runs in the default memory format")
+
+    @property
+    def end_to_end(self) -> bool:
+        return self.channels_last == END_TO_END
+
+
+#: the plain path: the equations as written
+PLAIN = ExecutionPolicy(fast=False)
+
+
+def choose_policy(device: torch.device | str, *, stc: bool, training: bool) -> ExecutionPolicy:
+    """The fast path with the memory layout that measured faster (CPU, small configuration, one thread; see
+    ``stcsnn bench`` and the README's tables): in training the batched and the grouped convolutions
+    channels-last (end to end was slower there: the per-frame dense convolutions run slower on NHWC, and the
+    pathway halves alternate every C/16 channels); without gradients, STC models on CPU end to end (the grouped
+    convolution without any conversion), the others batched only. Elsewhere (not measured): the grouped
+    convolution only in training, where it pays for its conversions. ``stc``: the model's neurons carry the STC
+    circuit; ``training``: gradients are recorded."""
+    if training:
+        return ExecutionPolicy(True, ("batched", "grouped"))
+    cpu = torch.device(device).type == "cpu"
+    return ExecutionPolicy(True, END_TO_END if (stc and cpu) else ("batched",))
 #: The state of :meth:`SpikingPredictor.step`: one cell state per layer, each the cell's own NamedTuple
 #: (``MembraneState(v, s)``, ``LSTMState(s, c)``, ...) of (B, hidden_channels[l], H / p, W / p) tensors.
 StepState = tuple[NamedTuple, ...]
@@ -88,6 +141,7 @@ class SpikingPredictor(nn.Module):
         gradient_detach: bool = False,
         neuron_options: dict | None = None,
         checkpoint_steps: int = 0,
+        policy: ExecutionPolicy | None = None,
     ) -> None:
         super().__init__()
         self.neuron = neuron
@@ -103,17 +157,40 @@ class SpikingPredictor(nn.Module):
             build_neuron(neuron, widths[i], widths[i + 1], kernel_size, **options) for i in range(len(widths) - 1)
         )
         self.readout = nn.Conv2d(self.hidden_channels[-1], patch_channels, 1, bias=False)
-        #: layer-by-layer prefix, fused updates, channels-last; False: the plain module path, frame by frame
-        self.fast = True
-        #: channels-last (NHWC) convolutions, fast path only: True -- where it measured faster (the convolutions
-        #: batched over frames; in training also the grouped pathway convolution; an STC model's inference on
-        #: CPU end to end); False; "all"; "end_to_end" (every tensor NHWC, no conversions); or a tuple of kinds
-        #: from ("batched", "grouped", "step")
-        self.channels_last: bool | str | tuple[str, ...] = True
+        if policy is not None and not isinstance(policy, ExecutionPolicy):
+            raise StcsnnTypeError(f"policy must be an ExecutionPolicy or None, got {type(policy).__name__}")
+        #: the policy of every run; ``None``: :func:`choose_policy` for each run's device and kind
+        self._policy = policy
+        self.is_stc = get_spec(neuron).is_stc
         #: > 0: activation checkpointing over chunks of this many time steps (when gradients are recorded)
         self.checkpoint_steps = int(checkpoint_steps)
         if self.checkpoint_steps < 0:
             raise StcsnnError(f"checkpoint_steps must be >= 0, got {checkpoint_steps}")
+
+    @property
+    def fast(self) -> bool:
+        """Whether runs take the fast path by default; read-only (assigning it raises): the execution choices are
+        the frozen :attr:`policy`, given at construction, or per run."""
+        return self._policy is None or self._policy.fast
+
+    @property
+    def policy(self) -> ExecutionPolicy | None:
+        """The :class:`ExecutionPolicy` given at construction (``None``: chosen per run); read-only."""
+        return self._policy
+
+    def run_policy(self, x: Tensor, fast: bool | None = None, policy: ExecutionPolicy | None = None
+                   ) -> ExecutionPolicy:
+        """The policy of one run on ``x``: ``policy`` if given; else ``fast=False`` is :data:`PLAIN`; else the
+        model's own; else :func:`choose_policy` for ``x``'s device and whether gradients are recorded."""
+        if policy is not None:
+            if fast is not None and fast != policy.fast:
+                raise StcsnnError(f"fast={fast} contradicts policy {policy}: give one of them")
+            return policy
+        if fast is False:
+            return PLAIN
+        if self._policy is not None and (fast is None or self._policy.fast):
+            return self._policy
+        return choose_policy(x.device, stc=self.is_stc, training=torch.is_grad_enabled())
 
     def compile_updates(self) -> None:
         """``torch.compile`` each cell's ``update`` (the trainer's ``compile: true``). The compiled update replaces
@@ -142,9 +219,10 @@ class SpikingPredictor(nn.Module):
         return x if x.dtype == dtype else x.to(dtype)
 
     # ------------------------------------------------------------------ running
-    def forward(self, inputs: Tensor, n_future: int) -> Tensor:
-        """Predict ``n_future`` frames after ``inputs`` (B, T_in, C, H, W), fully autoregressively."""
-        return self.rollout(inputs, inputs.shape[1], n_future).frames[:, -n_future:]
+    def forward(self, inputs: Tensor, n_future: int, policy: ExecutionPolicy | None = None) -> Tensor:
+        """Predict ``n_future`` frames after ``inputs`` (B, T_in, C, H, W), fully autoregressively (``policy``: as
+        for :meth:`rollout`)."""
+        return self.rollout(inputs, inputs.shape[1], n_future, policy=policy).frames[:, -n_future:]
 
     def rollout(
         self,
@@ -155,6 +233,7 @@ class SpikingPredictor(nn.Module):
         reverse: bool = False,
         observer: Observer | None = None,
         fast: bool | None = None,
+        policy: ExecutionPolicy | None = None,
     ) -> Rollout:
         """Run ``input_frames + n_future - 1`` steps.
 
@@ -165,13 +244,14 @@ class SpikingPredictor(nn.Module):
         Without a mask the model never reads a frame after ``input_frames``.
         ``observer(t, layer, spikes, state)``, if given, is called after every neuron update (for analysis:
         e.g. ``state.v.retain_grad()`` to read gradients through time); it turns activation checkpointing off.
-        ``fast``: the fast (True) or the plain (False) path; ``None``: ``self.fast``.
+        ``policy``: the :class:`ExecutionPolicy` of this run; ``fast=False`` is :data:`PLAIN`; neither: the
+        model's policy, else :func:`choose_policy`'s (:meth:`run_policy`).
         """
         frames, mask = self._check_rollout(frames, input_frames, n_future, mask, reverse)
         steps = input_frames + n_future - 1
         p = self.patch_size
         run = _Run(self, to_patches(frames, p), input_frames, mask, reverse, observer,
-                   self.fast if fast is None else fast)
+                   self.run_policy(frames, fast, policy))
         # steps [0, prefix) are teacher-forced from the start: evaluated layer by layer
         prefix = (1 if (reverse and mask is not None) else input_frames) if run.fast else 0
         k = self.checkpoint_steps
@@ -216,8 +296,8 @@ class SpikingPredictor(nn.Module):
         return frames, mask.to(frames.dtype).view(*mask.shape[:2], 1, 1, 1)
 
     # ------------------------------------------------------------------ streaming
-    def step(self, frame: Tensor, state: StepState | None = None, fast: bool | None = None
-             ) -> tuple[Tensor, StepState]:
+    def step(self, frame: Tensor, state: StepState | None = None, fast: bool | None = None,
+             policy: ExecutionPolicy | None = None) -> tuple[Tensor, StepState]:
         """One time step: ``pred, state = model.step(frame, state)``.
 
         ``frame`` (B, C, H, W) is the frame at time t (an observed one, or the model's own previous forecast);
@@ -227,8 +307,8 @@ class SpikingPredictor(nn.Module):
         (zero) states. Nothing else is carried between calls, so feeding the ``T_in`` input frames and then each
         forecast in turn computes what ``model(inputs, n_future)`` does (that is the plain path's sequential
         step; the fast path batches the observed prefix instead, equal to float rounding).
-        ``fast``: fused neuron updates (True) or the neuron modules' own ``update`` (False, what ONNX export
-        traces); ``None``: ``self.fast``.
+        ``policy`` / ``fast`` as for :meth:`rollout`: ``fast=False`` (:data:`PLAIN`) runs the neuron modules'
+        own ``update`` (what ONNX export traces).
         """
         if not isinstance(frame, Tensor):
             raise StcsnnTypeError(f"frame must be a torch.Tensor, got {type(frame).__name__}")
@@ -240,7 +320,7 @@ class SpikingPredictor(nn.Module):
         p = self.patch_size
         if state is not None:
             state = self.check_step_state(state, b, h // p, w // p)
-        return self._step(frame, state, self.fast if fast is None else fast)
+        return self._step(frame, state, self.run_policy(frame, fast, policy))
 
     def check_step_state(self, state, batch: int, height: int, width: int) -> StepState:
         """``state`` as a :data:`StepState` (plain tuples of the right length become the cells' NamedTuples),
@@ -267,15 +347,15 @@ class SpikingPredictor(nn.Module):
             out.append(s)
         return tuple(out)
 
-    def _step(self, frame: Tensor, state: StepState | None, fast: bool) -> tuple[Tensor, StepState]:
-        """:meth:`step` without the checks (what ONNX export traces); the same operations as one step of
-        :meth:`_Run.sequential`."""
+    def _step(self, frame: Tensor, state: StepState | None, policy: ExecutionPolicy) -> tuple[Tensor, StepState]:
+        """:meth:`step` without the checks (what ONNX export traces, with :data:`PLAIN`); the same operations as
+        one step of :meth:`_Run.sequential`."""
         p = self.patch_size
-        run = _Run(self, to_patches(frame.unsqueeze(1), p), 1, None, False, None, fast)
+        run = _Run(self, to_patches(frame.unsqueeze(1), p), 1, None, False, None, policy)
         states = list(state) if state is not None else [None] * len(self.cells)
         net = run.x[:, 0]
         for l, cell in enumerate(self.cells):
-            current = run.synapse(cell, net) if fast else cell.synapse(net)
+            current = run.synapse(cell, net) if run.fast else cell.synapse(net)
             net, states[l] = run.update(cell, current, states[l])
         pred = run.conv(self.readout, net)
         return from_patches(pred.unsqueeze(1), p)[:, 0], tuple(states)
@@ -286,33 +366,19 @@ class _Run:
     return ``(outputs (B, t1 - t0, C, H, W), last output (B, C, H, W), states, spike-rate sums (L,))``."""
 
     def __init__(self, model: SpikingPredictor, x: Tensor, input_frames: int, mask: Tensor | None, reverse: bool,
-                 observer: Observer | None, fast: bool) -> None:
+                 observer: Observer | None, policy: ExecutionPolicy) -> None:
         self.model = model
         self.x = x
         self.input_frames = input_frames
         self.mask = mask
         self.reverse = reverse
         self.observer = observer
-        self.fast = fast
-        policy = model.channels_last if fast else False
-        if policy is True:
-            # measured on CPU (small configuration, one thread): in training only the batched and the grouped
-            # convolutions channels-last (end to end measured ~1.14x slower there: the per-frame dense
-            # convolutions run slower on NHWC, and the pathway halves alternate every C/16 channels); without
-            # gradients, STC models end to end (~0.75x: the grouped convolution without any conversion), the
-            # others batched only (end to end measured 1.06-1.13x slower for them). Elsewhere (not measured):
-            # the grouped convolution only in training, where it pays for its conversions.
-            stc = any(getattr(cell, "autapse", None) is not None for cell in model.cells)
-            if torch.is_grad_enabled():
-                policy = ("batched", "grouped")
-            else:
-                policy = END_TO_END if (stc and x.device.type == "cpu") else ("batched",)
+        self.fast = policy.fast
         #: every tensor of the run channels-last, from the input frames on: no layout conversions at all
-        self.end_to_end = policy == END_TO_END
+        self.end_to_end = policy.end_to_end
         if self.end_to_end:
             self.x = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-            policy = ()
-        self.cl_kinds = ("batched", "grouped", "step") if policy == "all" else tuple(policy or ())
+        self.cl_kinds = () if self.end_to_end else policy.channels_last
         #: the pathway GroupNorm: end to end, the channels-last one (see :func:`stcsnn.neurons.fusion.group_norm`)
         self.pathway_norm = fusion.group_norm if self.end_to_end else None
 
@@ -420,7 +486,7 @@ def plain_rollout(model: SpikingPredictor, frames: Tensor, input_frames: int, n_
                   mask: Tensor | None = None, reverse: bool = False) -> Rollout:
     """:meth:`SpikingPredictor.rollout` on the plain path: every frame through the neuron modules' own
     ``synapse`` and ``update``, no batching over time, no fusion, default memory format."""
-    return model.rollout(frames, input_frames, n_future, mask, reverse, fast=False)
+    return model.rollout(frames, input_frames, n_future, mask, reverse, policy=PLAIN)
 
 
 class _ToChannelsLast(torch.autograd.Function):

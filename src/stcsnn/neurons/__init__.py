@@ -14,7 +14,7 @@ from stcsnn.neurons.lif import IF, LIF, PLIF, MembraneState
 from stcsnn.neurons.glif import GLIF, GLIFState
 from stcsnn.neurons.tclif import TCLIF, TwoCompartmentState
 from stcsnn.neurons.lmh import LMH
-from stcsnn.neurons.stc import STC, Autapse, fuse_pathways, split_pathways
+from stcsnn.neurons.stc import STC, Autapse, fuse_pathways, register_stc, split_pathways
 from stcsnn.neurons.convlstm import ConvLSTMCell, LSTMState
 # isort: on
 from stcsnn.neurons.layer import NeuronLayer, build_layer
@@ -24,7 +24,6 @@ from stcsnn.neurons.registry import (
     get_spec,
     list_neurons,
     register_neuron,
-    register_stc,
     spiking_neurons,
 )
 from stcsnn.neurons.surrogate import SURROGATES, Surrogate, spike

@@ -7,8 +7,8 @@ only what the hand-written backward needs; cheap terms are recomputed there (the
 ``tanh' = G (2 - G)``), temporaries are updated in place, and the pathway gradient is written straight into
 the fused ``(B, 2C, H, W)`` layout of :class:`stcsnn.neurons.stc.Autapse`. Why: under plain autograd every
 small elementwise op of an update is a node that saves its inputs, and the STC gains sliced out of the fused
-pathway output get a backward that zero-fills and adds two full-size buffers; on a 2-core CPU fusing takes
-an STC-LIF step's elementwise work (forward + backward) from about 1.75 ms to about 1 ms per layer and step.
+pathway output get a backward that zero-fills and adds two full-size buffers; fusing shortens an STC-LIF
+step's elementwise work (forward + backward) on CPU (``stcsnn bench`` measures the fast path).
 
 Layout: the pathway output of 16-group convolution ``g`` holds ``[A of group g, B of group g]``, so the gains
 are views of shape (B, 16, C/16, H, W); :func:`grouped` brings the state, current and per-channel
@@ -45,8 +45,8 @@ def halves(p: Tensor) -> tuple[Tensor, Tensor]:
 def gains(pathways: Tensor | None) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """``G = 1 + tanh(pathways)`` and its two halves ``(G, G_A, G_B)`` (all ``None`` without pathways).
 
-    Computed as ``2 sigmoid(2 x)`` (the same function): on CPU torch's ``tanh`` kernel measured about 3.5x
-    slower than ``sigmoid``'s, and ``1 + tanh`` loses digits to cancellation where tanh is near -1."""
+    Computed as ``2 sigmoid(2 x)`` (the same function): on CPU torch's ``tanh`` kernel measured slower
+    than ``sigmoid``'s, and ``1 + tanh`` loses digits to cancellation where tanh is near -1."""
     if pathways is None:
         return None, None, None
     g = torch.mul(pathways, 2.0).sigmoid_().mul_(2.0)
@@ -195,8 +195,8 @@ def _norm_backward(g: Tensor, d: Tensor, rstd: Tensor, weight: Tensor | None, gr
 
 class GroupNormChannelsLast(Function):
     """GroupNorm of a channels-last (B, C, H, W) tensor, output channels-last. Why: torch's CPU GroupNorm
-    kernel for channels-last input measured 6-8x slower than for NCHW (0.6 ms against 0.08 ms for the
-    (4, 128, 16, 16) pathway tensor), and converting to NCHW and back costs ~0.2 ms each way; in the (B, H*W, C)
+    kernel for channels-last input measured several times slower than for NCHW (for the pathway tensors of
+    the models here), and converting to NCHW and back costs time each way; in the (B, H*W, C)
     view every reduction runs over the outer axis and every normalisation along whole rows of channels."""
 
     @staticmethod

@@ -1,4 +1,6 @@
-"""LM-H: the learnable multi-hierarchical neuron of Hao et al. (AAAI 2024), as in the STC paper's reference."""
+"""LM-H: the learnable multi-hierarchical neuron of Hao, Shi, Huang, Bu, Yu and Zhou, "A Progressive Training
+Framework for Spiking Neural Networks with Learnable Multi-hierarchical Model" (ICLR 2024), as in the STC paper's
+reference."""
 
 from __future__ import annotations
 

@@ -1,11 +1,15 @@
 """Neurons by name: configs, the CLI, the analyses and the tests all iterate the same list.
 
 Registration sits beside each definition (``@register_neuron("lif", "...")`` on the class, or
-:func:`register_stc` for an STC composition ``STC(base)``), so adding a neuron is one file:
+:func:`stcsnn.neurons.stc.register_stc` for an STC composition ``STC(base)``), so adding a neuron is one file:
 
 >>> @register_neuron("my_lif", "my leaky neuron")        # doctest: +SKIP
 ... class MyLIF(SpikingCell): ...
 >>> cell = build_neuron("stc_lif", in_channels=4, hidden_channels=32, kernel_size=5)
+
+The registry is a container: it imports no neuron (each neuron module imports it and registers itself;
+importing :mod:`stcsnn.neurons` imports the built-in ones). An STC composition's spec holds the circuit class it
+is built with, handed over by :mod:`stcsnn.neurons.stc` at registration.
 """
 
 from __future__ import annotations
@@ -30,14 +34,24 @@ class NeuronSpec:
     ``kind``: ``"snn"`` (spiking) or ``"ann"`` (a real-valued baseline cell such as ConvLSTM), declared by the
     class's ``is_ann``. ``base``: for an STC neuron, the registered name of the neuron it wraps (``stc_lif`` is
     ``STC(IF)``: its base is ``if``, not ``lif``), ``None`` otherwise or where the wrapped class is not registered.
+    ``module``: the module that registered the neuron (``stcsnn.neurons.lif``, or a plugin's ``my_neuron``):
+    a checkpoint of a neuron that is not built in records it, so that loading it elsewhere can name the
+    ``--plugin`` it needs.
     """
 
     name: str
     description: str
     cls: type  # the neuron class (for an STC composition: its base neuron's class)
-    is_stc: bool = False  # True: built as STC(cls(...)), the autaptic circuit around the base neuron
+    is_stc: bool = False  # True: built as circuit(cls(...)), the STC circuit around the base neuron
     kind: str = "snn"
     base: str | None = None
+    module: str | None = None
+    circuit: type | None = None  # an STC composition's circuit (stcsnn.neurons.stc.STC)
+
+    @property
+    def built_in(self) -> bool:
+        """Registered by stcsnn itself (a neuron module of this package), not by a plugin."""
+        return (self.module or "").startswith("stcsnn.")
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -64,22 +78,23 @@ def register_neuron(name: str, description: str, cls: type | None = None) -> Cal
     :mod:`stcsnn.neurons.base`). Use as a class decorator, or call with ``cls``."""
 
     def decorate(c: type) -> type:
-        _add(NeuronSpec(name, description, c, kind="ann" if getattr(c, "is_ann", False) else "snn"))
+        _add(NeuronSpec(name, description, c, kind="ann" if getattr(c, "is_ann", False) else "snn",
+                        module=c.__module__))
         return c
 
     return decorate if cls is None else decorate(cls)
 
 
-def register_stc(name: str, base: type, description: str, base_name: str | None = None) -> None:
-    """Register ``STC(base(...))`` under ``name``: the STC circuit around a registered or any cell class.
-    ``base_name``: the registered name of ``base`` (default: the plain neuron registered with that class), the
-    neuron ``stcsnn reproduce`` compares it with."""
+def add_stc(name: str, base: type, description: str, circuit: type, base_name: str | None, module: str | None
+            ) -> None:
+    """Record ``circuit(base(...))`` under ``name``: what :func:`stcsnn.neurons.stc.register_stc` (the public
+    form, which supplies the circuit and the calling module) registers."""
     if base_name is None:
         base_name = next((s.name for s in NEURONS.values() if s.cls is base and not s.is_stc), None)
     elif base_name not in NEURONS or NEURONS[base_name].cls is not base:
         raise StcsnnError(f"register_stc({name!r}): base_name {base_name!r} is not a registered neuron of class "
                           f"{base.__name__}")
-    _add(NeuronSpec(name, description, base, is_stc=True, base=base_name))
+    _add(NeuronSpec(name, description, base, is_stc=True, base=base_name, module=module, circuit=circuit))
 
 
 #: entry-point group through which installed packages add neurons (loaded when a name is not registered)
@@ -171,6 +186,24 @@ def get_spec(name: str) -> NeuronSpec:
     return NEURONS[name]
 
 
+def plugins_of(name: str) -> list[dict[str, str]]:
+    """The plugins the registered neuron ``name`` needs: ``[{"module": ..., "file": ...}]`` for each module
+    outside stcsnn that registered it or, for an STC composition, its base neuron (empty for a built-in neuron).
+    ``file``: the name of the module's file (``my_neuron.py``), for ``--plugin ./my_neuron.py``."""
+    import sys
+
+    spec = get_spec(name)
+    specs = [spec] + ([NEURONS[spec.base]] if spec.base in NEURONS else [])
+    modules = [s.module for s in specs if s.module and not s.built_in]
+    if spec.is_stc and spec.base is None and not (spec.cls.__module__ or "").startswith("stcsnn."):
+        modules.append(spec.cls.__module__)  # an unregistered base class: its module defines it
+    out = []
+    for module in dict.fromkeys(modules):
+        path = getattr(sys.modules.get(module), "__file__", None)
+        out.append({"module": module, "file": os.path.basename(path) if path else ""})
+    return out
+
+
 def stc_pairs(names) -> list[tuple[str, str]]:
     """``[(stc, base), ...]``: each STC neuron among ``names`` whose declared base is among them too (the
     registry's fact, never the name: ``stc_lif`` pairs with ``if``)."""
@@ -202,8 +235,7 @@ def build_neuron(name: str, in_channels: int | None, hidden_channels: int, kerne
         raise StcsnnError(f"neuron {name!r} has no option {', '.join(sorted(unknown))}: expected one of {valid}")
     options = {k: v for k, v in options.items() if v is not None or k not in COMMON_OPTIONS}
     if spec.is_stc:
-        from stcsnn.neurons.stc import STC
-
         detach = options.pop("gradient_detach", False)
-        return STC(spec.cls(in_channels, hidden_channels, kernel_size, **options), gradient_detach=detach, dims=dims)
+        return spec.circuit(spec.cls(in_channels, hidden_channels, kernel_size, **options), gradient_detach=detach,
+                            dims=dims)
     return spec.cls(in_channels, hidden_channels, kernel_size, **options)

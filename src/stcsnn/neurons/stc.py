@@ -20,6 +20,8 @@ between the fused parameters and the separate ``(W_h, GN_h, W_v, GN_v)`` of the 
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import Tensor, nn
 
@@ -28,7 +30,7 @@ from stcsnn.neurons.base import GROUPS, Cell, check_channels, gain
 from stcsnn.neurons.glif import GLIF
 from stcsnn.neurons.lif import IF, PLIF
 from stcsnn.neurons.lmh import LMH
-from stcsnn.neurons.registry import register_stc
+from stcsnn.neurons.registry import add_stc
 from stcsnn.neurons.tclif import TCLIF
 
 #: the autapse's kernel for spikes with ``dims`` dimensions after (B, C), as a 2-D kernel over the (B, C, H, W)
@@ -158,10 +160,18 @@ def _nest_base_keys(module: STC, state_dict: dict, prefix: str, *args) -> None:
             state_dict[prefix + "base." + rest] = state_dict.pop(key)
 
 
+def register_stc(name: str, base: type, description: str, base_name: str | None = None) -> None:
+    """Register ``STC(base(...))`` under ``name``: the STC circuit around a registered or any cell class.
+    ``base_name``: the registered name of ``base`` (default: the plain neuron registered with that class), the
+    neuron ``stcsnn reproduce`` compares it with. The calling module is recorded as the neuron's (a plugin that
+    wraps a built-in neuron defines the composition, not the built-in module)."""
+    add_stc(name, base, description, STC, base_name, sys._getframe(1).f_globals.get("__name__"))
+
+
 register_stc("stc_lif", IF, "STC-LIF: autaptic temporal and spatial gains on an IF neuron (the paper)")
 register_stc("stc_plif", PLIF, "STC-PLIF: the STC circuit on a parametric LIF")
 register_stc("stc_lmh", LMH, "STC-LM-H: the STC circuit on an LM-H neuron")
 register_stc("stc_glif", GLIF, "STC-GLIF: the STC circuit on GLIF")
 register_stc("stc_tclif", TCLIF, "STC-TC-LIF: the STC circuit on TC-LIF")
 
-__all__ = ["Autapse", "STC", "fuse_pathways", "split_pathways"]
+__all__ = ["Autapse", "STC", "fuse_pathways", "register_stc", "split_pathways"]

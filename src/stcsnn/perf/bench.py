@@ -101,9 +101,7 @@ def build(spec: dict[str, Any]) -> Workload:
     cfg = bench_config(spec)
     device = pick_device(cfg.device)
     torch.manual_seed(0)
-    model = build_model(cfg).to(device)
-    if spec.get("channels_last") is not None:
-        model.channels_last = spec["channels_last"]
+    model = build_model(cfg, policy=bench_policy(spec)).to(device)
     if cfg.compile:
         model.compile_updates()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -116,22 +114,35 @@ def build(spec: dict[str, Any]) -> Workload:
     return Workload(model, opt, frames, mask, device, cfg)
 
 
-def step_functions(w: Workload, fast: bool) -> tuple[Callable[[], None], Callable[[], None]]:
-    """``(training step, inference)`` of a workload on the fast or the plain path."""
+def bench_policy(spec: dict[str, Any]):
+    """The :class:`~stcsnn.models.ExecutionPolicy` a variant's model is built with: the plain path for
+    ``path: plain``; the fast path with ``spec["channels_last"]``'s layout where the spec names one; else
+    ``None``, the model's per-run choice (what training and inference use)."""
+    from stcsnn.models import PLAIN, ExecutionPolicy
+
+    if spec.get("path") == "plain":
+        return PLAIN
+    if spec.get("channels_last") is not None:
+        return ExecutionPolicy(fast=True, channels_last=spec["channels_last"])
+    return None
+
+
+def step_functions(w: Workload) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``(training step, inference)`` of a workload, on the path and layout its model was built with."""
     from stcsnn.train.objective import rollout_loss
 
     cfg = w.cfg
 
     def train_step() -> None:
         with autocast(w.device, cfg.amp):
-            loss, _ = rollout_loss(w.model, w.frames, cfg, w.mask, fast=fast)
+            loss, _ = rollout_loss(w.model, w.frames, cfg, w.mask)
         w.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         w.optimizer.step()
 
     def infer() -> None:
         with torch.no_grad(), autocast(w.device, cfg.amp):
-            w.model.rollout(w.frames[:, :cfg.input_frames], cfg.input_frames, cfg.output_frames, fast=fast)
+            w.model.rollout(w.frames[:, :cfg.input_frames], cfg.input_frames, cfg.output_frames)
 
     return train_step, infer
 
@@ -142,7 +153,7 @@ def run_variant(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     w = build(spec)
-    train_step, infer = step_functions(w, fast=spec["path"] != "plain")
+    train_step, infer = step_functions(w)
     mark = memory_mark(w.device)
     time_calls(train_step, spec["warmup"], w.device)
     step_times = time_calls(train_step, spec["repeats"], w.device)
@@ -178,7 +189,7 @@ def run_threads(spec: dict[str, Any]) -> dict[str, Any]:
         choice = choose_threads("auto" if setting == "auto" else int(setting))
         counts[str(setting)], reasons[str(setting)] = choice.threads, choice.reason
     w = build(spec)
-    train_step, _ = step_functions(w, fast=True)
+    train_step, _ = step_functions(w)
     names = list(counts)
     for name in names:
         torch.set_num_threads(counts[name])
