@@ -23,6 +23,7 @@ from stcsnn.cli import MAX_LINE, error_line, main
 from stcsnn.config import make_config, memory_estimate, quoted, some
 from stcsnn.errors import ConfigError, StcsnnError
 from stcsnn.io import atomic_torch_save
+from stcsnn.models import meta_parameters
 from stcsnn.models.loading import model_checkpoint
 from stcsnn.neurons import NEURONS, build_neuron
 from stcsnn.threads import choose_threads
@@ -267,9 +268,10 @@ def test_a_data_root_too_long_for_the_os_is_one_line(tiny_yaml, tmp_path, capsys
 def test_the_memory_estimate_is_hand_computed_and_counts_the_real_parameters():
     cfg = tiny_cfg(frame_shape=[1, 32, 32])  # 32x32 frames in 4x4 patches: 8x8 positions of 16 channels
     real = sum(p.numel() for p in stcsnn.build_model(cfg).parameters())
-    params, need = memory_estimate(cfg)
+    assert meta_parameters(cfg, (1, 32, 32)) == real  # counted on the meta device
+    params, need = memory_estimate(cfg, params=meta_parameters(cfg, (1, 32, 32)))
     assert params == real
-    assert memory_estimate(cfg, exact=False)[0] == 3 * 3 * 16 * 16 + 16 * 16  # synaptic conv 16 -> 16, readout
+    assert memory_estimate(cfg)[0] == 3 * 3 * 16 * 16 + 16 * 16  # the lower bound: synaptic conv 16 -> 16, readout
     weights = 4 * real * 4  # weights, gradients, Adam's two moments; float32
     activations = 2 * 6 * 16 * 8 * 8 * 4  # batch 2, 3 + 3 steps, 16 channels, 8x8 positions
     frames = 2 * 2 * 6 * 1 * 32 * 32 * 4  # inputs and targets, predictions: 2 x (batch, steps, C, H, W)
@@ -278,7 +280,7 @@ def test_the_memory_estimate_is_hand_computed_and_counts_the_real_parameters():
         for hidden in ([16], [32, 16, 48]):
             cfg = tiny_cfg(neuron=neuron, hidden_channels=hidden, frame_shape=[2, 16, 16])
             real = sum(p.numel() for p in stcsnn.build_model(cfg).parameters())
-            assert memory_estimate(cfg)[0] == real and memory_estimate(cfg, exact=False)[0] <= real, neuron
+            assert meta_parameters(cfg, (2, 16, 16)) == real and memory_estimate(cfg)[0] <= real, neuron
 
 
 def test_building_the_config_draws_no_random_numbers():

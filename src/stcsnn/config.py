@@ -483,11 +483,13 @@ def _blame_override(exc: ConfigError, overrides: Mapping[str, Any]) -> ConfigErr
     return ConfigError(f"{message} (with {', '.join(named)})") if named else exc
 
 
-def check_training(cfg: Config, overrides: Mapping[str, Any] | None = None, source: str | None = None) -> None:
-    """:func:`check_memory` of a training step, its error naming the ``--set`` items (and the config file
-    ``source``) as :func:`load_config`'s errors do: ``stcsnn train`` calls it before anything is built."""
+def check_training(cfg: Config, overrides: Mapping[str, Any] | None = None, source: str | None = None,
+                   params: int | None = None) -> None:
+    """:func:`check_memory` of a training step (``params``: the exact parameter count, where the caller has it),
+    its error naming the ``--set`` items (and the config file ``source``) as :func:`load_config`'s errors do:
+    ``stcsnn train`` calls it before anything is built."""
     try:
-        check_memory(cfg)
+        check_memory(cfg, params=params)
     except ConfigError as exc:
         blamed = _blame_override(exc, overrides or {})
         if isinstance(blamed, SetError) or source is None:
@@ -603,26 +605,27 @@ def check_path(path: str | os.PathLike, what: str) -> None:
                           f"({quoted(os.fsdecode(longest), 40)}); expected at most {name_max:,}")
 
 
-def memory_estimate(cfg: Config, exact: bool = True, training: bool = True, batch: int | None = None
+def memory_estimate(cfg: Config, training: bool = True, batch: int | None = None, params: int | None = None
                     ) -> tuple[int, int]:
     """``(parameters, bytes)``: the parameters of ``cfg``'s model and a lower bound on the memory its use needs,
     so that a config it refuses cannot run.
 
-    Parameters: counted on the model built on PyTorch's ``meta`` device (shapes only, nothing allocated) when
-    ``exact`` and the neuron is registered; otherwise a lower bound, each layer's synaptic convolution
-    (k x k x in x out, which every neuron has) and the readout. Bytes, ``training``: one training step of
-    ``batch`` (default ``cfg.batch_size``) sequences -- the weights, their gradients and Adam's two moments (4
-    copies); one map per layer and time step kept for the backward (``checkpoint_steps`` K > 0 keeps K steps); the
-    batch's frames (inputs and targets, predictions). Not ``training``: the weights alone plus the frames of
-    ``batch`` sequences (default 0), what loading the model to evaluate or predict needs -- a checkpoint trained
-    with a large batch on a large machine stays usable for inference on a small one. An unknown frame shape counts
-    as one channel of one patch."""
+    Parameters: ``params`` when the caller counted them (:func:`stcsnn.models.meta_parameters`, which builds the
+    model on PyTorch's ``meta`` device: the models layer sits above this one), else a lower bound, each layer's
+    synaptic convolution (k x k x in x out, which every neuron has) and the readout. Bytes, ``training``: one
+    training step of ``batch`` (default ``cfg.batch_size``) sequences -- the weights, their gradients and Adam's two
+    moments (4 copies); one map per layer and time step kept for the backward (``checkpoint_steps`` K > 0 keeps K
+    steps); the batch's frames (inputs and targets, predictions). Not ``training``: the weights alone plus the
+    frames of ``batch`` sequences (default 0), what loading the model to evaluate or predict needs -- a checkpoint
+    trained with a large batch on a large machine stays usable for inference on a small one. An unknown frame shape
+    counts as one channel of one patch."""
     c, h, w = cfg.frame_shape if cfg.frame_shape is not None else (1, cfg.patch_size, cfg.patch_size)
     p, k = cfg.patch_size, cfg.kernel_size
     widths = [c * p * p, *cfg.hidden_channels]
-    params = sum(k * k * a * b for a, b in zip(widths, widths[1:])) + widths[-1] * c * p * p
-    if exact and _exact_parameters is not None:
-        params = max(params, _exact_parameters(cfg, (c, h, w)) or 0)
+    bound = sum(k * k * a * b for a, b in zip(widths, widths[1:])) + widths[-1] * c * p * p
+    if params is not None:
+        bound = max(bound, params)
+    params = bound
     weight_size = 8 if cfg.dtype == "float64" else 4
     steps = cfg.input_frames + cfg.output_frames
     frames_per_sequence = 2 * steps * c * h * w * weight_size
@@ -635,34 +638,22 @@ def memory_estimate(cfg: Config, exact: bool = True, training: bool = True, batc
     return params, 4 * params * weight_size + activations + batch * frames_per_sequence
 
 
-#: ``count(cfg, (C, H, W))``: the exact parameter count of ``cfg``'s model (``None`` where it cannot be built),
-#: registered by the models layer when it is imported (:func:`stcsnn.models.meta_parameters`): the config layer
-#: sits below the models and imports none. Unset (the models not imported, e.g. no torch): the lower bound only.
-_exact_parameters: typing.Callable[[Config, tuple[int, int, int]], int | None] | None = None
-
-
-def register_parameter_counter(count: typing.Callable[[Config, tuple[int, int, int]], int | None]) -> None:
-    """Make :func:`memory_estimate` count parameters exactly with ``count`` (what :mod:`stcsnn.models` does)."""
-    global _exact_parameters
-    _exact_parameters = count
-
-
 def _gib(n: int) -> str:
     # a hostile config's estimate may pass any float's range: name its power of two instead
     return f"{n / 2**30:,.1f} GiB" if n < 2**80 else f"more than 2^{n.bit_length() - 31} GiB"
 
 
-def check_memory(cfg: Config, training: bool = True, batch: int | None = None) -> None:
+def check_memory(cfg: Config, training: bool = True, batch: int | None = None, params: int | None = None) -> None:
     """Refuse ``cfg`` when its use cannot fit this machine's available memory (:func:`memory_estimate`: a training
     step, or with ``training=False`` the model plus ``batch`` sequences' frames), before anything is allocated.
     The quick lower bound first: it also keeps absurd sizes (hidden_channels: [10**400]) away from the model
     builder. Every config is checked as a model when it is made (:func:`validate`); ``stcsnn train`` checks the
-    training step, ``eval`` its batches."""
+    training step, ``eval`` its batches; ``params``: the exact parameter count where the caller has it."""
     limit = available_memory()
     if limit is None:
         return
-    for exact in (False, True):
-        params, need = memory_estimate(cfg, exact, training, batch)
+    for counted in (None, params) if params is not None else (None,):
+        params, need = memory_estimate(cfg, training, batch, counted)
         if need > limit:
             use = "for one training step" if training else "for the model and its frames"
             raise ConfigError(

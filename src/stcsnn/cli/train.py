@@ -74,6 +74,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_visualize)
 
 
+def _parameters(cfg) -> int | None:
+    """The exact parameter count of ``cfg``'s model (built on the meta device: nothing allocated); the frame's
+    channel count from the config or the dataset's spec (a dataset whose shape only its data tells: 1)."""
+    from stcsnn.data import frame_shape_of
+    from stcsnn.errors import StcsnnError
+    from stcsnn.models import meta_parameters
+
+    try:
+        shape = frame_shape_of(cfg)
+    except StcsnnError:
+        shape = (1, cfg.patch_size, cfg.patch_size)
+    return meta_parameters(cfg, tuple(shape))
+
+
 def _train(args: argparse.Namespace) -> int:
     from stcsnn.config import check_training, load_config, parse_overrides
     from stcsnn.models.loading import read_checkpoint
@@ -102,7 +116,10 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, overrides)
         out = args.out or str(Path("runs") / Path(args.config).stem)
-    check_training(cfg, overrides, args.config)  # the trainer checks again once the data gives the frame shape
+    # the lower bound first (it keeps absurd sizes away from the model builder), then the exact count; the trainer
+    # checks again once the data gives the frame shape
+    check_training(cfg, overrides, args.config)
+    check_training(cfg, overrides, args.config, _parameters(cfg))
     # train() locks the folder (creating it only then), checks that it is this run's, and cleans up on failure
     choice = getattr(args, "thread_choice", None)
     tune = choice is not None and choice.reason.startswith("auto")  # an explicit count is the user's to keep

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from numbers import Integral
 
-from stcsnn.config import register_parameter_counter
+from stcsnn.config import check_memory
 from stcsnn.models.patch import from_patches, to_patches
 from stcsnn.models.predictor import PLAIN, ExecutionPolicy, Rollout, SpikingPredictor, choose_policy, plain_rollout
 
@@ -15,7 +15,7 @@ __all__ = ["PLAIN", "ExecutionPolicy", "Rollout", "SpikingPredictor", "build_mod
 def meta_parameters(cfg, shape: tuple[int, int, int]) -> int | None:
     """The parameter count of ``cfg``'s model built on the meta device (shapes only, nothing allocated); ``None``
     when the neuron is not registered or the model cannot be built (the builder reports that itself, when the
-    model is built). What :func:`stcsnn.config.memory_estimate` counts exactly with."""
+    model is built). What :func:`stcsnn.config.memory_estimate` takes as its exact ``params``."""
     import torch
 
     from stcsnn.neurons.registry import NEURONS
@@ -24,12 +24,16 @@ def meta_parameters(cfg, shape: tuple[int, int, int]) -> int | None:
         return None
     try:
         with torch.device("meta"):
-            return sum(t.numel() for t in build_model(cfg, shape).parameters())
+            return sum(t.numel() for t in _predictor(cfg, int(shape[0])).parameters())
     except Exception:  # an option the neuron lacks, ...: not this check's to report
         return None
 
 
-register_parameter_counter(meta_parameters)
+def _predictor(cfg, channels: int, policy: ExecutionPolicy | None = None) -> SpikingPredictor:
+    return SpikingPredictor(
+        cfg.neuron, channels, cfg.hidden_channels, cfg.kernel_size, cfg.patch_size, cfg.gradient_detach,
+        cfg.neuron_options, checkpoint_steps=cfg.checkpoint_steps, policy=policy,
+    )
 
 
 def build_model(cfg, frame_shape: tuple[int, int, int] | list[int] | None = None, *,
@@ -53,8 +57,8 @@ def build_model(cfg, frame_shape: tuple[int, int, int] | list[int] | None = None
     c, h, w = (int(v) for v in shape)
     if h % cfg.patch_size or w % cfg.patch_size:
         raise ConfigError(f"patch_size {cfg.patch_size} must divide the frame size {h}x{w} of {cfg.dataset!r}")
-    model = SpikingPredictor(
-        cfg.neuron, c, cfg.hidden_channels, cfg.kernel_size, cfg.patch_size, cfg.gradient_detach,
-        cfg.neuron_options, checkpoint_steps=cfg.checkpoint_steps, policy=policy,
-    )
+    # the weights must fit, counted exactly (on the meta device) before any is allocated: the config's own check
+    # (stcsnn.config.validate) has only a lower bound, the models layer being above it
+    check_memory(cfg, training=False, params=meta_parameters(cfg, (c, h, w)))
+    model = _predictor(cfg, c, policy)
     return model.double() if cfg.dtype == "float64" else model

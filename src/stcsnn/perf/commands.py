@@ -32,9 +32,9 @@ def child_main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":  # ``--child TASK SPEC``: one measurement here; anything else: ``stcsnn bench``'s options
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        sys.exit(child_main(sys.argv[2:]))
-    from stcsnn.cli.perf import main
-
-    sys.exit(main())
+if __name__ == "__main__":  # ``--child TASK SPEC``: one measurement; the command line is ``stcsnn bench``
+    if len(sys.argv) < 4 or sys.argv[1] != "--child":
+        print("error: python -m stcsnn.perf.commands runs one measurement for stcsnn bench: expected --child TASK "
+              "SPEC_JSON; the benchmark itself is `stcsnn bench` (or python benchmarks/bench.py)", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(child_main(sys.argv[2:]))

@@ -44,7 +44,7 @@ from stcsnn.data import build_splits, resolve_frame_shape
 from stcsnn.device import autocast, grad_scaler
 from stcsnn.errors import ConfigError, StcsnnError
 from stcsnn.io import RunLock, WriteError, atomic_torch_save, atomic_write_text, remove_stale_temporaries
-from stcsnn.models import build_model
+from stcsnn.models import build_model, meta_parameters
 from stcsnn.models.checkpoint import check_training, lacking_training_keys, read_checkpoint, training_checkpoint
 from stcsnn.runs import RESUMABLE_CHANGES, RUN_FILES, TrainingError, run_files  # re-exported
 from stcsnn.threads import ThreadChoice, ThreadTuner, usable_cpus
@@ -103,7 +103,7 @@ class Trainer:
         self.rt = setup_runtime(cfg)  # the frame shape, where the config has none)
         self.splits = build_splits(cfg)
         self.cfg = cfg = resolve_frame_shape(cfg, self.splits["train"])
-        check_memory(cfg)
+        check_memory(cfg, params=meta_parameters(cfg, tuple(cfg.frame_shape)))  # exact, now that the shape is known
         self.n_batches = batches_per_epoch(len(self.splits["train"]), cfg.batch_size, cfg.steps_per_epoch)
         if self.n_batches == 0:
             raise ConfigError(f"the {cfg.dataset!r} training split has {len(self.splits['train'])} sequences, "
