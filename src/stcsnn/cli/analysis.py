@@ -6,29 +6,12 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from stcsnn.cli import analyze
+from stcsnn.cli.options import model_args, split_names
 from stcsnn.errors import StcsnnError
 
 
-def model_args(p: argparse.ArgumentParser, config_required: bool = False, many: bool = False) -> None:
-    """The options that choose the model and the data, shared by ``energy`` and ``analyze``."""
-    p.add_argument("--config", required=config_required,
-                   help="YAML config (model and data); optional with --checkpoint, which holds its own config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (dotted for nesting; value parsed as YAML); repeatable")
-    if many:
-        p.add_argument("--checkpoint", metavar="CKPT", action="append",
-                       help="trained weights; repeatable, e.g. a LIF and an STC-LIF run side by side (default: "
-                            "fresh models seeded by `seed`)")
-    else:
-        p.add_argument("--checkpoint", metavar="CKPT",
-                       help="trained weights (default: a fresh model seeded by `seed`)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="data split (default test)")
-    p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N (default cpu)")
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from stcsnn.cli import analyze  # it imports this module's shared options
-
     _add_energy(sub)
     analyze.add_commands(sub)
     _add_reproduce(sub)
@@ -55,8 +38,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                                    "results.json and per-horizon plots in <out>/<scale>/. Re-running skips "
                                    "finished cells and resumes unfinished ones.")
     p.add_argument("--scale", required=True, choices=["tiny", "small", "paper"],
-                   help="tiny: minutes on 2 CPU cores; small: 6 models x 3 seeds in about 2 hours on 2 CPU cores "
-                        "(--jobs 2); paper: configs/")
+                   help="tiny: minutes on 2 CPU cores; small: 7 models x 3 seeds, hours on 2 CPU cores (--jobs 2); "
+                        "paper: configs/<dataset>/reference.yaml")
     p.add_argument("--datasets", help="comma-separated datasets (default: the scale's)")
     p.add_argument("--models", help="comma-separated models (default: the scale's)")
     # the most seeds allowed (stcsnn.analysis.scales.MAX_SEEDS) is named by the error that refuses more
@@ -74,19 +57,6 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/reproduce", help="root folder (default runs/reproduce)")
     p.add_argument("--quiet", action="store_true", help="no per-step training progress")
     p.set_defaults(func=_reproduce)
-
-def split_names(text: str | None) -> list[str] | None:
-    """``"a, b"`` -> ["a", "b"] (None stays None); a list of no names is refused."""
-    if text is None:
-        return None
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise StcsnnError(f"expected a comma-separated list of names, got {text!r}")
-    return names
-
-
-# ---------------------------------------------------------------------------------------------- energy
-
 
 def _energy(args: argparse.Namespace) -> int:
     from stcsnn.analysis.common import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from stcsnn.cli.analysis import model_args, split_names
+from stcsnn.cli.options import model_args, split_names
 from stcsnn.errors import StcsnnError
 
 if TYPE_CHECKING:
