@@ -5,10 +5,14 @@ scheduled-sampling mask, and takes its own contiguous slice of each global batch
 batch and must divide by the number of processes). Gradients are averaged by DDP, so N processes follow the same
 trajectory as one process with the same global batch. Rank 0 alone logs, validates and writes files.
 
-Run directory: ``config.yaml`` (resolved), ``metrics.csv`` (one row per epoch), ``steps.csv`` (one row per
-optimizer step, :mod:`stcsnn.train.progress`), ``last.pt`` (everything needed to resume bit for bit),
-``best.pt`` (best validation MSE, never chosen on the test split), ``tensorboard/`` (with ``tensorboard: true``),
-and at the end ``report.json``, ``report.md`` and ``predictions.png`` for the test split.
+Run directory: ``config.yaml`` (resolved, with the records ``threads`` and ``world_size``), ``metrics.csv`` (one
+row per epoch), ``steps.csv`` (one row per optimizer step, :mod:`stcsnn.train.progress`), ``last.pt`` (everything
+needed to resume bit for bit), ``best.pt`` (best validation :data:`SELECTION_METRIC`, never chosen on the test
+split), ``tensorboard/`` (with ``tensorboard: true``), and at the end ``report.json``, ``report.md`` and
+``predictions.png`` for the test split. Those records and the lines about them: :mod:`stcsnn.train.records`. The
+metrics validated and reported are the config key ``metrics`` (default: the reported set of the metric table,
+:mod:`stcsnn.metrics`). ``--resume`` of a complete run (every epoch trained, report.json written) does nothing and
+says so (:class:`RunComplete`).
 
 A run folder belongs to one run. :func:`train` holds its :class:`~stcsnn.io.RunLock` for the whole run (rank 0
 only under DDP), so a second command into the same folder is refused while the first runs. What a run may find in
