@@ -546,14 +546,20 @@ def test_a_resumed_run_restores_its_thread_count_unless_one_is_given(tmp_path, c
         assert train(tiny_cfg(epochs=3), run, resume="auto", thread_choice=given) == 0
         assert torch.get_num_threads() == 2
         assert capsys.readouterr().err.count("threads: 2 (--threads 2; the run had used 1)") == 1
+        # the config key, given anew on resume, counts as well
+        assert train(tiny_cfg(epochs=4, threads=1), run, resume="auto", thread_choice=auto) == 0
+        assert torch.get_num_threads() == 1
+        assert capsys.readouterr().err.count("threads: 1 (config key threads)") == 1
+        assert train(tiny_cfg(epochs=5), run, resume="auto", thread_choice=auto) == 0
+        assert capsys.readouterr().err.count("threads: 1 (restored: the count the run started with)") == 1
     finally:
         torch.set_num_threads(before)
     with open(run / "steps.csv", newline="") as f:
-        assert [int(r["threads"]) for r in csv.DictReader(f)] == [1] * 8 + [2] * 4
-    assert yaml.safe_load((run / "config.yaml").read_text())["threads"] == 2
+        assert [int(r["threads"]) for r in csv.DictReader(f)] == [1] * 8 + [2] * 4 + [1] * 8
+    assert yaml.safe_load((run / "config.yaml").read_text())["threads"] == 1
     report = __import__("json").loads((run / "report.json").read_text())
-    assert report["threads"] == 2 and report["world_size"] == 1
-    assert "trained on 1 process, 2 CPU thread(s) each" in (run / "report.md").read_text()
+    assert report["threads"] == 1 and report["world_size"] == 1
+    assert "trained on 1 process, 1 CPU thread(s) each" in (run / "report.md").read_text()
 
 
 # =============================================================================================== gradient norms

@@ -445,19 +445,22 @@ def _refuse_complete(out: Path, cfg: Config, ckpt: dict[str, Any]) -> None:
 def _run_threads(cfg: Config, choice: ThreadChoice | None, ckpt: dict[str, Any] | None) -> tuple[int, str]:
     """The CPU thread count of the run, applied, and what the start line says of it ("" for nothing to say).
 
-    An explicit count (``--threads N``, ``OMP_NUM_THREADS``) wins; else a resumed run restores the count its
-    checkpoint records, and a new run takes the config key ``threads`` or the automatic choice made at start."""
+    An explicit count (``--threads N``, ``OMP_NUM_THREADS``) wins; then the config key ``threads`` where it names a
+    count (a new run's config, ``--set threads=N`` on resume); then a resumed run restores the count its
+    checkpoint records; else the automatic choice made when the command started stays."""
     explicit = choice is not None and not choice.reason.startswith("auto")
     saved = ckpt["config"].get("threads") if ckpt is not None else None
-    wanted = cfg.threads if ckpt is None else saved
     now = torch.get_num_threads()
     if explicit:
         changed = f"; the run had used {saved}" if saved is not None and saved != now else ""
         return now, f"{choice.reason}{changed}"
+    # the config's key where it says something new (a new run's config, --set threads=N on resume), else the record
+    wanted, what = cfg.threads, "config key threads"
+    if ckpt is not None and (wanted is None or wanted == saved):
+        wanted, what = saved, "restored: the count the run started with"
     if isinstance(wanted, int) and wanted >= 1:
         n = min(wanted, usable_cpus())
         torch.set_num_threads(n)
-        what = "restored: the count the run started with" if ckpt is not None else "config key threads"
         capped = f", capped at the {n} usable CPU(s)" if n < wanted else ""
         return n, f"{what}{capped}"
     return now, choice.reason if choice is not None else ""
