@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 import csv
 import io
+import json
 import math
 import sys
 from pathlib import Path
@@ -104,15 +105,15 @@ def test_rows_written_after_the_checkpoint_are_dropped_on_resume(runs):
 def test_step_log_keeps_only_the_rows_of_the_checkpoint(tmp_path):
     path = tmp_path / "steps.csv"
     header = ",".join(STEP_COLUMNS) + "\n"
-    rows = [f"{i},1,0.5,0.001,0.9,0.01\n" for i in range(1, 6)]
+    rows = [f"{i},1,0.5,0.001,0.9,0.01,1,2.5\n" for i in range(1, 6)]
     path.write_text(header + "".join(rows) + "6,1,0.5")  # a row cut by a crash mid-write
     log = StepLog(path, every=5)
     log.start(3)
     assert path.read_text() == header + "".join(rows[:3])
-    log.add(4, 1, 0.25, 1e-3, None, 0.5)
+    log.add(4, 1, 0.25, 1e-3, None, 0.5, 2, 3.0)
     assert path.read_text() == header + "".join(rows[:3])  # not yet flushed (every 5 steps)
-    log.add(5, 1, 0.25, 1e-3, float("nan"), 0.5)
-    assert path.read_text().splitlines()[-2:] == ["4,1,0.25,0.001,,0.500000", "5,1,0.25,0.001,,0.500000"]
+    log.add(5, 1, 0.25, 1e-3, float("nan"), 0.5, 1, 0.125)
+    assert path.read_text().splitlines()[-2:] == ["4,1,0.25,0.001,,0.500000,2,3.0", "5,1,0.25,0.001,,0.500000,1,0.125"]
     # from another folder's file (resume=PATH into a new folder): its rows up to the step are copied
     other = tmp_path / "new" / "steps.csv"
     other.parent.mkdir()
@@ -237,21 +238,25 @@ class RecordingTuner:
         return self.threads
 
 
-def test_the_thread_tuner_is_fed_every_step(tmp_path, monkeypatch, capsys):
+def test_the_thread_tuner_is_fed_every_step_only_when_re_tuning_is_asked_for(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(loop, "ThreadTuner", RecordingTuner)
     RecordingTuner.made, RecordingTuner.seconds = [], []
     assert train(tiny_cfg(), tmp_path / "off", progress=False) == 0
-    assert RecordingTuner.made == []  # not asked for
-    assert train(tiny_cfg(), tmp_path / "on", progress=False, tune_threads=True) == 0
+    assert train(tiny_cfg(), tmp_path / "auto", progress=False, tune_threads=True) == 0
+    assert RecordingTuner.made == []  # an automatic count is picked once, at the start: no re-tuning by default
+    assert train(tiny_cfg(retune_threads=True), tmp_path / "on", progress=False, tune_threads=True) == 0
     assert RecordingTuner.made == [(torch.get_num_threads(), usable_cpus(), 500, 5)]
     steps = read_csv(tmp_path / "on" / "steps.csv")
     assert RecordingTuner.seconds == pytest.approx([float(r["seconds"]) for r in steps], abs=1e-6)
     assert len(RecordingTuner.seconds) == 8
 
 
-@pytest.mark.parametrize("reason,tuned", [("auto: 2 usable CPU(s), 0.0 busy with other work", True),
-                                          ("--threads 1", False), ("OMP_NUM_THREADS=1", False)])
-def test_the_cli_tunes_only_an_automatic_choice_and_says_it_once(tmp_path, monkeypatch, capsys, reason, tuned):
+@pytest.mark.parametrize("reason,retune,tuned", [
+    ("auto: 2 usable CPU(s), 0.0 busy with other work", False, False),
+    ("auto: 2 usable CPU(s), 0.0 busy with other work", True, True),
+    ("--threads 1", True, False), ("OMP_NUM_THREADS=1", True, False)])
+def test_the_cli_re_tunes_only_an_automatic_choice_when_asked_and_says_it_once(tmp_path, monkeypatch, capsys,
+                                                                               reason, retune, tuned):
     import stcsnn.threads
 
     monkeypatch.setattr(stcsnn.threads, "set_threads", lambda setting: ThreadChoice(1, reason))
@@ -259,9 +264,36 @@ def test_the_cli_tunes_only_an_automatic_choice_and_says_it_once(tmp_path, monke
     RecordingTuner.made = []
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
-    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--set", "epochs=1"]) == 0
+    sets = ["--set", "epochs=1"] + (["--set", "retune_threads=true"] if retune else [])
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"), *sets]) == 0
     assert len(RecordingTuner.made) == int(tuned)
     assert capsys.readouterr().err.count(f"threads: 1 ({reason})") == 1
+
+
+class SwitchingTuner(RecordingTuner):
+    """Re-tuning that moves to 2 threads after the third step (what ThreadTuner does when 2 are faster)."""
+
+    def step(self, seconds: float) -> int:
+        RecordingTuner.seconds.append(seconds)
+        if len(RecordingTuner.seconds) == 3:
+            torch.set_num_threads(2)
+            self.threads = 2
+        return self.threads
+
+
+def test_steps_csv_records_the_thread_count_of_each_step_and_the_run_its_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "ThreadTuner", SwitchingTuner)
+    RecordingTuner.made, RecordingTuner.seconds = [], []
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path / "run"
+        assert train(tiny_cfg(retune_threads=True), out, progress=False, tune_threads=True) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert [int(r["threads"]) for r in read_csv(out / "steps.csv")] == [1, 1, 1, 2, 2, 2, 2, 2]
+    assert yaml.safe_load((out / "config.yaml").read_text())["threads"] == 1  # the count the run started with
+    assert json.loads((out / "report.json").read_text())["threads"] == 1
 
 
 def test_a_new_run_that_never_saved_leaves_no_curves_behind(tmp_path, monkeypatch):

@@ -8,6 +8,8 @@ small second moments."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import socket
 import subprocess
@@ -46,8 +48,8 @@ def env() -> dict[str, str]:
     return e
 
 
-def train(cfg: Path, out: Path, nproc: int) -> subprocess.CompletedProcess:
-    args = ["-m", "stcsnn", "train", "--config", str(cfg), "--out", str(out), "--quiet"]
+def train(cfg: Path, out: Path, nproc: int, quiet: bool = True) -> subprocess.CompletedProcess:
+    args = ["-m", "stcsnn", "train", "--config", str(cfg), "--out", str(out), *(["--quiet"] if quiet else [])]
     if nproc > 1:
         args = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
                 "--master_port", str(free_port()), *args]
@@ -83,8 +85,17 @@ def single(tmp_path_factory) -> tuple[Path, Path]:
 def test_two_processes_match_one(single, tmp_path):
     cfg, one = single
     two = tmp_path / "two"
-    res = train(cfg, two, 2)
+    res = train(cfg, two, 2, quiet=False)
     compare(one, two)
+    # the run says, and records, that it trained on 2 processes (a record: one process may resume it)
+    assert res.stderr.count("training on 2 processes (DDP, gloo)") == 1, res.stderr[-2000:]
+    for run, world in ((one, 1), (two, 2)):
+        assert yaml.safe_load((run / "config.yaml").read_text())["world_size"] == world
+        assert json.loads((run / "report.json").read_text())["world_size"] == world
+        assert f"trained on {world} process{'es (DDP)' if world > 1 else ''}," in (run / "report.md").read_text()
+    # the gradient norms of steps.csv are those of the averaged gradient: the one-process values
+    norms = [[float(r["grad_norm"]) for r in csv.DictReader(open(run / "steps.csv"))] for run in (one, two)]
+    assert len(norms[0]) == 4 and norms[0] == pytest.approx(norms[1], rel=1e-6)
     # rank 0 alone reports and writes: one test line, one set of files, no temporary leftovers
     assert res.stdout.count("test (best.pt): MSE") == 1, res.stdout
     names = sorted(p.name for p in two.iterdir())

@@ -76,7 +76,7 @@ def test_steps_csv_appends_refuse_a_symlink(tmp_path):
     (tmp_path / "steps.csv").symlink_to(target)
     log = StepLog(tmp_path / "steps.csv", 1)
     with pytest.raises(WriteError, match="symbolic link"):
-        log.add(1, 1, 0.5, 1e-3, None, 0.1)
+        log.add(1, 1, 0.5, 1e-3, None, 0.1, 1, 0.5)
     assert target.read_text() == "keep\n"
 
 

@@ -481,3 +481,110 @@ def test_resume_from_mismatched_or_weights_only_checkpoints(tmp_path):
     torch.save(weights, tmp_path / "weights.pt")
     with pytest.raises(TrainingError, match="no training state"):
         Trainer(cfg, tmp_path / "new", resume=str(tmp_path / "weights.pt"), progress=False)
+
+
+# =============================================================================================== a finished run
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every entry of ``folder`` (recursively): its bytes and modification time (directories: b"" and theirs)."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"", p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_resume_auto_of_a_complete_run_says_so_and_changes_nothing(tmp_path, capsys):
+    from stcsnn.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "epochs": 1}))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--quiet"]) == 0
+    before = _snapshot(run)
+    capsys.readouterr()
+    for args in (["--out", str(run)], ["--config", str(cfg), "--out", str(run)]):
+        assert main(["train", *args, "--resume", "auto"]) == 0
+        out = capsys.readouterr()
+        assert out.out == (f"{run} is complete (epoch 1 of 1, report.json written); nothing to do -- use --set "
+                           "epochs=M (M > 1) to extend it\n")
+        assert "test (" not in out.out + out.err
+        assert _snapshot(run) == before  # not re-evaluated: every file byte-identical, not even rewritten
+    # given more epochs, it trains on
+    assert main(["train", "--out", str(run), "--resume", "auto", "--set", "epochs=2", "--quiet"]) == 0
+    assert read_checkpoint(run / "last.pt")["epoch"] == 2 and "test (best.pt)" in capsys.readouterr().out
+
+
+def test_a_run_whose_report_is_missing_is_evaluated_again(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(tiny_cfg(epochs=1), run, progress=False) == 0
+    for name in ("report.json", "report.md", "predictions.png"):  # a crash before the report was written
+        (run / name).unlink(missing_ok=True)
+    capsys.readouterr()
+    assert train(tiny_cfg(epochs=1), run, resume="auto", progress=False) == 0
+    assert "test (best.pt)" in capsys.readouterr().out and (run / "report.json").is_file()
+
+
+# =============================================================================================== threads
+
+def test_a_resumed_run_restores_its_thread_count_unless_one_is_given(tmp_path, capsys):
+    from stcsnn.threads import ThreadChoice
+
+    before = torch.get_num_threads()
+    run = tmp_path / "run"
+    try:
+        torch.set_num_threads(1)
+        assert train(tiny_cfg(epochs=1), run, progress=False) == 0
+        assert yaml.safe_load((run / "config.yaml").read_text())["threads"] == 1
+        # an automatic choice of 2 on resume: the run's own count comes back
+        torch.set_num_threads(2)
+        auto = ThreadChoice(2, "auto: 2 usable CPU(s), 0.0 busy with other work")
+        capsys.readouterr()
+        assert train(tiny_cfg(epochs=2), run, resume="auto", thread_choice=auto, tune_threads=True) == 0
+        assert torch.get_num_threads() == 1
+        assert capsys.readouterr().err.count("threads: 1 (restored: the count the run started with)") == 1
+        # an explicit count wins, and the run says what it had
+        torch.set_num_threads(2)
+        given = ThreadChoice(2, "--threads 2")
+        assert train(tiny_cfg(epochs=3), run, resume="auto", thread_choice=given) == 0
+        assert torch.get_num_threads() == 2
+        assert capsys.readouterr().err.count("threads: 2 (--threads 2; the run had used 1)") == 1
+        # the config key, given anew on resume, counts as well
+        assert train(tiny_cfg(epochs=4, threads=1), run, resume="auto", thread_choice=auto) == 0
+        assert torch.get_num_threads() == 1
+        assert capsys.readouterr().err.count("threads: 1 (config key threads)") == 1
+        assert train(tiny_cfg(epochs=5), run, resume="auto", thread_choice=auto) == 0
+        assert capsys.readouterr().err.count("threads: 1 (restored: the count the run started with)") == 1
+    finally:
+        torch.set_num_threads(before)
+    with open(run / "steps.csv", newline="") as f:
+        assert [int(r["threads"]) for r in csv.DictReader(f)] == [1] * 8 + [2] * 4 + [1] * 8
+    assert yaml.safe_load((run / "config.yaml").read_text())["threads"] == 1
+    report = __import__("json").loads((run / "report.json").read_text())
+    assert report["threads"] == 1 and report["world_size"] == 1
+    assert "trained on 1 process, 1 CPU thread(s) each" in (run / "report.md").read_text()
+
+
+# =============================================================================================== gradient norms
+
+def test_steps_csv_records_the_global_gradient_norm_before_clipping(tmp_path, monkeypatch):
+    """The norm of the gradient Adam receives (grad_clip unset: unclipped), computed here independently, is
+    steps.csv's grad_norm; with a grad_clip the column holds the norm before clipping (> the clip)."""
+    seen: list[float] = []
+    real = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        grads = [p.grad.flatten().double() for group in self.param_groups for p in group["params"]
+                 if p.grad is not None]
+        seen.append(float(torch.cat(grads).norm()))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    assert train(tiny_cfg(epochs=1), tmp_path / "free", progress=False) == 0
+    with open(tmp_path / "free" / "steps.csv", newline="") as f:
+        norms = [float(r["grad_norm"]) for r in csv.DictReader(f)]
+    assert len(norms) == 4 and norms == pytest.approx(seen, rel=1e-5)
+    seen.clear()
+    clip = min(norms) / 2  # every step is clipped
+    assert train(tiny_cfg(epochs=1, grad_clip=clip), tmp_path / "clipped", progress=False) == 0
+    with open(tmp_path / "clipped" / "steps.csv", newline="") as f:
+        clipped = [float(r["grad_norm"]) for r in csv.DictReader(f)]
+    assert clipped[0] == pytest.approx(norms[0], rel=1e-6)  # the same first step: the norm before clipping
+    assert all(n > clip for n in clipped) and seen == pytest.approx([clip] * 4, rel=1e-4)  # what Adam got

@@ -91,6 +91,17 @@ class Config:
     num_visualize: int = 4  # samples in the end-of-run picture
     # also write TensorBoard event files under RUN/tensorboard/ (needs the tb extra: pip install "stcsnn[tb]")
     tensorboard: bool = False
+    # the metrics validation computes and reports show (names of stcsnn.metrics.METRICS); null: the reported set
+    # (stcsnn.metrics.REPORTED when the run validates). best.pt is chosen by MSE whatever is listed.
+    metrics: list[str] | None = None
+    # CPU threads of the run: train records the count it starts with (null in a config: --threads / auto decide;
+    # an explicit --threads N or OMP_NUM_THREADS wins, and a resume restores it otherwise)
+    threads: int | None = None
+    # re-time an automatic thread count during training (opt-in: a thread count changes float rounding, so a
+    # re-tuned run is not reproducible from its seed and config; the changes are in steps.csv's threads column)
+    retune_threads: bool = False
+    # a record written by train: the processes the run trains on (DDP under torchrun; 1 otherwise)
+    world_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -117,7 +128,7 @@ INT_MINIMUM: dict[str, int] = {
     "eval_batch_size": 1, "epochs": 1, "steps_per_epoch": 1, "warmup_epochs": 0, "sampling_stop_iter": 0,
     "r_sampling_step_1": 0, "r_sampling_step_2": 0, "seed": 0, "checkpoint_steps": 0, "num_workers": 0,
     "val_every": 1, "save_every_steps": 0, "log_every": 1, "max_val_batches": 1, "max_test_batches": 1,
-    "num_visualize": 0,
+    "num_visualize": 0, "threads": 1, "world_size": 1,
 }
 #: Float keys: (lowest value, whether the lowest value itself is allowed, highest value or None); all finite.
 #: min_lr and warmup_lr may be 0 (a cosine down to zero, a warm-up from zero); lr must be > 0.
@@ -578,10 +589,28 @@ def validate(cfg: Config) -> None:
     if cfg.amp is not None and cfg.dtype == "float64":
         raise ConfigError(f"config key 'amp' is {cfg.amp}, which computes in half precision, but dtype is float64; "
                           "use amp: null with float64, or dtype: float32 with amp")
+    if cfg.metrics is not None:
+        _check_metric_names(cfg.metrics)
     inner = cfg.neuron_options.get("gradient_detach", cfg.gradient_detach)
     if inner != cfg.gradient_detach:  # two keys for one setting: say which one counts instead of picking one
         raise ConfigError(f"gradient_detach is set twice: {short(inner)} in neuron_options and "
                           f"{short(cfg.gradient_detach)} at the top level; set only the top-level key")
+
+
+def _check_metric_names(names: list[str]) -> None:
+    """The config key ``metrics`` names rows of the metric table (imported here, not at the top: the table needs
+    torch, and this module does not)."""
+    from stcsnn.metrics import METRICS
+
+    if not names:
+        raise ConfigError(f"config key 'metrics' must list at least one metric (or be null for the reported set); "
+                          f"choose among: {', '.join(METRICS)}")
+    for name in names:
+        if name not in METRICS:
+            raise ConfigError(f"config key 'metrics' names an unknown metric {short(name)}; expected names of "
+                              f"the metric table: {', '.join(METRICS)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config key 'metrics' lists a metric twice: {short(names)}")
 
 
 #: Longest path and path component the OS takes (Linux: PATH_MAX 4096 bytes, NAME_MAX 255), for when

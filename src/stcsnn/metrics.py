@@ -127,6 +127,7 @@ __all__ = [
     "Metric",
     "register_metric",
     "reported_metrics",
+    "metric_line",
     "unregister_metric",
     "VALID_METRICS",
     "SSIM_DATA_RANGE_OPENSTL",
@@ -208,6 +209,13 @@ def unregister_metric(name: str) -> None:
 def reported_metrics() -> tuple[str, ...]:
     """The default metric set now (a function, since :func:`register_metric` may extend it after import)."""
     return REPORTED
+
+
+def metric_line(results: dict[str, Any], names: Iterable[str] | None = None) -> str:
+    """``MSE 29.8000  MAE 90.1000  SSIM 0.9100  PSNR 21.500``: each named metric (default: the reported set) by its
+    label and format, in the order given; a name without a value in ``results`` is left out."""
+    names = reported_metrics() if names is None else names
+    return "  ".join(f"{METRICS[n].label} {METRICS[n].format(results[n])}" for n in names if n in results)
 
 
 def _check_metrics(metrics: str | Iterable[str]) -> tuple[str, ...]:

@@ -49,7 +49,9 @@ class RunFolderError(StcsnnError):
 
 # Keys that may differ between a run and its resumption (they do not change the trajectory).
 RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "log_every", "val_every", "save_every_steps",
-                     "max_test_batches", "num_visualize", "compile", "save_on_signal", "tensorboard"}
+                     "max_test_batches", "num_visualize", "compile", "save_on_signal", "tensorboard",
+                     # records of how the run executes (train writes them), and the opt-in re-tuning of the thread count
+                     "threads", "world_size", "retune_threads"}
 
 # The files that make a folder a run (or an import-official checkpoint): a new run never writes into a folder
 # holding any of them.

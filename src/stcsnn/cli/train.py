@@ -132,9 +132,10 @@ def _eval(args: argparse.Namespace) -> int:
     from stcsnn.device import pick_device
     from stcsnn.errors import CheckpointError, ConfigError
     from stcsnn.io import RunLock, check_writable
+    from stcsnn.metrics import metric_line
     from stcsnn.models.loading import load_model
     from stcsnn.runs import SHA_KEY, eval_folder, file_sha256
-    from stcsnn.train.evaluate import evaluate_model, write_report
+    from stcsnn.train.evaluate import evaluate_model, run_metrics, write_report
     from stcsnn.train.signals import Terminated, sigterm_held, sigterm_raises
 
     overrides = parse_overrides(args.set)
@@ -172,8 +173,7 @@ def _eval(args: argparse.Namespace) -> int:
         return 143
     n = results["num_samples"]
     label = args.split if n == len(dataset) else f"{args.split} ({n} of {len(dataset)} sequences)"
-    print(f"{label}: MSE {results['mse']:.4f}  MAE {results['mae']:.4f}  SSIM {results['ssim']:.4f}  "
-          f"PSNR {results['psnr']:.3f}")
+    print(f"{label}: {metric_line(results, run_metrics(cfg))}")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

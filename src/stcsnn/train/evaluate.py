@@ -18,7 +18,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from stcsnn.metrics import MetricAccumulator
+from stcsnn.metrics import METRICS, Metric, MetricAccumulator, reported_metrics
+
+
+def run_metrics(cfg) -> tuple[str, ...]:
+    """The metrics a run computes and reports: its config key ``metrics``, or the reported set of the table."""
+    return tuple(cfg.metrics) if cfg.metrics else reported_metrics()
 
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
@@ -27,11 +32,13 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> Data
 
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, dataset: Dataset, cfg, device: torch.device,
-             max_batches: int | None = None, keep: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+             max_batches: int | None = None, keep: int = 0, metrics: tuple[str, ...] | None = None
+             ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Metrics of ``model`` on ``dataset`` (the first ``max_batches`` batches when given) and the first ``keep``
-    samples (inputs, truth, prediction). ``results["num_samples"]`` is the number of sequences evaluated."""
+    samples (inputs, truth, prediction). ``metrics``: the names to compute (default: :func:`run_metrics` of
+    ``cfg``). ``results["num_samples"]`` is the number of sequences evaluated."""
     model.eval()
-    acc = MetricAccumulator()
+    acc = MetricAccumulator(run_metrics(cfg) if metrics is None else metrics)
     kept: dict[str, list[np.ndarray]] = {"inputs": [], "truth": [], "pred": []}
     rates = []
     loader = make_loader(dataset, cfg.eval_batch_size or cfg.batch_size, cfg.num_workers)
@@ -68,7 +75,8 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Any], meta: dict
     out_dir = Path(out_dir)
     if "num_samples" in results:
         meta = {**meta, "num_samples": results["num_samples"]}
-    payload = {**meta, "metrics": {k: results[k] for k in ("mse", "mae", "ssim", "psnr") if k in results},
+    # the metrics of the table that were computed, in the order computed (what the run's config selected)
+    payload = {**meta, "metrics": {k: results[k] for k in results if k in METRICS},
                "per_horizon": results.get("per_horizon", {}), "firing_rate": results.get("firing_rate", [])}
     paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
     atomic_write_text(paths[0], json.dumps(payload, indent=2, default=_jsonable) + "\n")
@@ -96,8 +104,19 @@ def _samples(payload: dict[str, Any]) -> str:
     return f"{n} of {total}" if total is not None and total != n else f"{n}"
 
 
+def _row(name: str) -> Metric:
+    """The table's row for ``name``; a report written with a metric no longer registered prints it plainly."""
+    return METRICS.get(name) or Metric(name, name.upper(), ".4f", True, False, source=name)
+
+
 def report_markdown(payload: dict[str, Any]) -> str:
     m = payload["metrics"]
+    rows = [_row(name) for name in m]
+    run = ""
+    if "world_size" in payload or "threads" in payload:  # a training run's report (eval's reports have none)
+        world = payload.get("world_size", 1)
+        run = (f"trained on {world} process{'es' if world != 1 else ''}"
+               + (" (DDP)" if world > 1 else "") + f", {payload.get('threads', '?')} CPU thread(s) each")
     lines = [
         f"# Evaluation: {payload.get('neuron', '?')} on {payload.get('dataset', '?')} ({payload.get('split', '?')})",
         "",
@@ -105,10 +124,10 @@ def report_markdown(payload: dict[str, Any]) -> str:
         + (f", frames: {payload['input_frames']} -> {payload['output_frames']}"
            if "input_frames" in payload and "output_frames" in payload else ""),
         "",
-        "| MSE | MAE | SSIM | PSNR |",
-        "|---:|---:|---:|---:|",
-        f"| {m.get('mse', float('nan')):.4f} | {m.get('mae', float('nan')):.4f} | {m.get('ssim', float('nan')):.4f} "
-        f"| {m.get('psnr', float('nan')):.3f} |",
+        *([run, ""] if run else []),
+        "| " + " | ".join(r.label for r in rows) + " |",
+        "|" + "---:|" * len(rows),
+        "| " + " | ".join(r.format(m[r.name]) for r in rows) + " |",
         "",
         "MSE and MAE are per-frame sums over channels and pixels (OpenSTL's convention); SSIM and PSNR are on",
         "predictions clipped to [0, 1]. See `stcsnn.metrics` for the definitions.",
@@ -116,11 +135,11 @@ def report_markdown(payload: dict[str, Any]) -> str:
     ]
     horizon = payload.get("per_horizon") or {}
     if horizon:
-        names = [k for k in ("mse", "mae", "ssim", "psnr") if k in horizon]
-        lines += ["## Per predicted frame", "", "| frame | " + " | ".join(n.upper() for n in names) + " |",
-                  "|---:|" + "---:|" * len(names)]
-        for t in range(len(horizon[names[0]])):
-            lines.append(f"| {t + 1} | " + " | ".join(f"{horizon[n][t]:.4f}" for n in names) + " |")
+        shown = [r for r in rows if r.name in horizon]
+        lines += ["## Per predicted frame", "", "| frame | " + " | ".join(r.label for r in shown) + " |",
+                  "|---:|" + "---:|" * len(shown)]
+        for t in range(len(horizon[shown[0].name]) if shown else 0):
+            lines.append(f"| {t + 1} | " + " | ".join(r.format(horizon[r.name][t]) for r in shown) + " |")
         lines.append("")
     if payload.get("firing_rate"):
         lines.append("Firing rate per layer: " + ", ".join(f"{r:.3f}" for r in payload["firing_rate"]))

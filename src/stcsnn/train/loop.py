@@ -5,10 +5,14 @@ scheduled-sampling mask, and takes its own contiguous slice of each global batch
 batch and must divide by the number of processes). Gradients are averaged by DDP, so N processes follow the same
 trajectory as one process with the same global batch. Rank 0 alone logs, validates and writes files.
 
-Run directory: ``config.yaml`` (resolved), ``metrics.csv`` (one row per epoch), ``steps.csv`` (one row per
-optimizer step, :mod:`stcsnn.train.progress`), ``last.pt`` (everything needed to resume bit for bit),
-``best.pt`` (best validation MSE, never chosen on the test split), ``tensorboard/`` (with ``tensorboard: true``),
-and at the end ``report.json``, ``report.md`` and ``predictions.png`` for the test split.
+Run directory: ``config.yaml`` (resolved, with the records ``threads`` and ``world_size``), ``metrics.csv`` (one
+row per epoch), ``steps.csv`` (one row per optimizer step, :mod:`stcsnn.train.progress`), ``last.pt`` (everything
+needed to resume bit for bit), ``best.pt`` (best validation :data:`SELECTION_METRIC`, never chosen on the test
+split), ``tensorboard/`` (with ``tensorboard: true``), and at the end ``report.json``, ``report.md`` and
+``predictions.png`` for the test split. Those records and the lines about them: :mod:`stcsnn.train.records`. The
+metrics validated and reported are the config key ``metrics`` (default: the reported set of the metric table,
+:mod:`stcsnn.metrics`). ``--resume`` of a complete run (every epoch trained, report.json written) does nothing and
+says so (:class:`RunComplete`).
 
 A run folder belongs to one run. :func:`train` holds its :class:`~stcsnn.io.RunLock` for the whole run (rank 0
 only under DDP), so a second command into the same folder is refused while the first runs. What a run may find in
@@ -23,8 +27,7 @@ pass-through except for fp16 on CUDA (:func:`stcsnn.device.grad_scaler`).
 
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
 import math
 import os
 import sys
@@ -39,27 +42,31 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from stcsnn import runs
-from stcsnn.config import Config, check_memory, dump_config
+from stcsnn.config import Config, check_memory
 from stcsnn.data import build_splits, resolve_frame_shape
 from stcsnn.device import autocast, grad_scaler
-from stcsnn.errors import ConfigError, StcsnnError
-from stcsnn.io import RunLock, WriteError, atomic_torch_save, atomic_write_text, remove_stale_temporaries
+from stcsnn.errors import ConfigError
+from stcsnn.io import RunLock, WriteError, atomic_torch_save, remove_stale_temporaries
+from stcsnn.metrics import metric_line
 from stcsnn.models import build_model, meta_parameters
 from stcsnn.models.checkpoint import check_training, lacking_training_keys, read_checkpoint, training_checkpoint
 from stcsnn.runs import RESUMABLE_CHANGES, RUN_FILES, TrainingError, run_files  # re-exported
 from stcsnn.threads import ThreadChoice, ThreadTuner, usable_cpus
-from stcsnn.train.evaluate import evaluate_model, write_report
+from stcsnn.train.evaluate import evaluate_model, run_metrics, write_report
 from stcsnn.train.objective import RolloutLoss
-from stcsnn.train.progress import Board, Progress, StepLog, summary_writer_class
+from stcsnn.train.progress import Progress, summary_writer_class
+from stcsnn.train.records import Records, p_true, position
 from stcsnn.train.runtime import Runtime, all_reduce, barrier, is_main_process, setup_runtime
 from stcsnn.train.schedule import learning_rate, sampling_mask
 from stcsnn.train.signals import Requests, Terminated, save_signal, sigterm_raises
 
-__all__ = ["RESUMABLE_CHANGES", "RUN_FILES", "RolloutLoss", "Runtime", "Trainer", "TrainingError", "epoch_batches",
-           "run_files", "save_signal", "setup_runtime", "train"]
+__all__ = ["RESUMABLE_CHANGES", "RUN_FILES", "SELECTION_METRIC", "RolloutLoss", "RunComplete", "Runtime", "Trainer",
+           "TrainingError", "epoch_batches", "run_files", "save_signal", "setup_runtime", "train"]
 
 
-METRICS = ("mse", "mae", "ssim", "psnr")
+#: The validation metric that chooses best.pt (the checkpoint key ``best_val_mse`` holds its best value); it is
+#: computed at every validation whether or not the run's ``metrics`` list it.
+SELECTION_METRIC = "mse"
 
 
 def batches_per_epoch(n: int, batch: int, limit: int | None) -> int:
@@ -79,35 +86,44 @@ def _fresh_partial() -> dict[str, Any]:
     return {"loss_sum": 0.0, "seen": 0, "rate_sum": None, "eta": float("nan")}
 
 
+class RunComplete(Exception):
+    """``--resume`` of a run that has nothing left to do (every epoch trained, its report written)."""
+
+
 class Trainer:
     """One run: ``Trainer(cfg, out_dir, resume).fit()`` (use :func:`train`, which also locks the folder).
 
-    ``tune_threads``: re-check the CPU thread count by timing (:class:`~stcsnn.threads.ThreadTuner`; not under
-    DDP). ``thread_choice``: printed once when training starts (rank 0, with progress on)."""
+    ``thread_choice``: how the CPU thread count was chosen (``stcsnn.threads.set_threads``; printed once when
+    training starts). An automatic choice is made once, at the start; it is re-timed during training
+    (:class:`~stcsnn.threads.ThreadTuner`, not under DDP) only with the config key ``retune_threads`` and
+    ``tune_threads`` (the caller's word that the count is automatic, not the user's). The count the run starts
+    with is recorded as the config key ``threads`` (config.yaml, the checkpoints, report.json), which a resume
+    restores unless the count was given explicitly (``--threads N``, ``OMP_NUM_THREADS``)."""
 
     def __init__(self, cfg: Config, out_dir: str | os.PathLike, resume: str | None = None, progress: bool = True,
                  tune_threads: bool = False, thread_choice: ThreadChoice | None = None,
                  given: Collection[str] | None = None) -> None:
         self.out = Path(out_dir)
         self.progress_enabled = progress
-        self.thread_choice = thread_choice
-        self.written: set[str] = set()  # run files this trainer wrote (a failed new run removes them again)
-        self.resumed_from: Path | None = None
-        ckpt = self._resume_checkpoint(cfg, resume)
+        self.resumed_from, ckpt = _resume_checkpoint(self.out, cfg, resume)
         if ckpt is not None:
             cfg = runs.resumed_config(self.out, cfg, ckpt["config"], given)
+            _refuse_complete(self.out, cfg, ckpt)
         self.save_signal = save_signal(cfg)
         if cfg.tensorboard:
             summary_writer_class()  # a missing extra is one error line before any work
         check_memory(cfg)  # one training step must fit, before anything is built (again once the data gives
         self.rt = setup_runtime(cfg)  # the frame shape, where the config has none)
+        threads, self.thread_note = _run_threads(cfg, thread_choice, ckpt)
         self.splits = build_splits(cfg)
-        self.cfg = cfg = resolve_frame_shape(cfg, self.splits["train"])
+        cfg = resolve_frame_shape(cfg, self.splits["train"])
+        self.cfg = cfg = dataclasses.replace(cfg, threads=threads, world_size=self.rt.world)
         check_memory(cfg, params=meta_parameters(cfg, tuple(cfg.frame_shape)))  # exact, now that the shape is known
         self.n_batches = batches_per_epoch(len(self.splits["train"]), cfg.batch_size, cfg.steps_per_epoch)
         if self.n_batches == 0:
             raise ConfigError(f"the {cfg.dataset!r} training split has {len(self.splits['train'])} sequences, "
                               f"fewer than one batch of {cfg.batch_size}")
+        self.metrics = run_metrics(cfg)
         self._build(cfg)
         self.epoch, self.batch, self.step = 0, 0, 0
         self.best_val = math.inf
@@ -116,11 +132,10 @@ class Trainer:
         # same train loss as an uninterrupted one
         self.partial: dict[str, Any] = _fresh_partial()
         self.requests = Requests(announce=self.rt.main)
-        self.tuner = (ThreadTuner(torch.get_num_threads(), usable_cpus(), every=500, probe=5)
-                      if tune_threads and not self.rt.distributed else None)
-        self.steps = StepLog(self.out / "steps.csv", cfg.log_every) if self.rt.main else None
-        self.board: Board | None = None
-        self.lr, self.last_loss, self.epoch_start = cfg.lr, math.nan, time.time()
+        retune = tune_threads and cfg.retune_threads and not self.rt.distributed
+        self.tuner = ThreadTuner(threads, usable_cpus(), every=500, probe=5) if retune else None
+        self.records = Records(self.out, cfg, self.metrics, self.rt.main)
+        self.lr, self.last_loss, self.grad_norm, self.epoch_start = cfg.lr, math.nan, math.nan, time.time()
         if ckpt is not None:
             self._load_state(ckpt)
 
@@ -142,19 +157,6 @@ class Trainer:
         self.scaler = grad_scaler(self.rt.device, cfg.amp)
 
     # ------------------------------------------------------------------ checkpoints
-    def _resume_checkpoint(self, cfg: Config, resume: str | None) -> dict | None:
-        """The checkpoint to continue (None: a new run), after checking that the folder is this run's to write."""
-        path = runs.resume_path(self.out, cfg, resume)
-        if path is None:
-            return None
-        ckpt = read_checkpoint(path)
-        lacking = lacking_training_keys(ckpt)
-        if lacking:
-            raise TrainingError(f"checkpoint {str(path)!r} holds no training state (no {', '.join(lacking)}): "
-                                "it can be evaluated or used to predict, not resumed")
-        self.resumed_from = path
-        return ckpt
-
     def _state(self) -> dict[str, Any]:
         return training_checkpoint(
             self.cfg, self.model.state_dict(), optimizer=self.optimizer.state_dict(), epoch=self.epoch,
@@ -180,81 +182,13 @@ class Trainer:
         if self.scaler.is_enabled() and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
 
-    def _checkpoint(self, name: str) -> None:
-        """Write ``name`` with the current state; the step records are flushed first, so that every step up
-        to a checkpoint's is on disk whenever the checkpoint is."""
-        if self.steps is not None:
-            self.steps.flush(sync=True)
-        if self.board is not None:
-            self.board.flush()
-        atomic_torch_save(self._state(), self.out / name)
-
     def save(self, name: str = "last.pt") -> None:
+        """Write ``name`` with the current state (rank 0); the step records are flushed first, so that every step
+        up to a checkpoint's is on disk whenever the checkpoint is."""
         if self.rt.main:
-            self._checkpoint(name)
-            self.written.add(name)
-
-    def _write_csv(self) -> None:
-        if not self.history:
-            return
-        buf = io.StringIO()
-        fields = list(self.history[-1].keys())
-        writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(self.history)
-        atomic_write_text(self.out / "metrics.csv", buf.getvalue())
-        self.written.add("metrics.csv")
-
-    def _last_checkpoint_note(self) -> str:
-        """What is true of last.pt right now, for a message about a run that stopped without saving."""
-        last = self.out / "last.pt"
-        if not last.exists():
-            return f"no checkpoint was written yet ({last} does not exist)"
-        try:
-            ckpt = read_checkpoint(last)
-            return f"the last good checkpoint {last} (step {ckpt['step']}) is untouched"
-        except (StcsnnError, KeyError):
-            return f"{last} is untouched"
-
-    # ------------------------------------------------------------------ records
-    def _open_records(self) -> None:
-        """config.yaml, steps.csv (continued from the checkpoint's step) and the TensorBoard writer (rank 0)."""
-        dump_config(self.cfg, self.out / "config.yaml")
-        self.written.add("config.yaml")
-        source = self.resumed_from.parent / "steps.csv" if self.resumed_from is not None else None
-        self.steps.start(self.step, source)
-        self.written.add("steps.csv")
-        if self.cfg.tensorboard:
-            self.board = Board(self.out / "tensorboard", purge_step=self.step + 1 if self.step else None)
-
-    def _p_true(self, eta: float) -> float | None:
-        """The scheduled-sampling probability of a true frame; None where no future frame is fed back."""
-        return eta if self.cfg.output_frames > 1 and math.isfinite(eta) else None
-
-    def _record_step(self, seconds: float, progress: Progress) -> None:
-        """steps.csv, TensorBoard, the thread re-check and the progress display for the step just taken."""
-        p_true, loss = self._p_true(self.partial["eta"]), self.last_loss
-        if self.steps is not None:
-            self.steps.add(self.step, self.epoch + 1, loss, self.lr, p_true, seconds)
-        if self.board is not None:
-            self.board.step(self.step, loss, self.lr, p_true)
-        if self.tuner is not None:
-            before = self.tuner.threads
-            self.tuner.step(seconds)
-            if self.tuner.threads != before and not self.tuner.trials:
-                progress.write(f"threads: {self.tuner.threads} (re-checked by timing at step {self.step})")
-        progress.update(self.epoch, self.cfg.epochs, self.batch - 1, self.n_batches, loss=loss, lr=self.lr,
-                        p_true=p_true)
-
-    def _saved_on_signal(self, progress: Progress) -> None:
-        if self.rt.main and self.save_signal is not None:
-            progress.say(f"{self.save_signal.name}: saved {self.out / 'last.pt'} at {self._position()}; "
-                         "training goes on")
-
-    def _position(self) -> str:
-        if self.batch == 0 and self.epoch > 0:
-            return f"the end of epoch {self.epoch}, step {self.step}"
-        return f"epoch {self.epoch + 1}, step {self.step}"
+            self.records.flush()
+            atomic_torch_save(self._state(), self.out / name)
+            self.records.written.add(name)
 
     # ------------------------------------------------------------------ training
     def fit(self) -> int:
@@ -262,16 +196,16 @@ class Trainer:
         Ctrl-C, 143 by SIGTERM; last.pt then holds the step reached)."""
         rt = self.rt
         if rt.main:
-            self._open_records()
+            self.records.open(self.cfg, self.step, self.resumed_from)
         try:
             with self.requests.installed(self.save_signal):
                 interrupted = self._train_epochs()
         finally:
-            if self.board is not None:
-                self.board.close()
+            if self.records.board is not None:
+                self.records.board.close()
         if interrupted:
             if rt.main:
-                print(f"saved {self.out / 'last.pt'} at {self._position()}; "
+                print(f"saved {self.out / 'last.pt'} at {position(self.epoch, self.batch, self.step)}; "
                       f"resume with: stcsnn train --out {self.out} --resume auto", file=sys.stderr)
             return self.requests.code
         if rt.main:
@@ -299,10 +233,12 @@ class Trainer:
             progress.close()
 
     def _begin_run(self) -> Progress:
+        """The start lines (the thread count and why; the processes of a distributed run) and the display."""
         show = self.progress_enabled and self.rt.main
-        if show and self.thread_choice is not None:
-            print(f"threads: {self.thread_choice.threads} ({self.thread_choice.reason})", file=sys.stderr,
-                  flush=True)
+        if show and self.thread_note:
+            print(f"threads: {self.cfg.threads} ({self.thread_note})", file=sys.stderr, flush=True)
+        if show and self.rt.distributed:
+            print(f"training on {self.rt.world} processes (DDP, {self.rt.backend})", file=sys.stderr, flush=True)
         return Progress(show, self.cfg.log_every, self.n_batches * self.cfg.epochs, self.step)
 
     def _begin_epoch(self) -> DataLoader:
@@ -332,15 +268,21 @@ class Trainer:
         global_loss, agreed = self._reduce(loss.detach())  # float32, or float64 for a dtype: float64 model
         if not torch.isfinite(global_loss):
             raise TrainingError(f"loss became {global_loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}; "
-                                f"stopped without saving: {self._last_checkpoint_note()} "
+                                f"stopped without saving: {self.records.last_checkpoint_note()} "
                                 "(lower lr, set grad_clip, or use amp: null)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
+        # the global gradient norm before clipping, recorded in steps.csv (DDP: of the averaged gradient, the same
+        # on every rank); clip_grad_norm_ computes it anyway, get_total_norm alone where nothing is clipped
+        params = [p for p in self.model.parameters() if p.grad is not None]
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.grad_norm = float(norm)
         self._count(global_loss.item(), rates.detach().cpu())
         return agreed
 
@@ -367,8 +309,18 @@ class Trainer:
         part["rate_sum"] = rates if part["rate_sum"] is None else part["rate_sum"] + rates
 
     def _after_step(self, agreed: tuple[bool, bool, int] | None, seconds: float, progress: Progress) -> bool:
-        """Record the step, write the checkpoints it is due, serve signal requests; True: stop (saved)."""
-        self._record_step(seconds, progress)
+        """Record the step (steps.csv, TensorBoard, the opt-in thread re-check, the display), write the checkpoints
+        it is due, serve signal requests; True: stop (saved)."""
+        p = p_true(self.cfg, self.partial["eta"])
+        self.records.step(self.step, self.epoch + 1, self.last_loss, self.lr, p, seconds, torch.get_num_threads(),
+                          self.grad_norm)
+        if self.tuner is not None:
+            before = self.tuner.threads
+            self.tuner.step(seconds)
+            if self.tuner.threads != before and not self.tuner.trials:
+                progress.write(f"threads: {self.tuner.threads} (re-checked by timing at step {self.step})")
+        progress.update(self.epoch, self.cfg.epochs, self.batch - 1, self.n_batches, loss=self.last_loss,
+                        lr=self.lr, p_true=p)
         saved = bool(self.cfg.save_every_steps) and self.step % self.cfg.save_every_steps == 0
         if saved:
             self.save()
@@ -383,7 +335,9 @@ class Trainer:
             if not saved:
                 self.save()
             self.requests.saves_done = saves
-            self._saved_on_signal(progress)
+            if self.rt.main and self.save_signal is not None:
+                self.records.saved_on_signal(progress, self.save_signal.name,
+                                             position(self.epoch, self.batch, self.step))
         return False
 
     def _end_epoch(self, progress: Progress) -> bool:
@@ -394,20 +348,20 @@ class Trainer:
         samples = None
         if rt.main and (self.epoch % cfg.val_every == 0 or self.epoch == cfg.epochs):
             samples = self._validate(row)
-        row.update({"lr": self.lr, "eta": eta, "p_true": self._p_true(eta)})
+        row.update({"lr": self.lr, "eta": eta, "p_true": p_true(cfg, eta)})
         row.update({f"rate_l{i}": r for i, r in enumerate(rates)})
         row["seconds"] = time.time() - self.epoch_start
         self.history.append(row)
         saves = self.requests.saves
         if rt.main:
-            self._write_csv()
-            if self.board is not None:
-                self.board.epoch(row, samples)
+            self.records.epoch(self.history, samples)
             self.save()
-            progress.write(self._epoch_summary(row))
+            progress.write(self.records.summary(row))
         if saves > self.requests.saves_done:  # requests made since the last step: this last.pt serves them
             self.requests.saves_done = saves
-            self._saved_on_signal(progress)
+            if rt.main and self.save_signal is not None:
+                self.records.saved_on_signal(progress, self.save_signal.name,
+                                             position(self.epoch, self.batch, self.step))
         return self._stop_at_epoch_end()
 
     def _close_epoch(self) -> tuple[float, list[float], float]:
@@ -420,24 +374,18 @@ class Trainer:
         return part["loss_sum"] / seen, rates, part["eta"]
 
     def _validate(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Validation metrics into ``row``; best.pt when they are the best so far. Returns the first samples
-        (for TensorBoard's picture: none are kept without it)."""
+        """The run's validation metrics into ``row`` (``val_<name>``); best.pt when the :data:`SELECTION_METRIC`
+        is the best so far. Returns the first samples (for TensorBoard's picture: none are kept without it)."""
         cfg = self.cfg
-        keep = cfg.num_visualize if self.board is not None else 0
+        keep = cfg.num_visualize if self.records.board is not None else 0
+        names = self.metrics if SELECTION_METRIC in self.metrics else (*self.metrics, SELECTION_METRIC)
         results, samples = evaluate_model(self.model, self.splits["val"], cfg, self.rt.device, cfg.max_val_batches,
-                                    keep=keep)
-        row.update({f"val_{k}": results[k] for k in METRICS})
-        if results["mse"] < self.best_val:
-            self.best_val = results["mse"]
-            self._checkpoint("best.pt")
-            self.written.add("best.pt")
+                                          keep=keep, metrics=names)
+        row.update({f"val_{k}": results[k] for k in self.metrics})
+        if results[SELECTION_METRIC] < self.best_val:
+            self.best_val = results[SELECTION_METRIC]
+            self.save("best.pt")
         return samples
-
-    def _epoch_summary(self, row: dict[str, Any]) -> str:
-        val = f" val_mse {row['val_mse']:.3f} val_ssim {row['val_ssim']:.4f}" if "val_mse" in row else ""
-        p_true = "-" if row["p_true"] is None else f"{row['p_true']:.3f}"
-        return (f"epoch {row['epoch']}/{self.cfg.epochs} train_loss {row['train_loss']:.5f}{val} "
-                f"lr {row['lr']:.2e} p_true {p_true} ({row['seconds']:.1f}s)")
 
     def _stop_at_epoch_end(self) -> bool:
         """A stop requested on any rank (one small all-reduce under DDP), so that every rank takes the same
@@ -456,18 +404,66 @@ class Trainer:
             self.model.load_state_dict(read_checkpoint(best)["model"])
             name = "best.pt"
         results, samples = evaluate_model(self.model, self.splits["test"], cfg, self.rt.device, cfg.max_test_batches,
-                                    keep=cfg.num_visualize)
+                                          keep=cfg.num_visualize, metrics=self.metrics)
         used = self.out / name
         sha = runs.file_sha256(used) if used.is_file() else None
         meta = {"split": "test", "checkpoint": str(used), runs.SHA_KEY: sha,
                 "dataset": cfg.dataset, "neuron": cfg.neuron,
                 "num_samples": results["num_samples"], "split_samples": len(self.splits["test"]),
-                "input_frames": cfg.input_frames, "output_frames": cfg.output_frames}
+                "input_frames": cfg.input_frames, "output_frames": cfg.output_frames,
+                "world_size": self.rt.world, "threads": cfg.threads}
         paths = write_report(self.out, results, meta, samples)
-        m = results
-        print(f"test ({name}): MSE {m['mse']:.4f}  MAE {m['mae']:.4f}  SSIM {m['ssim']:.4f}  PSNR {m['psnr']:.3f}")
+        print(f"test ({name}): {metric_line(results, self.metrics)}")
         print("wrote " + ", ".join(str(p) for p in paths))
         return paths
+
+
+def _resume_checkpoint(out: Path, cfg: Config, resume: str | None) -> tuple[Path | None, dict | None]:
+    """(path, checkpoint) of the run to continue ((None, None): a new run), after checking that the folder is this
+    run's to write."""
+    path = runs.resume_path(out, cfg, resume)
+    if path is None:
+        return None, None
+    ckpt = read_checkpoint(path)
+    lacking = lacking_training_keys(ckpt)
+    if lacking:
+        raise TrainingError(f"checkpoint {str(path)!r} holds no training state (no {', '.join(lacking)}): "
+                            "it can be evaluated or used to predict, not resumed")
+    return path, ckpt
+
+
+def _refuse_complete(out: Path, cfg: Config, ckpt: dict[str, Any]) -> None:
+    """A run whose checkpoint is at the end of its last epoch and whose report is written has nothing to do:
+    :class:`RunComplete` before anything is read or written (re-evaluating would rewrite the report)."""
+    epoch = ckpt.get("epoch")
+    if (isinstance(epoch, int) and epoch >= cfg.epochs and ckpt.get("batch") == 0
+            and (out / "report.json").is_file()):
+        raise RunComplete(f"{out} is complete (epoch {epoch} of {cfg.epochs}, report.json written); nothing to "
+                          f"do -- use --set epochs=M (M > {epoch}) to extend it")
+
+
+def _run_threads(cfg: Config, choice: ThreadChoice | None, ckpt: dict[str, Any] | None) -> tuple[int, str]:
+    """The CPU thread count of the run, applied, and what the start line says of it ("" for nothing to say).
+
+    An explicit count (``--threads N``, ``OMP_NUM_THREADS``) wins; then the config key ``threads`` where it names a
+    count (a new run's config, ``--set threads=N`` on resume); then a resumed run restores the count its
+    checkpoint records; else the automatic choice made when the command started stays."""
+    explicit = choice is not None and not choice.reason.startswith("auto")
+    saved = ckpt["config"].get("threads") if ckpt is not None else None
+    now = torch.get_num_threads()
+    if explicit:
+        changed = f"; the run had used {saved}" if saved is not None and saved != now else ""
+        return now, f"{choice.reason}{changed}"
+    # the config's key where it says something new (a new run's config, --set threads=N on resume), else the record
+    wanted, what = cfg.threads, "config key threads"
+    if ckpt is not None and (wanted is None or wanted == saved):
+        wanted, what = saved, "restored: the count the run started with"
+    if isinstance(wanted, int) and wanted >= 1:
+        n = min(wanted, usable_cpus())
+        torch.set_num_threads(n)
+        capped = f", capped at the {n} usable CPU(s)" if n < wanted else ""
+        return n, f"{what}{capped}"
+    return now, choice.reason if choice is not None else ""
 
 
 def train(cfg: Config, out_dir: str | os.PathLike, resume: str | None = None, progress: bool = True,
@@ -475,16 +471,21 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: str | None = None, pr
           given: Collection[str] | None = None) -> int:
     """Python entry point of ``stcsnn train``. Holds ``out_dir``'s :class:`~stcsnn.io.RunLock` for the whole run
     (rank 0 only under DDP) and, holding it, removes the temporary files an earlier crash left there. Returns an
-    exit code: 0 done, 130 stopped by Ctrl-C, 143 by SIGTERM (resumable from last.pt). ``tune_threads`` and
-    ``thread_choice``: see :class:`Trainer`; ``given``: the config keys set explicitly on the command line
+    exit code: 0 done (or nothing to do: a complete run, one line says so and nothing is written), 130 stopped by
+    Ctrl-C, 143 by SIGTERM (resumable from last.pt). ``tune_threads`` and ``thread_choice``: see :class:`Trainer`;
+    ``given``: the config keys set explicitly on the command line
     (:func:`stcsnn.runs.resumed_config`)."""
     out = Path(out_dir)
     main = is_main_process()
     trainer: Trainer | None = None
     try:
         with sigterm_raises(), (RunLock(out, "stcsnn train") if main else nullcontext()):
-            trainer = Trainer(cfg, out, resume, progress, tune_threads=tune_threads, thread_choice=thread_choice,
-                              given=given)
+            try:
+                trainer = Trainer(cfg, out, resume, progress, tune_threads=tune_threads,
+                                  thread_choice=thread_choice, given=given)
+            except RunComplete as done:  # nothing read beyond the checkpoint, nothing written
+                print(done)
+                return 0
             if main:
                 remove_stale_temporaries(out)
             try:
@@ -503,17 +504,18 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: str | None = None, pr
         if trainer is None or not main:
             raise
         # a second Ctrl-C: stopped at once, possibly inside a save (whose temporary file is gone again)
-        print(f"interrupt: stopped at once (second Ctrl-C); {trainer._last_checkpoint_note()}", file=sys.stderr)
+        print(f"interrupt: stopped at once (second Ctrl-C); {trainer.records.last_checkpoint_note()}",
+              file=sys.stderr)
         return 130
 
 
 def _after_failure(trainer: Trainer, exc: BaseException) -> None:
     """A run that stopped before its first last.pt removes what it wrote (:func:`stcsnn.runs.discard_unsaved`):
     the folder is again one that a new run or ``--resume auto`` takes. A failed write's message says so."""
-    out = trainer.out
-    removed = runs.discard_unsaved(out, trainer.written)
-    if trainer.board is not None and not (out / "last.pt").exists():
-        trainer.board.discard()
+    out, records = trainer.out, trainer.records
+    removed = runs.discard_unsaved(out, records.written)
+    if records.board is not None and not (out / "last.pt").exists():
+        records.board.discard()
     if removed and isinstance(exc, WriteError):
         exc.args = (f"{exc}; the run had written no last.pt, so its {', '.join(removed)} were removed: run the "
                     "same command again to start it anew",)

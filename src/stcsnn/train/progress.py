@@ -5,7 +5,9 @@
 - :class:`StepLog`: ``RUN/steps.csv``, one row per optimizer step, columns :data:`STEP_COLUMNS`. Appended and
   flushed every ``log_every`` steps and before every checkpoint, so a crash loses only rows after the last
   checkpoint; a resumed run first drops the rows after its checkpoint's step, so the file holds exactly one row
-  per step of the run's trajectory.
+  per step of the run's trajectory. ``threads`` is the CPU thread count the step ran with (it changes only with the
+  opt-in ``retune_threads``); ``grad_norm`` is the global L2 norm of the gradient before clipping, so how often and
+  how far a ``grad_clip`` would clip can be read from any run.
 - :class:`Board`: TensorBoard event files under ``RUN/tensorboard/`` (config key ``tensorboard``; the ``tb``
   extra).
 
@@ -21,6 +23,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,7 +33,7 @@ from stcsnn.errors import ConfigError, StcsnnError
 from stcsnn.io import NOFOLLOW, WriteError, atomic_write_text
 
 #: The columns of ``steps.csv`` (``stcsnn plot`` reads them by these names).
-STEP_COLUMNS = ("step", "epoch", "loss", "lr", "p_true", "seconds")
+STEP_COLUMNS = ("step", "epoch", "loss", "lr", "p_true", "seconds", "threads", "grad_norm")
 TB_INSTALL = 'pip install "stcsnn[tb]"'
 
 
@@ -165,9 +168,11 @@ class StepLog:
             cause = "it is a symbolic link, not a file stcsnn wrote" if exc.errno == errno.ELOOP else exc.strerror
             raise WriteError(f"cannot continue {self.path}: {cause or exc}", exc.errno) from None
 
-    def add(self, step: int, epoch: int, loss: float, lr: float, p_true: float | None, seconds: float) -> None:
+    def add(self, step: int, epoch: int, loss: float, lr: float, p_true: float | None, seconds: float,
+            threads: int, grad_norm: float) -> None:
         p = "" if p_true is None or not math.isfinite(p_true) else repr(float(p_true))
-        self.pending.append(f"{step},{epoch},{float(loss)!r},{float(lr)!r},{p},{seconds:.6f}\n")
+        self.pending.append(f"{step},{epoch},{float(loss)!r},{float(lr)!r},{p},{seconds:.6f},{threads},"
+                            f"{float(grad_norm)!r}\n")
         if step % self.every == 0:
             self.flush()
 
@@ -222,11 +227,13 @@ class Board:
         if p_true is not None and math.isfinite(p_true):
             self.writer.add_scalar("train/p_true", p_true, step)
 
-    def epoch(self, row: dict[str, Any], samples: dict[str, np.ndarray] | None = None) -> None:
-        """The scalars of a metrics.csv row (at its step), and the prediction picture of ``samples``."""
+    def epoch(self, row: dict[str, Any], samples: dict[str, np.ndarray] | None = None,
+              metrics: Sequence[str] = ()) -> None:
+        """The scalars of a metrics.csv row (at its step: ``val/<name>`` for each of ``metrics``), and the
+        prediction picture of ``samples``."""
         step = row["step"]
         self.writer.add_scalar("train/epoch_loss", row["train_loss"], step)
-        for key in ("mse", "mae", "ssim", "psnr"):
+        for key in metrics:
             if f"val_{key}" in row:
                 self.writer.add_scalar(f"val/{key}", row[f"val_{key}"], step)
         for key, value in row.items():

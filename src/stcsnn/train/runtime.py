@@ -25,6 +25,7 @@ class Runtime:
     world: int
     local_rank: int
     device: torch.device
+    backend: str | None = None  # the process group's (nccl, gloo); None for one process
 
     @property
     def distributed(self) -> bool:
@@ -57,6 +58,7 @@ def setup_runtime(cfg: Config) -> Runtime:
         raise ConfigError(f"config key 'amp' is fp16, which needs a CUDA device (its gradient scaler exists only "
                           f"there), but device {cfg.device!r} resolved to the CPU; use amp: bf16 or null on the "
                           "CPU")
+    backend = None
     if world > 1:
         import torch.distributed as dist
 
@@ -64,9 +66,10 @@ def setup_runtime(cfg: Config) -> Runtime:
             raise ConfigError(f"batch_size {cfg.batch_size} (global) must divide by the {world} processes")
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        backend = str(dist.get_backend())
         if device.type == "cuda":
             torch.cuda.set_device(device)
-    return Runtime(rank, world, local_rank, device)
+    return Runtime(rank, world, local_rank, device, backend)
 
 
 def all_reduce(t: torch.Tensor) -> torch.Tensor:
