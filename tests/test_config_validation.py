@@ -376,8 +376,10 @@ def test_training_report_states_the_samples_really_evaluated(tmp_path):
     splits = build_splits(cfg, ("test",))
     assert list(splits) == ["test"]
     torch.manual_seed(0)
+    from stcsnn.train.evaluate import run_metrics
+
     state = SimpleNamespace(cfg=cfg, out=tmp_path / "run", model=build_model(cfg), splits=splits,
-                            rt=SimpleNamespace(device=torch.device("cpu")))
+                            rt=SimpleNamespace(device=torch.device("cpu")), metrics=run_metrics(cfg))
     Trainer.test_report(state)
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert (report["num_samples"], report["split_samples"]) == (4, 5)

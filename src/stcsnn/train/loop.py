@@ -166,7 +166,6 @@ class Trainer:
         )
 
     def _load_state(self, ckpt: dict[str, Any]) -> None:
-        check_training(ckpt, str(self.resumed_from))  # every entry, before the first is restored
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -411,7 +410,7 @@ class Trainer:
                 "dataset": cfg.dataset, "neuron": cfg.neuron,
                 "num_samples": results["num_samples"], "split_samples": len(self.splits["test"]),
                 "input_frames": cfg.input_frames, "output_frames": cfg.output_frames,
-                "world_size": self.rt.world, "threads": cfg.threads}
+                "world_size": cfg.world_size, "threads": cfg.threads}
         paths = write_report(self.out, results, meta, samples)
         print(f"test ({name}): {metric_line(results, self.metrics)}")
         print("wrote " + ", ".join(str(p) for p in paths))
@@ -429,6 +428,7 @@ def _resume_checkpoint(out: Path, cfg: Config, resume: str | None) -> tuple[Path
     if lacking:
         raise TrainingError(f"checkpoint {str(path)!r} holds no training state (no {', '.join(lacking)}): "
                             "it can be evaluated or used to predict, not resumed")
+    check_training(ckpt, str(path))  # every entry, before any is used (even to say the run is complete)
     return path, ckpt
 
 
