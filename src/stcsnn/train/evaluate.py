@@ -114,7 +114,7 @@ def report_markdown(payload: dict[str, Any]) -> str:
     rows = [_row(name) for name in m]
     run = ""
     if "world_size" in payload or "threads" in payload:  # a training run's report (eval's reports have none)
-        world = payload.get("world_size", 1)
+        world = payload.get("world_size") or 1  # a config made outside a run records none
         run = (f"trained on {world} process{'es' if world != 1 else ''}"
                + (" (DDP)" if world > 1 else "") + f", {payload.get('threads', '?')} CPU thread(s) each")
     lines = [
