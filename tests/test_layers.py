@@ -18,7 +18,7 @@ import pytest
 import stcsnn
 
 RANKS = {"bottom": 0, "neurons": 1, "models": 2, "data": 3, "train": 4, "analysis": 5, "perf": 5, "cli": 6}
-BOTTOM = {"errors", "io", "config", "device", "threads", "metrics", "viz", "children", "runs", "machine"}
+BOTTOM = {"errors", "io", "config", "device", "threads", "metrics", "viz", "children", "runs", "machine", "safe_yaml"}
 ENTRY = {"stcsnn.__main__"}  # runs the CLI when imported: never imported here, but part of the cli layer
 
 
