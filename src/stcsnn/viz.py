@@ -98,11 +98,10 @@ def grid_title(neuron: str | None = None, checkpoint: str | os.PathLike | None =
                metrics: Mapping[str, Any] | None = None, where: str | None = None) -> str:
     """The usual title of a grid: ``"stc_lif · runs/x/best.pt · embedded test"`` and a metrics line."""
     head = " · ".join(str(p) for p in (neuron, checkpoint, where) if p)
-    scores = []
-    for key, fmt in (("mse", ".4g"), ("mae", ".4g"), ("ssim", ".4f"), ("psnr", ".3f")):
-        value = (metrics or {}).get(key)
-        if isinstance(value, (int, float)):
-            scores.append(f"{key.upper()} {value:{fmt}}")
+    from stcsnn.metrics import METRICS  # labels and formats from the metric table
+
+    scores = [f"{METRICS[key].label} {METRICS[key].format(value)}" for key, value in (metrics or {}).items()
+              if key in METRICS and isinstance(value, (int, float))]
     return "\n".join(line for line in (head, "  ".join(scores)) if line)
 
 

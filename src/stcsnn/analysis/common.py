@@ -24,9 +24,11 @@ from stcsnn.errors import CheckpointError, StcsnnError
 ARCHITECTURE_KEYS = tuple(k for k in MODEL_KEYS if k != "frame_shape")
 
 
-def is_ann(cell: nn.Module) -> bool:
-    """True for an ANN baseline cell (real-valued outputs, no spikes)."""
-    return bool(getattr(cell, "is_ann", False))
+def is_ann(model: nn.Module) -> bool:
+    """Whether ``model``'s neuron is an ANN baseline (real-valued outputs, no spikes): the registry's ``kind``."""
+    from stcsnn.neurons.registry import get_spec
+
+    return get_spec(model.neuron).is_ann
 
 
 def resolve_model(config: str | None, overrides: Sequence[str] | None, checkpoint: str | None,

@@ -41,7 +41,7 @@ class DynamicsTrace:
 @torch.no_grad()
 def trace_dynamics(model: nn.Module, frames: Tensor, cfg) -> DynamicsTrace:
     cells = list(model.cells)
-    if any(is_ann(c) for c in cells):
+    if is_ann(model):
         raise StcsnnError(f"{model.neuron} is an ANN baseline: it has no spikes or STC gains to analyse")
     spikes: list[list[Tensor]] = [[] for _ in cells]
 

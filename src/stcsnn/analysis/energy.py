@@ -135,8 +135,8 @@ def _energy(mac_ops: float, sops: float, macs: float) -> dict[str, float]:
 def _hook_convolutions(model: nn.Module) -> tuple[list[ConvCount], list[Any]]:
     """A :class:`ConvCount` hooked on every ``nn.Conv2d`` of ``model``, and the hooks' handles."""
     forced: set[int] = {id(m) for m in model.readout.modules()} | {id(m) for m in model.cells[0].synapse.modules()}
-    for cell in model.cells:
-        if is_ann(cell):
+    if is_ann(model):
+        for cell in model.cells:
             forced |= {id(m) for m in cell.modules()}
     counts: list[ConvCount] = []
     handles = []

@@ -311,7 +311,7 @@ def _dynamics_grid(args: argparse.Namespace, device: torch.device) -> int:
         per_model: dict[str, list[list[dict]]] = {}
         for c in (c for c in cells if c.dataset == dataset_name):
             model, cfg, dataset = resolve_model(None, args.set, str(c.checkpoint), device, args.split)
-            if any(is_ann(cell) for cell in model.cells):
+            if is_ann(model):
                 continue
             frames = get_batch(dataset, batch_indices(dataset, args.batch_size), device)
             trace = trace_dynamics(model, frames, cfg)

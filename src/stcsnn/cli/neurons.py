@@ -46,7 +46,7 @@ def _demo(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     x = torch.rand(args.steps, 2, 4, 16, 16) * 2
     for name, _ in list_neurons():
-        if getattr(get_spec(name).cls, "is_ann", False):
+        if get_spec(name).is_ann:
             continue  # ANN baselines emit real values, not spikes
         cell = build_neuron(name, in_channels=4, hidden_channels=16, kernel_size=3)
         state, rates = None, []
