@@ -47,6 +47,7 @@ class NeuronSpec:
     base: str | None = None
     module: str | None = None
     circuit: type | None = None  # an STC composition's circuit (stcsnn.neurons.stc.STC)
+    pathways: str = "both"  # an STC composition's default ``pathways`` option (an ablation keeps one)
 
     @property
     def built_in(self) -> bool:
@@ -56,7 +57,7 @@ class NeuronSpec:
     @property
     def options(self) -> tuple[str, ...]:
         """The options beyond ``surrogate`` and ``alpha`` this neuron accepts."""
-        extra = ("gradient_detach",) if self.is_stc else ()
+        extra = ("gradient_detach", "pathways") if self.is_stc else ()
         return tuple(self.cls.options) + extra
 
     @property
@@ -85,8 +86,8 @@ def register_neuron(name: str, description: str, cls: type | None = None) -> Cal
     return decorate if cls is None else decorate(cls)
 
 
-def add_stc(name: str, base: type, description: str, circuit: type, base_name: str | None, module: str | None
-            ) -> None:
+def add_stc(name: str, base: type, description: str, circuit: type, base_name: str | None, module: str | None,
+            pathways: str = "both") -> None:
     """Record ``circuit(base(...))`` under ``name``: what :func:`stcsnn.neurons.stc.register_stc` (the public
     form, which supplies the circuit and the calling module) registers."""
     if base_name is None:
@@ -94,7 +95,8 @@ def add_stc(name: str, base: type, description: str, circuit: type, base_name: s
     elif base_name not in NEURONS or NEURONS[base_name].cls is not base:
         raise StcsnnError(f"register_stc({name!r}): base_name {base_name!r} is not a registered neuron of class "
                           f"{base.__name__}")
-    _add(NeuronSpec(name, description, base, is_stc=True, base=base_name, module=module, circuit=circuit))
+    _add(NeuronSpec(name, description, base, is_stc=True, base=base_name, module=module, circuit=circuit,
+                    pathways=pathways))
 
 
 #: entry-point group through which installed packages add neurons (loaded when a name is not registered)
@@ -236,6 +238,7 @@ def build_neuron(name: str, in_channels: int | None, hidden_channels: int, kerne
     options = {k: v for k, v in options.items() if v is not None or k not in COMMON_OPTIONS}
     if spec.is_stc:
         detach = options.pop("gradient_detach", False)
+        kept = options.pop("pathways", spec.pathways)
         return spec.circuit(spec.cls(in_channels, hidden_channels, kernel_size, **options), gradient_detach=detach,
-                            dims=dims)
+                            dims=dims, pathways=kept)
     return spec.cls(in_channels, hidden_channels, kernel_size, **options)

@@ -33,6 +33,10 @@ from stcsnn.neurons.lmh import LMH
 from stcsnn.neurons.registry import add_stc
 from stcsnn.neurons.tclif import TCLIF
 
+#: ``pathways`` option of every STC neuron: which autaptic pathways exist. An absent pathway's gain is fixed at
+#: 1 (its signal 0) and its convolution is not built: the ablations that say what each pathway contributes.
+PATHWAYS = ("both", "temporal", "spatial")
+
 #: the autapse's kernel for spikes with ``dims`` dimensions after (B, C), as a 2-D kernel over the (B, C, H, W)
 #: view a neuron layer steps in ((B, C) -> (B, C, 1, 1), (B, C, L) -> (B, C, L, 1)): 1 x 1 is a grouped linear
 #: map, k x 1 a grouped conv1d with same padding, k x k the paper's conv2d
@@ -41,20 +45,28 @@ AUTAPSE_KERNELS = {0: lambda k: (1, 1), 1: lambda k: (k, 1), 2: lambda k: (k, k)
 
 class Autapse(nn.Module):
     """The two STC pathways, fused: ``(1 + tanh A[t], 1 + tanh B[t]) = autapse(S[t-1])``. ``dims``: the spikes'
-    dimensions after (B, C) (2: the conv cells'; see :data:`AUTAPSE_KERNELS`)."""
+    dimensions after (B, C) (2: the conv cells'; see :data:`AUTAPSE_KERNELS`). ``pathways``: ``both``, or only
+    the ``temporal`` (A) or ``spatial`` (B) one (:data:`PATHWAYS`): the other's signal is 0, its gain exactly 1,
+    and its convolution and GroupNorm are not built (GroupNorm(32) over the fused 2C channels normalises each
+    pathway's groups on their own, so one pathway alone is the same computation with GroupNorm(16))."""
 
-    def __init__(self, channels: int, kernel_size: int = 5, gradient_detach: bool = False, dims: int = 2) -> None:
+    def __init__(self, channels: int, kernel_size: int = 5, gradient_detach: bool = False, dims: int = 2,
+                 pathways: str = "both") -> None:
         super().__init__()
         check_channels(channels, GROUPS, "hidden_channels")
         if dims not in AUTAPSE_KERNELS:
             raise StcsnnError(f"dims must be 0 (B, C), 1 (B, C, L) or 2 (B, C, H, W), got {dims!r}")
+        if pathways not in PATHWAYS:
+            raise StcsnnError(f"neuron option 'pathways' must be one of {', '.join(PATHWAYS)}, got {pathways!r}")
         self.channels = channels
         self.gradient_detach = gradient_detach
         self.dims = dims
+        self.kept = pathways
         kernel = AUTAPSE_KERNELS[dims](kernel_size)
-        self.conv = nn.Conv2d(channels, 2 * channels, kernel, padding=(kernel[0] // 2, kernel[1] // 2),
+        n = 2 if pathways == "both" else 1
+        self.conv = nn.Conv2d(channels, n * channels, kernel, padding=(kernel[0] // 2, kernel[1] // 2),
                               groups=GROUPS, bias=False)
-        self.norm = nn.GroupNorm(2 * GROUPS, 2 * channels)
+        self.norm = nn.GroupNorm(n * GROUPS, n * channels)
 
     def signals(self, prev_spike: Tensor, conv=None, norm=None) -> Tensor:
         """Both pathways' normalised signals before tanh, fused: ``GN32(W * S~[t-1])`` (B, 2C, H, W), conv group g
@@ -63,7 +75,14 @@ class Autapse(nn.Module):
         if self.gradient_detach:
             prev_spike = prev_spike.detach()
         y = self.conv(prev_spike) if conv is None else conv(self.conv, prev_spike)
-        return self.norm(y) if norm is None else norm(self.norm, y)
+        y = self.norm(y) if norm is None else norm(self.norm, y)
+        if self.kept == "both":
+            return y
+        # one pathway: the other's signal is 0 (gain 1), placed where the fused layout holds it
+        b, _, h, w = y.shape
+        one = y.reshape(b, GROUPS, 1, self.channels // GROUPS, h, w)
+        pair = (one, torch.zeros_like(one)) if self.kept == "temporal" else (torch.zeros_like(one), one)
+        return torch.cat(pair, 2).reshape(b, 2 * self.channels, h, w)
 
     def pathways(self, prev_spike: Tensor) -> tuple[Tensor, Tensor]:
         """The normalised pathway signals ``(A[t], B[t])`` (before tanh), each (B, C, H, W)."""
@@ -113,9 +132,9 @@ class STC(Cell):
     the top level) load unchanged.
     """
 
-    options = ("gradient_detach",)
+    options = ("gradient_detach", "pathways")
 
-    def __init__(self, base: Cell, gradient_detach: bool = False, dims: int = 2) -> None:
+    def __init__(self, base: Cell, gradient_detach: bool = False, dims: int = 2, pathways: str = "both") -> None:
         super().__init__()
         self.base = base
         self.in_channels = base.in_channels
@@ -123,7 +142,7 @@ class STC(Cell):
         self.kernel_size = base.kernel_size
         self.State = base.State
         self.membrane = base.membrane
-        self.autapse = Autapse(base.hidden_channels, base.kernel_size, gradient_detach, dims)
+        self.autapse = Autapse(base.hidden_channels, base.kernel_size, gradient_detach, dims, pathways)
         self._register_load_state_dict_pre_hook(_nest_base_keys, with_module=True)
 
     @property
@@ -160,12 +179,16 @@ def _nest_base_keys(module: STC, state_dict: dict, prefix: str, *args) -> None:
             state_dict[prefix + "base." + rest] = state_dict.pop(key)
 
 
-def register_stc(name: str, base: type, description: str, base_name: str | None = None) -> None:
-    """Register ``STC(base(...))`` under ``name``: the STC circuit around a registered or any cell class.
-    ``base_name``: the registered name of ``base`` (default: the plain neuron registered with that class), the
-    neuron ``stcsnn reproduce`` compares it with. The calling module is recorded as the neuron's (a plugin that
-    wraps a built-in neuron defines the composition, not the built-in module)."""
-    add_stc(name, base, description, STC, base_name, sys._getframe(1).f_globals.get("__name__"))
+def register_stc(name: str, base: type, description: str, base_name: str | None = None,
+                 pathways: str = "both") -> None:
+    """Register ``STC(base(...))`` under ``name``: the STC circuit around a registered or any cell class. ``base_name``:
+    the registered name of ``base`` (default: the plain neuron registered with that class), the neuron ``stcsnn
+    reproduce`` compares it with; ``pathways``: the default of its ``pathways`` option (a registered ablation
+    keeps one pathway, so that a grid can name it as a model). The calling module is recorded as the neuron's (a
+    plugin that wraps a built-in neuron defines the composition, not the built-in module)."""
+    if pathways not in PATHWAYS:
+        raise StcsnnError(f"register_stc({name!r}): pathways must be one of {', '.join(PATHWAYS)}, got {pathways!r}")
+    add_stc(name, base, description, STC, base_name, sys._getframe(1).f_globals.get("__name__"), pathways)
 
 
 register_stc("stc_lif", IF, "STC-LIF: autaptic temporal and spatial gains on an IF neuron (the paper)")
@@ -173,5 +196,10 @@ register_stc("stc_plif", PLIF, "STC-PLIF: the STC circuit on a parametric LIF")
 register_stc("stc_lmh", LMH, "STC-LM-H: the STC circuit on an LM-H neuron")
 register_stc("stc_glif", GLIF, "STC-GLIF: the STC circuit on GLIF")
 register_stc("stc_tclif", TCLIF, "STC-TC-LIF: the STC circuit on TC-LIF")
+# the pathway ablations of the paper's neuron (any STC neuron takes neuron_options: {pathways: ...})
+register_stc("stc_lif_temporal", IF, "STC-LIF ablation: the temporal pathway only (spatial gain fixed at 1)",
+             pathways="temporal")
+register_stc("stc_lif_spatial", IF, "STC-LIF ablation: the spatial pathway only (temporal gain fixed at 1)",
+             pathways="spatial")
 
-__all__ = ["Autapse", "STC", "fuse_pathways", "register_stc", "split_pathways"]
+__all__ = ["PATHWAYS", "Autapse", "STC", "fuse_pathways", "register_stc", "split_pathways"]
