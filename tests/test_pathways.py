@@ -1,4 +1,5 @@
-"""Pathway ablations (``neuron_options: {pathways: temporal | spatial}``) against single-pathway STC-LIF neurons
+"""Pathway ablations (``neuron_options: {pathways: temporal | spatial}``) and temporal-gain interventions
+(``temporal_gain: capped | detached``); the ablations against single-pathway STC-LIF neurons
 written out by hand, in float64, on the plain and the fused path, and through the predictor."""
 
 from __future__ import annotations
@@ -87,3 +88,56 @@ def test_the_predictor_fast_and_plain_paths_agree_with_one_pathway():
     fast = model(x, n_future=3)
     plain = model(x, n_future=3, policy=PLAIN)
     assert torch.allclose(fast, plain, rtol=0, atol=1e-9)
+
+
+def _pair(option: str):
+    """A free STC-LIF and one with ``temporal_gain=option``, with the same weights (float64)."""
+    torch.manual_seed(3)
+    free = build_neuron("stc_lif", 4, 32, 3).double()
+    other = build_neuron("stc_lif", 4, 32, 3, temporal_gain=option).double()
+    other.load_state_dict(free.state_dict())
+    return free, other
+
+
+def _run(cell, currents, fast):
+    state, out = None, []
+    for current in currents:
+        s, state = cell.neuron_step(current, state, fast=fast)
+        out.append(s)
+    return torch.stack(out), state
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_capped_temporal_gain_is_min_of_the_free_gain_and_one(fast):
+    free, capped = _pair("capped")
+    spikes = (torch.rand(2, 32, 8, 8, dtype=torch.float64) > 0.5).double()
+    g_free, b_free = free.autapse(spikes)
+    g_cap, b_cap = capped.autapse(spikes)
+    assert torch.equal(g_cap, torch.clamp(g_free, max=1.0)) and torch.equal(b_cap, b_free)
+    assert bool((g_free > 1).any())  # the cap changes something here
+    currents = torch.rand(6, 2, 32, 8, 8, dtype=torch.float64) * 1.6
+    plain, _ = _run(capped, currents, fast=False)
+    assert torch.equal(_run(capped, currents, fast=fast)[0], plain)  # the fused path computes the same
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_detached_temporal_gain_changes_no_value_and_stops_its_gradient(fast):
+    free, detached = _pair("detached")
+    currents = (torch.rand(6, 2, 32, 8, 8, dtype=torch.float64) * 1.6).requires_grad_(False)
+    grads = {}
+    for name, cell in (("free", free), ("detached", detached)):
+        spikes, state = _run(cell, currents, fast)
+        (spikes.sum() + state.v.square().sum()).backward()
+        grads[name] = (spikes.detach(), split_pathways_grad(cell))
+    assert torch.equal(grads["free"][0], grads["detached"][0])  # the forward pass is unchanged
+    (ga_free, _), (ga_det, gb_det) = grads["free"][1], grads["detached"][1]
+    assert ga_free.abs().sum() > 0 and torch.equal(ga_det, torch.zeros_like(ga_det))  # no gradient through A
+    assert gb_det.abs().sum() > 0  # the spatial pathway still learns
+
+
+def split_pathways_grad(cell) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradient of the fused autapse convolution split into its temporal (A) and spatial (B) rows."""
+    g = cell.autapse.conv.weight.grad
+    c, m = cell.autapse.channels, cell.autapse.channels // 16
+    g = g.reshape(16, 2, m, *g.shape[1:])
+    return g[:, 0].reshape(c, *g.shape[3:]), g[:, 1].reshape(c, *g.shape[3:])

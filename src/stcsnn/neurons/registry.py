@@ -57,7 +57,7 @@ class NeuronSpec:
     @property
     def options(self) -> tuple[str, ...]:
         """The options beyond ``surrogate`` and ``alpha`` this neuron accepts."""
-        extra = ("gradient_detach", "pathways") if self.is_stc else ()
+        extra = ("gradient_detach", "pathways", "temporal_gain") if self.is_stc else ()
         return tuple(self.cls.options) + extra
 
     @property
@@ -239,6 +239,7 @@ def build_neuron(name: str, in_channels: int | None, hidden_channels: int, kerne
     if spec.is_stc:
         detach = options.pop("gradient_detach", False)
         kept = options.pop("pathways", spec.pathways)
+        temporal = options.pop("temporal_gain", "free")
         return spec.circuit(spec.cls(in_channels, hidden_channels, kernel_size, **options), gradient_detach=detach,
-                            dims=dims, pathways=kept)
+                            dims=dims, pathways=kept, temporal_gain=temporal)
     return spec.cls(in_channels, hidden_channels, kernel_size, **options)

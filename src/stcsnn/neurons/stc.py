@@ -36,6 +36,11 @@ from stcsnn.neurons.tclif import TCLIF
 #: ``pathways`` option of every STC neuron: which autaptic pathways exist. An absent pathway's gain is fixed at
 #: 1 (its signal 0) and its convolution is not built: the ablations that say what each pathway contributes.
 PATHWAYS = ("both", "temporal", "spatial")
+#: ``temporal_gain`` option of every STC neuron: interventions on the temporal pathway that test *why* it helps.
+#: ``capped``: G_A = min(1 + tanh A, 1) (the carried-over membrane can only shrink, never grow: A -> min(A, 0));
+#: ``detached``: the forward pass unchanged, no gradient through A (the pathway still gates, it is not learned
+#: through its effect on the membrane). ``free`` (default): the paper's.
+TEMPORAL_GAIN = ("free", "capped", "detached")
 
 #: the autapse's kernel for spikes with ``dims`` dimensions after (B, C), as a 2-D kernel over the (B, C, H, W)
 #: view a neuron layer steps in ((B, C) -> (B, C, 1, 1), (B, C, L) -> (B, C, L, 1)): 1 x 1 is a grouped linear
@@ -51,13 +56,17 @@ class Autapse(nn.Module):
     pathway's groups on their own, so one pathway alone is the same computation with GroupNorm(16))."""
 
     def __init__(self, channels: int, kernel_size: int = 5, gradient_detach: bool = False, dims: int = 2,
-                 pathways: str = "both") -> None:
+                 pathways: str = "both", temporal_gain: str = "free") -> None:
         super().__init__()
         check_channels(channels, GROUPS, "hidden_channels")
         if dims not in AUTAPSE_KERNELS:
             raise StcsnnError(f"dims must be 0 (B, C), 1 (B, C, L) or 2 (B, C, H, W), got {dims!r}")
         if pathways not in PATHWAYS:
             raise StcsnnError(f"neuron option 'pathways' must be one of {', '.join(PATHWAYS)}, got {pathways!r}")
+        if temporal_gain not in TEMPORAL_GAIN:
+            raise StcsnnError(f"neuron option 'temporal_gain' must be one of {', '.join(TEMPORAL_GAIN)}, got "
+                              f"{temporal_gain!r}")
+        self.temporal_gain = temporal_gain
         self.channels = channels
         self.gradient_detach = gradient_detach
         self.dims = dims
@@ -76,13 +85,22 @@ class Autapse(nn.Module):
             prev_spike = prev_spike.detach()
         y = self.conv(prev_spike) if conv is None else conv(self.conv, prev_spike)
         y = self.norm(y) if norm is None else norm(self.norm, y)
-        if self.kept == "both":
+        if self.kept == "both" and self.temporal_gain == "free":
             return y
-        # one pathway: the other's signal is 0 (gain 1), placed where the fused layout holds it
+        # the fused layout, conv group g holding [A of group g, B of group g]; one pathway: the other's signal 0
         b, _, h, w = y.shape
-        one = y.reshape(b, GROUPS, 1, self.channels // GROUPS, h, w)
-        pair = (one, torch.zeros_like(one)) if self.kept == "temporal" else (torch.zeros_like(one), one)
-        return torch.cat(pair, 2).reshape(b, 2 * self.channels, h, w)
+        m = self.channels // GROUPS
+        if self.kept == "both":
+            parts = y.reshape(b, GROUPS, 2, m, h, w)
+            a, s = parts[:, :, :1], parts[:, :, 1:]
+        else:
+            one = y.reshape(b, GROUPS, 1, m, h, w)
+            a, s = (one, torch.zeros_like(one)) if self.kept == "temporal" else (torch.zeros_like(one), one)
+        if self.temporal_gain == "capped":
+            a = a.clamp(max=0.0)  # tanh is increasing: 1 + tanh(min(A, 0)) = min(1 + tanh A, 1)
+        elif self.temporal_gain == "detached":
+            a = a.detach()
+        return torch.cat((a, s), 2).reshape(b, 2 * self.channels, h, w)
 
     def pathways(self, prev_spike: Tensor) -> tuple[Tensor, Tensor]:
         """The normalised pathway signals ``(A[t], B[t])`` (before tanh), each (B, C, H, W)."""
@@ -132,9 +150,10 @@ class STC(Cell):
     the top level) load unchanged.
     """
 
-    options = ("gradient_detach", "pathways")
+    options = ("gradient_detach", "pathways", "temporal_gain")
 
-    def __init__(self, base: Cell, gradient_detach: bool = False, dims: int = 2, pathways: str = "both") -> None:
+    def __init__(self, base: Cell, gradient_detach: bool = False, dims: int = 2, pathways: str = "both",
+                 temporal_gain: str = "free") -> None:
         super().__init__()
         self.base = base
         self.in_channels = base.in_channels
@@ -142,7 +161,7 @@ class STC(Cell):
         self.kernel_size = base.kernel_size
         self.State = base.State
         self.membrane = base.membrane
-        self.autapse = Autapse(base.hidden_channels, base.kernel_size, gradient_detach, dims, pathways)
+        self.autapse = Autapse(base.hidden_channels, base.kernel_size, gradient_detach, dims, pathways, temporal_gain)
         self._register_load_state_dict_pre_hook(_nest_base_keys, with_module=True)
 
     @property
@@ -202,4 +221,4 @@ register_stc("stc_lif_temporal", IF, "STC-LIF ablation: the temporal pathway onl
 register_stc("stc_lif_spatial", IF, "STC-LIF ablation: the spatial pathway only (temporal gain fixed at 1)",
              pathways="spatial")
 
-__all__ = ["PATHWAYS", "Autapse", "STC", "fuse_pathways", "register_stc", "split_pathways"]
+__all__ = ["PATHWAYS", "TEMPORAL_GAIN", "Autapse", "STC", "fuse_pathways", "register_stc", "split_pathways"]
