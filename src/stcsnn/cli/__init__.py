@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 THREADS_HELP = ("CPU threads for PyTorch: auto (default: the CPUs this process may use minus those busy with "
-                "other work; OMP_NUM_THREADS wins over auto) or a number")
+                "other work, picked once at start; OMP_NUM_THREADS wins over auto) or a number; train re-tunes "
+                "only with --set retune_threads=true")
 
 
 def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
