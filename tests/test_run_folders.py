@@ -101,9 +101,20 @@ def test_eval_of_an_export_folder_or_a_foreign_folder_needs_out(run, tmp_path, c
     line = one_error(capsys, main(["eval", "--checkpoint", str(tmp_path / "mine" / "model.pt")]))
     assert "not a run folder" in line and "todo.txt" in line and "--out" in line
     assert tree(tmp_path) == before
-    # with --out it works, and the report records the checkpoint's sha256
+    # with --out it works, and the report records the sha256 of the export's weights: the same eval again may
+    # replace it, a report.json of the user's in --out is refused (it records no such sha256)
+    import hashlib
+
     assert main(["eval", "--checkpoint", str(models / "m1"), "--out", str(tmp_path / "r")]) == 0
-    assert not json.loads((tmp_path / "r" / "report.json").read_text())["checkpoint_sha256"]  # a folder: no file
+    weights = hashlib.sha256((models / "m1" / "model.safetensors").read_bytes()).hexdigest()
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["checkpoint_sha256"] == weights
+    assert main(["eval", "--checkpoint", str(models / "m1"), "--out", str(tmp_path / "r")]) == 0
+    (tmp_path / "u").mkdir()
+    (tmp_path / "u" / "report.json").write_text('{"mine": 1}\n')
+    capsys.readouterr()
+    before = tree(tmp_path)
+    line = one_error(capsys, main(["eval", "--checkpoint", str(models / "m1"), "--out", str(tmp_path / "u")]))
+    assert "report of another checkpoint" in line and tree(tmp_path) == before
 
 
 def test_eval_out_into_another_runs_folder_is_refused_and_the_card_matches_by_hash(run, tmp_path, capsys):
@@ -272,3 +283,16 @@ def test_sigterm_during_eval_exits_143_and_leaves_nothing(run, tmp_path):
     assert rc == 143, child.log
     assert "SIGTERM" in child.log and "Traceback" not in child.log
     assert not out.exists()
+
+
+def test_eval_without_a_checkpoint_hash_never_takes_an_existing_report(tmp_path):
+    """An ``hf://`` model has no local file to hash: a report.json already in --out is not its (a user's, or
+    another model's), whatever it records."""
+    from stcsnn.runs import RunFolderError, eval_folder
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.json").write_text('{"mine": 1}\n')
+    names = ["report.json", "report.md", "predictions.png"]
+    with pytest.raises(RunFolderError, match="report of another checkpoint"):
+        eval_folder("hf://user/repo", str(tmp_path / "out"), names, None)
+    assert eval_folder("hf://user/repo", str(tmp_path / "new"), names, None) == tmp_path / "new"

@@ -61,10 +61,9 @@ _RECORDS = ("*.pt", "metrics.csv", "steps.csv", "config.yaml")
 # Everything train, eval and visualize write into a run folder: any other entry is the user's.
 RUN_OWNED = (*RUN_FILES, "predictions.png", "report_*_predictions.png", "visualize_grid.png",
              "visualize_sample*.gif", "tensorboard")
-# What a run that died before its first last.pt leaves: `--resume auto` starts that run again.
+# What a run that died before its first last.pt leaves (`--resume auto` starts that run again), and so what a new
+# run that never wrote last.pt removes again when it fails.
 UNSAVED_RUN = {"config.yaml", "steps.csv", "metrics.csv", "best.pt"}
-# The files a new run that never wrote last.pt removes again when it fails.
-DISCARDABLE = {"config.yaml", "metrics.csv", "steps.csv", "best.pt"}
 # A report's record of the checkpoint it evaluated (sha256 of the file's bytes).
 SHA_KEY = "checkpoint_sha256"
 
@@ -222,13 +221,13 @@ def _check_config_edits(out: Path, saved: dict[str, Any], given: set[str]) -> No
 
 
 def discard_unsaved(out: Path, written: Collection[str]) -> list[str]:
-    """After a failure: while ``out`` holds no last.pt, remove the files of ``DISCARDABLE`` this command wrote
+    """After a failure: while ``out`` holds no last.pt, remove the files of ``UNSAVED_RUN`` this command wrote
     (``written``), so that a run that never saved leaves nothing that blocks the next start. Returns their
     names."""
     if (out / "last.pt").exists():
         return []
     removed = []
-    for name in sorted(set(written) & DISCARDABLE):
+    for name in sorted(set(written) & UNSAVED_RUN):
         with contextlib.suppress(OSError):
             (out / name).unlink()
             removed.append(name)
@@ -265,7 +264,7 @@ def eval_folder(checkpoint: str, out: str | None, names: list[str], sha: str | N
     if own:
         return folder
     report = folder / names[0]
-    if report.exists() and report_sha(report) != sha:
+    if report.exists() and (sha is None or report_sha(report) != sha):  # no sha (hf://): no report matches
         raise RunFolderError(f"{report} is the report of another checkpoint (it records no sha256 of "
                              f"{Path(checkpoint).name}); give another --out (nothing was written)")
     if not report.exists():

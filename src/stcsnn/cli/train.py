@@ -133,7 +133,7 @@ def _eval(args: argparse.Namespace) -> int:
     from stcsnn.errors import CheckpointError, ConfigError
     from stcsnn.io import RunLock, check_writable
     from stcsnn.metrics import metric_line
-    from stcsnn.models.loading import load_model
+    from stcsnn.models.loading import WEIGHTS_NAME, load_model
     from stcsnn.runs import SHA_KEY, eval_folder, file_sha256
     from stcsnn.train.evaluate import evaluate_model, run_metrics, write_report
     from stcsnn.train.signals import Terminated, sigterm_held, sigterm_raises
@@ -151,7 +151,9 @@ def _eval(args: argparse.Namespace) -> int:
     stem = "report" if args.split == "test" else f"report_{args.split}"
     names = [f"{stem}.json", f"{stem}.md", "predictions.png" if stem == "report" else f"{stem}_predictions.png"]
     ckpt = Path(args.checkpoint)
-    sha = file_sha256(ckpt) if ckpt.is_file() else None  # what the report is about (export matches by it)
+    # what the report is about (export matches by it): the checkpoint file, or an export folder's weights
+    weights = ckpt / WEIGHTS_NAME if ckpt.is_dir() else ckpt
+    sha = file_sha256(weights) if weights.is_file() else None
     out = eval_folder(args.checkpoint, args.out, names, sha)
     check_writable(out / names[0])
     paths: list[Path] = []
