@@ -517,3 +517,18 @@ def test_forced_export_over_a_graph_without_onnx_packages_refuses_naming_it(ckpt
         assert "holds step.onnx of an earlier export, which must be regenerated for the new weights" in line
         assert 'pip install "stcsnn[onnx]"' in line and "remove step.onnx first" in line
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_export_refuses_a_given_frame_shape_the_model_cannot_read(tmp_path):
+    from stcsnn.errors import CheckpointError
+    from stcsnn.io import atomic_torch_save
+    from stcsnn.models import build_model
+    from stcsnn.models.export import export
+    from stcsnn.models.loading import model_checkpoint
+
+    cfg = make_config({"neuron": "lif", "hidden_channels": [16], "kernel_size": 3, "patch_size": 4,
+                       "frame_shape": [1, 16, 16]})
+    atomic_torch_save(model_checkpoint(build_model(cfg), cfg), tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match=r"frame_shape \[3, 16, 16\] has 3 channel\(s\), the model .* reads 1"):
+        export(tmp_path / "m.pt", tmp_path / "out", frame_shape=[3, 16, 16])
+    assert not (tmp_path / "out").exists()

@@ -398,6 +398,9 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
     # recorded, so that the folder rebuilds its model without knowing the dataset; the models layer knows no
     # dataset, so a checkpoint that records no frame shape (written before they were) needs it given
     if frame_shape is not None:
+        if int(frame_shape[0]) != model.frame_channels:  # the folder would not load: say so before writing it
+            raise CheckpointError(f"frame_shape {list(frame_shape)} has {frame_shape[0]} channel(s), the model in "
+                                  f"{str(src)!r} reads {model.frame_channels}; expected [{model.frame_channels}, H, W]")
         cfg = make_config({**cfg.to_dict(), "frame_shape": [int(v) for v in frame_shape]})
     elif cfg.frame_shape is None:
         raise CheckpointError(f"checkpoint {str(src)!r} records no frame_shape (written by an older stcsnn); "

@@ -201,16 +201,19 @@ def _check_safetensors_header(path: Path, label: str) -> None:
         return CheckpointError(f"{label!r}: {WEIGHTS_NAME} cannot be read ({why}); truncated or not a safetensors "
                                "file?")
 
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        n = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if not 0 < n <= min(size - 8, MAX_SAFETENSORS_HEADER):
-            raise refused(f"it declares a header of {n} bytes in a file of {size}")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise refused(f"its header is not JSON: {str(exc)[:100]}") from None
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 0 < n <= min(size - 8, MAX_SAFETENSORS_HEADER):
+                raise refused(f"it declares a header of {n} bytes in a file of {size}")
+            try:
+                header = json.loads(f.read(n))
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+                raise refused(f"its header is not JSON: {str(exc)[:100]}") from None
+    except OSError as exc:
+        raise refused(exc.strerror or str(exc)) from None
     if not isinstance(header, dict):
         raise refused(f"its header is a {type(header).__name__}, not a JSON object")
     room = size - 8 - n
@@ -236,14 +239,12 @@ def read_weights(path: str | os.PathLike, label: str) -> dict[str, torch.Tensor]
     from stcsnn.models.checkpoint import tensor_digest
 
     path = Path(path)
+    _check_safetensors_header(path, label)  # its own one-line errors, before the library reads anything
     try:
-        _check_safetensors_header(path, label)
         with safe_open(path, framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
             state_dict = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is no dict)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
         raise CheckpointError(f"{label!r}: {WEIGHTS_NAME} cannot be read ({str(exc).splitlines()[0][:200]}); "
                               "truncated or not a safetensors file?") from None
     raw = metadata.get(EXPORT_CHECKSUMS)
