@@ -2,8 +2,9 @@
 
 Distributed runs are detected from the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``).
 NCCL is used on GPUs, gloo on CPUs. On GPUs each rank takes its own: ``cuda`` (or ``auto``) is GPU ``LOCAL_RANK``
-and ``cuda:N`` is GPU ``N + LOCAL_RANK`` (:func:`stcsnn.device.pick_device`). The checks that need the resolved device are made here, before any work:
-``device: auto`` is only known to be a CPU or a GPU at run time.
+and ``cuda:N`` is GPU ``N + LOCAL_RANK`` (:func:`stcsnn.device.pick_device`).
+The checks that need the resolved device are made here, before any work: ``device: auto`` is only known to be
+a CPU or a GPU at run time.
 """
 
 from __future__ import annotations
