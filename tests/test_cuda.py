@@ -285,3 +285,16 @@ def test_cpu_runtime_leaves_cudnn_alone(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     rt = setup_runtime(tiny_cfg(device="cpu"))
     assert rt.device == torch.device("cpu") and torch.backends.cudnn.benchmark is False
+
+
+def test_gpu_script_parses():
+    """benchmarks/gpu.sh is valid bash (its full CPU check, GPU_SH_CPU=1, runs every part in about a minute)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu.sh"
+    subprocess.run([bash, "-n", str(script)], check=True)
