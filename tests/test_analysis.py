@@ -370,3 +370,40 @@ def test_grid_corrupt_report_one_error_line(tmp_path, capsys, grid, analysis):
     assert line.endswith("delete it and run the same `stcsnn reproduce` command again")
     assert {str(p): p.read_bytes() for p in sorted(copy.rglob("*")) if p.is_file()} == before
     assert not (copy / analysis).exists()
+
+
+# ------------------------------------------------------------------------- device: the tensors made here
+# The "meta" device stands in for a GPU: a tensor there has a device other than the CPU's, and torch's own
+# device checks run on it, so code that makes a helper tensor on the CPU fails here as it would on CUDA.
+
+
+def test_summary_makes_its_quantiles_on_the_input_device(monkeypatch):
+    from stcsnn.analysis import common
+
+    real = torch.quantile
+    seen = []
+
+    def quantile(x, q):
+        real(x, q)  # torch's check: "q tensor must be on the same device as the input tensor"
+        seen.append((x.device, q.device, q.tolist() if q.device.type == "cpu" else None))
+        return torch.tensor([0.0, 0.5, 1.0])  # a meta result cannot be read back; the check above is the test
+
+    monkeypatch.setattr(torch, "quantile", quantile)
+    common.quantiles(torch.empty(7, device="meta"))
+    assert seen == [(torch.device("meta"), torch.device("meta"), None)]
+    # and on the CPU the real values (hand-computed: 0..10, linear interpolation)
+    monkeypatch.setattr(torch, "quantile", real)
+    s = common.summary(torch.arange(11.0), "x")
+    assert (s["x_min"], s["x_p05"], s["x_median"], s["x_p95"], s["x_max"]) == pytest.approx((0, 0.5, 5, 9.5, 10))
+
+
+def test_region_histograms_of_an_empty_region_live_on_the_gains_device():
+    from stcsnn.analysis.dynamics import DynamicsTrace, region_histograms
+
+    # one step only: the pooled steps (>= 1) are empty, so every region is empty
+    gain = torch.empty(1, 2, 2, 2, device="meta")
+    trace = DynamicsTrace("stc_lif", [[0.5]], [{"temporal": [gain], "spatial": [gain]}], [[gain]],
+                          [torch.empty(1, 1, 4, 4, device="meta")], patch_size=2)
+    hists = region_histograms(trace, bins=7)
+    assert set(hists) == {(0, k, r) for k in ("temporal", "spatial") for r in ("object", "background")}
+    assert all(h.device.type == "meta" and h.shape == (7,) for h in hists.values())

@@ -10,16 +10,36 @@ from stcsnn.errors import ConfigError
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` (this process's local rank) or ``cuda:N``."""
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    ``local_rank`` is this process's rank on its node (torchrun's ``LOCAL_RANK``; 0 for one process): ``cuda``
+    and ``auto`` take GPU ``local_rank``, and ``cuda:N`` takes GPU ``N + local_rank``, so N names the first of
+    the node's GPUs the run uses (one process: GPU N itself). Without the offset every rank would share GPU N.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
-        return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
-    if name != "cpu":
+    if name == "cpu":
+        return torch.device("cpu")
+    first = _cuda_index(name)
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
+    index = first + local_rank
+    count = torch.cuda.device_count()
+    if index >= count:
+        rank = f" + local rank {local_rank}" if local_rank else ""
+        raise ConfigError(f"device {name!r}{rank} is GPU {index}, but only {count} CUDA device(s) are visible "
+                          f"(GPUs 0..{count - 1})")
+    return torch.device("cuda", index)
+
+
+def _cuda_index(name: str) -> int:
+    """The N of ``cuda:N`` (0 for ``cuda``); anything else is a ConfigError."""
+    if name == "cuda":
+        return 0
+    prefix, _, index = name.partition(":")
+    if prefix != "cuda" or not index.isdigit():
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    return torch.device("cpu")
+    return int(index)
 
 
 #: ``amp`` config value -> autocast dtype (``None``: full precision).

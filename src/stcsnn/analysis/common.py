@@ -191,7 +191,8 @@ def quantiles(x: torch.Tensor, qs: Sequence[float] = (0.05, 0.5, 0.95)) -> list[
     limit = 1 << 24
     if x.numel() > limit:
         x = x[:: math.ceil(x.numel() / limit)]
-    return torch.quantile(x, torch.tensor(list(qs), dtype=x.dtype)).tolist()
+    # q on x's device: torch.quantile refuses a CPU q beside a CUDA input
+    return torch.quantile(x, torch.tensor(list(qs), dtype=x.dtype, device=x.device)).tolist()
 
 
 def summary(x: torch.Tensor, prefix: str) -> dict[str, float]:

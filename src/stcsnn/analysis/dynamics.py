@@ -128,7 +128,8 @@ def _region_values(trace: DynamicsTrace, masks: list[Tensor], layer: int, kind: 
         x = g[kind][t]
         m = masks[t].expand_as(x)
         parts.append(x[m if region == "object" else ~m])
-    return torch.cat(parts) if parts else torch.empty(0)
+    # an empty region lives where the gains do: histograms of several traces are added up
+    return torch.cat(parts) if parts else g[kind][0].new_empty(0)
 
 
 def region_rows(trace: DynamicsTrace, threshold: float = 0.1) -> list[dict]:
@@ -163,7 +164,8 @@ def region_histograms(trace: DynamicsTrace, threshold: float = 0.1, bins: int = 
         for kind in GAINS:
             for region in REGIONS:
                 x = _region_values(trace, masks, l, kind, region, None).float()
-                out[(l, kind, region)] = torch.histc(x, bins=bins, min=0.0, max=2.0) if x.numel() else torch.zeros(bins)
+                out[(l, kind, region)] = (torch.histc(x, bins=bins, min=0.0, max=2.0) if x.numel()
+                                          else x.new_zeros(bins))
     return out
 
 

@@ -252,7 +252,7 @@ class Trainer:
         batches = epoch_batches(len(train_set), cfg.batch_size, self.epoch, cfg.seed, cfg.steps_per_epoch)
         rows = self.rt.rows(cfg.batch_size)
         return DataLoader(train_set, batch_sampler=[b[rows] for b in batches[self.batch:]],
-                          num_workers=cfg.num_workers)
+                          num_workers=cfg.num_workers, pin_memory=self.rt.device.type == "cuda")
 
     def _train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[bool, bool, int] | None:
         """One optimizer step on a batch. Returns the stop / save requests agreed by all ranks (DDP), or None

@@ -1,8 +1,10 @@
 """Where a run executes: the process's rank among the processes of a DDP run (torchrun) and its device.
 
 Distributed runs are detected from the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``).
-NCCL is used on GPUs, gloo on CPUs. The checks that need the resolved device are made here, before any work:
-``device: auto`` is only known to be a CPU or a GPU at run time.
+NCCL is used on GPUs, gloo on CPUs. On GPUs each rank takes its own: ``cuda`` (or ``auto``) is GPU ``LOCAL_RANK``
+and ``cuda:N`` is GPU ``N + LOCAL_RANK`` (:func:`stcsnn.device.pick_device`).
+The checks that need the resolved device are made here, before any work: ``device: auto`` is only known to be
+a CPU or a GPU at run time.
 """
 
 from __future__ import annotations
@@ -58,18 +60,39 @@ def setup_runtime(cfg: Config) -> Runtime:
         raise ConfigError(f"config key 'amp' is fp16, which needs a CUDA device (its gradient scaler exists only "
                           f"there), but device {cfg.device!r} resolved to the CPU; use amp: bf16 or null on the "
                           "CPU")
+    if device.type == "cuda":
+        # a run's convolutions keep their shapes step after step: let cuDNN time its algorithms once per shape
+        # and keep the fastest (cuDNN's backward convolutions are not bitwise reproducible on GPUs either way)
+        torch.backends.cudnn.benchmark = True
     backend = None
     if world > 1:
         import torch.distributed as dist
 
         if cfg.batch_size % world:
             raise ConfigError(f"batch_size {cfg.batch_size} (global) must divide by the {world} processes")
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        backend = str(dist.get_backend())
         if device.type == "cuda":
+            # before the process group: NCCL binds each rank's communicator to the current device, and a rank
+            # that has not chosen one talks through GPU 0 (every rank's memory and traffic on one GPU)
             torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group(**process_group_options(device))
+        backend = str(dist.get_backend())
     return Runtime(rank, world, local_rank, device, backend)
+
+
+def process_group_options(device: torch.device) -> dict:
+    """``init_process_group``'s arguments: NCCL bound to this rank's GPU (``device_id``, where the installed
+    torch takes it: the communicator is created at once on the right device), gloo on the CPU."""
+    import inspect
+
+    import torch.distributed as dist
+
+    if device.type != "cuda":
+        return {"backend": "gloo"}
+    options = {"backend": "nccl"}
+    if "device_id" in inspect.signature(dist.init_process_group).parameters:
+        options["device_id"] = device
+    return options
 
 
 def all_reduce(t: torch.Tensor) -> torch.Tensor:
