@@ -257,3 +257,22 @@ def test_pickle_calling_os_system_is_refused_and_never_runs(tmp_path, capsys):
         assert "weights_only loading refuses (GLOBAL posix.system)" in line or "(GLOBAL nt.system)" in line, line
         assert "truncated" not in line, line
     assert not marker.exists()
+
+
+def test_resume_without_config_reads_its_checkpoint_once(run, tmp_path, capsys):
+    """``train --resume PATH`` without ``--config`` reads the checkpoint for its config and the trainer continues
+    from that same read: an older checkpoint without checksums is noted once, not once per read."""
+    folder = tmp_path / "r"
+    folder.mkdir()
+    for p in run.iterdir():
+        if p.is_file():
+            (folder / p.name).write_bytes(p.read_bytes())
+    ckpt = torch.load(folder / "last.pt", weights_only=True)
+    ckpt.pop(schema.CHECKSUMS)
+    torch.save(ckpt, folder / "last.pt")  # as an older stcsnn wrote it
+    for name in ("report.json", "report.md", "predictions.png"):  # stopped before its test report: not
+        (folder / name).unlink(missing_ok=True)  # complete, so the trainer continues and writes it
+    capsys.readouterr()
+    assert main(["train", "--resume", str(folder / "last.pt"), "--out", str(folder), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"checkpoint {str(folder / 'last.pt')!r} carries no checksums") == 1, err

@@ -111,9 +111,11 @@ def _train(args: argparse.Namespace) -> int:
                               "--out DIR --resume auto for a run directory that holds last.pt")
         from stcsnn.config import make_config
 
-        cfg = make_config(read_checkpoint(source)["config"], overrides)
+        loaded = (source, read_checkpoint(source))  # read once: the trainer continues from it
+        cfg = make_config(loaded[1]["config"], overrides)
         out = args.out or str(source.parent)
     else:
+        loaded = None
         cfg = load_config(args.config, overrides)
         out = args.out or str(Path("runs") / Path(args.config).stem)
     # the lower bound first (it keeps absurd sizes away from the model builder), then the exact count; the trainer
@@ -124,7 +126,7 @@ def _train(args: argparse.Namespace) -> int:
     choice = getattr(args, "thread_choice", None)
     tune = choice is not None and choice.reason.startswith("auto")  # an explicit count is the user's to keep
     return train(cfg, out, args.resume, progress=not args.quiet, tune_threads=tune, thread_choice=choice,
-                 given=set(overrides))
+                 given=set(overrides), loaded=loaded)
 
 
 def _eval(args: argparse.Namespace) -> int:

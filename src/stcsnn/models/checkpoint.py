@@ -48,7 +48,6 @@ CHECKSUMS = "checksums"
 #: checkpoint where the neuron is unknown names the ``--plugin`` to pass. Also written to an export's config.json.
 PLUGINS = "plugins"
 HINT = "truncated or not a checkpoint saved by stcsnn?"
-_NOTED: set[str] = set()  # the checkpoints whose lack of checksums was reported in this process
 
 
 # ---------------------------------------------------------------------------------------------- tensors
@@ -157,10 +156,8 @@ def verify(ckpt: dict[str, Any], label: str) -> None:
     """Compare the tensors with the checksums written with them; a checkpoint without any gets a note."""
     expected = ckpt.get(CHECKSUMS)
     if expected is None:
-        if label not in _NOTED:  # `train --resume` reads its checkpoint twice (config, then state): one note
-            _NOTED.add(label)
-            print(f"note: checkpoint {label!r} carries no checksums (written by an older stcsnn); its tensors "
-                  "cannot be verified", file=sys.stderr)
+        print(f"note: checkpoint {label!r} carries no checksums (written by an older stcsnn); its tensors "
+              "cannot be verified", file=sys.stderr)
         return
     if not isinstance(expected, dict):
         raise CheckpointError(f"checkpoint {label!r} is corrupt: its checksums entry is a "

@@ -102,10 +102,10 @@ class Trainer:
 
     def __init__(self, cfg: Config, out_dir: str | os.PathLike, resume: str | None = None, progress: bool = True,
                  tune_threads: bool = False, thread_choice: ThreadChoice | None = None,
-                 given: Collection[str] | None = None) -> None:
+                 given: Collection[str] | None = None, loaded: tuple[Path, dict] | None = None) -> None:
         self.out = Path(out_dir)
         self.progress_enabled = progress
-        self.resumed_from, ckpt = _resume_checkpoint(self.out, cfg, resume)
+        self.resumed_from, ckpt = _resume_checkpoint(self.out, cfg, resume, loaded)
         if ckpt is not None:
             cfg = runs.resumed_config(self.out, cfg, ckpt["config"], given)
             _refuse_complete(self.out, cfg, ckpt)
@@ -417,13 +417,16 @@ class Trainer:
         return paths
 
 
-def _resume_checkpoint(out: Path, cfg: Config, resume: str | None) -> tuple[Path | None, dict | None]:
+def _resume_checkpoint(out: Path, cfg: Config, resume: str | None, loaded: tuple[Path, dict] | None = None
+                       ) -> tuple[Path | None, dict | None]:
     """(path, checkpoint) of the run to continue ((None, None): a new run), after checking that the folder is this
-    run's to write."""
+    run's to write. ``loaded``: ``(path, checkpoint)`` the caller already read (``stcsnn train --resume`` without
+    ``--config`` reads the checkpoint for its config): used when it is the file to continue, not read again."""
     path = runs.resume_path(out, cfg, resume)
     if path is None:
         return None, None
-    ckpt = read_checkpoint(path)
+    same = loaded is not None and os.path.realpath(loaded[0]) == os.path.realpath(path)
+    ckpt = loaded[1] if same else read_checkpoint(path)
     lacking = lacking_training_keys(ckpt)
     if lacking:
         raise TrainingError(f"checkpoint {str(path)!r} holds no training state (no {', '.join(lacking)}): "
@@ -468,13 +471,13 @@ def _run_threads(cfg: Config, choice: ThreadChoice | None, ckpt: dict[str, Any] 
 
 def train(cfg: Config, out_dir: str | os.PathLike, resume: str | None = None, progress: bool = True,
           tune_threads: bool = False, thread_choice: ThreadChoice | None = None,
-          given: Collection[str] | None = None) -> int:
+          given: Collection[str] | None = None, loaded: tuple[Path, dict] | None = None) -> int:
     """Python entry point of ``stcsnn train``. Holds ``out_dir``'s :class:`~stcsnn.io.RunLock` for the whole run
     (rank 0 only under DDP) and, holding it, removes the temporary files an earlier crash left there. Returns an
     exit code: 0 done (or nothing to do: a complete run, one line says so and nothing is written), 130 stopped by
     Ctrl-C, 143 by SIGTERM (resumable from last.pt). ``tune_threads`` and ``thread_choice``: see :class:`Trainer`;
     ``given``: the config keys set explicitly on the command line
-    (:func:`stcsnn.runs.resumed_config`)."""
+    (:func:`stcsnn.runs.resumed_config`); ``loaded``: ``(path, checkpoint)`` already read by the caller."""
     out = Path(out_dir)
     main = is_main_process()
     trainer: Trainer | None = None
@@ -482,7 +485,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: str | None = None, pr
         with sigterm_raises(), (RunLock(out, "stcsnn train") if main else nullcontext()):
             try:
                 trainer = Trainer(cfg, out, resume, progress, tune_threads=tune_threads,
-                                  thread_choice=thread_choice, given=given)
+                                  thread_choice=thread_choice, given=given, loaded=loaded)
             except RunComplete as done:  # nothing read beyond the checkpoint, nothing written
                 print(done)
                 return 0
