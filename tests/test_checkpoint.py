@@ -184,14 +184,19 @@ def test_newer_version_is_one_line_naming_both_versions(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------- resume
-@pytest.mark.parametrize(("key", "value"), [("step", "x"), ("rng", {}), ("history", 5), ("optimizer", []),
-                                            ("epoch", -1), ("batch", 1.5), ("best_val_mse", "low")])
-def test_resume_of_malformed_training_state_is_one_line(run, tmp_path, capsys, key, value):
-    folder = tmp_path / "r"
+def _copy_files(run: Path, folder: Path) -> Path:
+    """The files of the finished run ``run`` copied into the new ``folder``."""
     folder.mkdir()
     for p in run.iterdir():
         if p.is_file():
             (folder / p.name).write_bytes(p.read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize(("key", "value"), [("step", "x"), ("rng", {}), ("history", 5), ("optimizer", []),
+                                            ("epoch", -1), ("batch", 1.5), ("best_val_mse", "low")])
+def test_resume_of_malformed_training_state_is_one_line(run, tmp_path, capsys, key, value):
+    folder = _copy_files(run, tmp_path / "r")
     ckpt = torch.load(folder / "last.pt", weights_only=True)
     ckpt[key] = value
     torch.save(schema.sealed(ckpt), folder / "last.pt")  # sealed: the schema's check, not the checksum, refuses it
@@ -262,11 +267,7 @@ def test_pickle_calling_os_system_is_refused_and_never_runs(tmp_path, capsys):
 def test_resume_without_config_reads_its_checkpoint_once(run, tmp_path, capsys):
     """``train --resume PATH`` without ``--config`` reads the checkpoint for its config and the trainer continues
     from that same read: an older checkpoint without checksums is noted once, not once per read."""
-    folder = tmp_path / "r"
-    folder.mkdir()
-    for p in run.iterdir():
-        if p.is_file():
-            (folder / p.name).write_bytes(p.read_bytes())
+    folder = _copy_files(run, tmp_path / "r")
     ckpt = torch.load(folder / "last.pt", weights_only=True)
     ckpt.pop(schema.CHECKSUMS)
     torch.save(ckpt, folder / "last.pt")  # as an older stcsnn wrote it
