@@ -451,22 +451,22 @@ def _gib(n: int) -> str:
 def check_memory(cfg: Config, training: bool = True, batch: int | None = None, params: int | None = None) -> None:
     """Refuse ``cfg`` when its use cannot fit this machine's available memory (:func:`memory_estimate`: a training
     step, or with ``training=False`` the model plus ``batch`` sequences' frames), before anything is allocated.
-    The quick lower bound first: it also keeps absurd sizes (hidden_channels: [10**400]) away from the model
-    builder. Every config is checked as a model when it is made (:func:`validate`); ``stcsnn train`` checks the
-    training step, ``eval`` its batches; ``params``: the exact parameter count where the caller has it."""
+    Every config is checked as a model when it is made (:func:`validate`), with the lower bound of its parameters
+    (which also keeps absurd sizes such as hidden_channels: [10**400] away from the model builder); ``stcsnn
+    train`` checks the training step, ``eval`` its batches; ``params``: the exact parameter count where the caller
+    has it (never below the bound)."""
     limit = available_memory()
     if limit is None:
         return
-    for counted in (None, params) if params is not None else (None,):
-        params, need = memory_estimate(cfg, training, batch, counted)
-        if need > limit:
-            use = "for one training step" if training else "for the model and its frames"
-            raise ConfigError(
-                f"this config needs at least {_gib(need)} of memory ({_number(params)} parameters; "
-                f"input_frames {_number(cfg.input_frames)}, output_frames {_number(cfg.output_frames)}, batch_size "
-                f"{_number(cfg.batch_size if batch is None else batch)}, hidden_channels "
-                f"{short(cfg.hidden_channels, 40)}, kernel_size {_number(cfg.kernel_size)}), more than the "
-                f"{_gib(limit)} available on this machine ({use}); use a smaller model, batch or number of frames")
+    params, need = memory_estimate(cfg, training, batch, params)
+    if need > limit:
+        use = "for one training step" if training else "for the model and its frames"
+        raise ConfigError(
+            f"this config needs at least {_gib(need)} of memory ({_number(params)} parameters; "
+            f"input_frames {_number(cfg.input_frames)}, output_frames {_number(cfg.output_frames)}, batch_size "
+            f"{_number(cfg.batch_size if batch is None else batch)}, hidden_channels "
+            f"{short(cfg.hidden_channels, 40)}, kernel_size {_number(cfg.kernel_size)}), more than the "
+            f"{_gib(limit)} available on this machine ({use}); use a smaller model, batch or number of frames")
 
 
 #: The one config per dataset with the reference hyper-parameters (``configs/<dataset>/reference.yaml``, written by
