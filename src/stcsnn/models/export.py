@@ -49,6 +49,7 @@ from stcsnn.models.loading import (
     read_checkpoint,
 )
 from stcsnn.models.predictor import PLAIN
+from stcsnn.runs import SHA_KEY, export_folder_files, file_sha256
 
 ONNX_NAME = "step.onnx"
 CARD_NAME = "README.md"
@@ -195,8 +196,6 @@ def check_onnx(model: nn.Module, data: bytes, frame_shape: Sequence[int], steps:
 def _report_for(checkpoint: Path) -> tuple[dict | None, str]:
     """The test report of ``checkpoint``: ``report.json`` beside it, only when it records this checkpoint's
     sha256 (a report of another checkpoint, or one that records none, never gives the card its numbers)."""
-    from stcsnn.runs import SHA_KEY, file_sha256
-
     path = checkpoint.parent / "report.json"
     if not path.is_file():
         return None, "not evaluated (no report.json beside the checkpoint; `stcsnn eval --checkpoint CKPT` makes one)"
@@ -352,14 +351,6 @@ def model_card(cfg, model: nn.Module, ckpt: dict[str, Any], checkpoint: Path, co
 
 
 # ---------------------------------------------------------------------------------------------- export
-def _foreign_files(out: Path) -> list[str]:
-    """The files in ``out`` beside the lock and the leftovers of an interrupted export (staged or temporary); a
-    training run's folder is refused (:func:`stcsnn.runs.export_folder_files`)."""
-    from stcsnn.runs import export_folder_files
-
-    return export_folder_files(out)
-
-
 def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force: bool = False,
            command: str | None = None, frame_shape: Sequence[int] | None = None) -> dict[str, Any]:
     """Write the export folder ``out`` for ``checkpoint``; returns ``{"files": [paths written], "onnx_max_diff":
@@ -382,16 +373,16 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
     # a forced export into a folder that holds a graph (of the weights being replaced) regenerates it: leaving it
     # would serve old weights beside the new ones, and deleting it would drop a file the user had
     regenerate = force and not onnx and os.path.lexists(out / ONNX_NAME)
-    if regenerate:
+    if onnx or regenerate:
         try:
-            onnx_modules()
+            onnx_modules()  # before any work: a missing package is one line, not a failure after minutes
         except StcsnnError as exc:
+            if not regenerate:
+                raise
             raise StcsnnError(f"--out {str(out)!r} holds {ONNX_NAME} of an earlier export, which must be "
                               f"regenerated for the new weights: {exc}; or remove {ONNX_NAME} first (nothing was "
                               "changed)") from None
         onnx = True
-    if onnx:
-        onnx_modules()  # before any work: a missing package is one line, not a failure after minutes
     ckpt = read_checkpoint(src)
     model, cfg = model_from_checkpoint(ckpt, str(src))
     model.eval()
@@ -408,7 +399,7 @@ def export(checkpoint: str | Path, out: str | Path, *, onnx: bool = False, force
                               "re-save the checkpoint with its config's frame_shape set")
     command = command or shlex.join(["stcsnn", "export", str(src), "--out", str(out)] + (["--onnx"] if onnx else []))
     with RunLock(out, "stcsnn export"):
-        existing = _foreign_files(out)
+        existing = export_folder_files(out)  # a training run's folder is refused there
         if existing and not force:
             shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
             raise CheckpointError(f"--out {str(out)!r} already holds files ({shown}); expected a new or empty "
