@@ -108,6 +108,11 @@ class ThreadChoice:
     reason: str
     warning: str = ""  # printed once on stderr by set_threads (an explicit count above the usable CPUs)
 
+    @property
+    def auto(self) -> bool:
+        """Chosen by ``auto`` (the count is the tool's to re-tune or restore), not given by the user."""
+        return self.reason.startswith("auto")
+
 
 def choose_threads(setting: int | str | None = "auto", environ: dict | None = None, cpus: set[int] | None = None,
                    quota: float | None = None, load: float | None = None) -> ThreadChoice:

@@ -124,7 +124,7 @@ def _train(args: argparse.Namespace) -> int:
     check_training(cfg, overrides, args.config, _parameters(cfg))
     # train() locks the folder (creating it only then), checks that it is this run's, and cleans up on failure
     choice = getattr(args, "thread_choice", None)
-    tune = choice is not None and choice.reason.startswith("auto")  # an explicit count is the user's to keep
+    tune = choice is not None and choice.auto  # an explicit count is the user's to keep
     return train(cfg, out, args.resume, progress=not args.quiet, tune_threads=tune, thread_choice=choice,
                  given=set(overrides), loaded=loaded)
 

@@ -451,7 +451,7 @@ def _run_threads(cfg: Config, choice: ThreadChoice | None, ckpt: dict[str, Any] 
     An explicit count (``--threads N``, ``OMP_NUM_THREADS``) wins; then the config key ``threads`` where it names a
     count (a new run's config, ``--set threads=N`` on resume); then a resumed run restores the count its
     checkpoint records; else the automatic choice made when the command started stays."""
-    explicit = choice is not None and not choice.reason.startswith("auto")
+    explicit = choice is not None and not choice.auto
     saved = ckpt["config"].get("threads") if ckpt is not None else None
     now = torch.get_num_threads()
     if explicit:
