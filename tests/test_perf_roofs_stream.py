@@ -79,6 +79,7 @@ def test_markdown_reads_a_bench_json_of_one_roof():
     del results["configs"]["small"]["roof"]["precision"]
     md = bench.markdown(results)
     assert "fp32 100 GFLOP/s (batch 40, 16->64, 5x5, 16x16, channels_last)" in md
+    assert "bf16" not in md  # such a run measured no bf16 roof at all: nothing is claimed about it
 
 
 def _in_process(monkeypatch, tasks):

@@ -13,7 +13,7 @@ from stcsnn.errors import StcsnnError
 #: the first paragraph of :mod:`stcsnn.perf.bench`'s docstring, which says what is measured and how (reading it
 #: there would import torch)
 DESCRIPTION = ("``stcsnn bench``: training-step time, inference time, peak memory and roofline efficiency, fast vs "
-               "plain.")
+               "plain; streaming latency, torch vs ONNX Runtime.")
 
 
 def add_arguments(p: argparse.ArgumentParser, standalone: bool = False) -> None:

@@ -1,4 +1,5 @@
-"""``stcsnn bench``: training-step time, inference time, peak memory and roofline efficiency, fast vs plain.
+"""``stcsnn bench``: training-step time, inference time, peak memory and roofline efficiency, fast vs plain;
+streaming latency, torch vs ONNX Runtime.
 
 For each neuron (and the ``convlstm`` baseline when registered) at a configuration (``small``: hidden 64 x 3,
 kernel 5, patch 4, batch 4, 10 -> 10 frames of 1x64x64, meant for CPU; ``paper``: hidden 256 x 3, patch 2,
@@ -20,13 +21,26 @@ the fast path with **activation checkpointing** (``--checkpoint-steps``).
 
 **Roofline.** In the same run it measures this machine's best dense convolution throughput: every dense
 synaptic convolution shape the fast path runs (all prefix frames batched, and one frame), forward + backward
-(input and weight gradients), in both memory formats; the best GFLOP/s is the roof. The step's convolution
-FLOPs are counted from the real shapes while a training step runs (a dispatch mode that sees every
-``aten.convolution`` and ``aten.convolution_backward``): forward ``2 * MACs`` per convolution; backward
-``2 * MACs`` for the weight gradient plus ``2 * MACs`` for the input gradient where it is computed (not for the
-observed frames, which need none) -- every convolution counts, dense synaptic, grouped STC pathway and the 1x1
-readout. Roofline efficiency = step FLOPs / (step time x roof): 1.0 would be a step that is nothing but
-convolutions running at the best dense rate.
+(input and weight gradients), in both memory formats; the best GFLOP/s is the roof. It measures one roof per
+precision (:func:`roof_precisions`): **fp32** always, **bf16** (under bf16 autocast) where the device computes
+bf16 natively (:func:`stcsnn.device.native_bf16`), and the rows' own ``--amp`` precision if neither covers it
+(fp16 on a GPU; bf16 emulated). Each row's roofline is against the roof of the precision it ran in
+(:func:`roofline`): ``--amp bf16`` rows against the bf16 roof, the others against the fp32 roof; the Markdown
+gives every roof (GFLOP/s and its shape) and says which one the roofline columns use. ``--skip-roof`` skips
+them all. The step's convolution FLOPs are counted from the real shapes while a training step runs (a dispatch
+mode that sees every ``aten.convolution`` and ``aten.convolution_backward``): forward ``2 * MACs`` per
+convolution; backward ``2 * MACs`` for the weight gradient plus ``2 * MACs`` for the input gradient where it is
+computed (not for the observed frames, which need none) -- every convolution counts, dense synaptic, grouped STC
+pathway and the 1x1 readout. Roofline efficiency = step FLOPs / (step time x the roof of the row's precision):
+1.0 would be a step that is nothing but convolutions running at the best dense rate.
+
+**Streaming** (:func:`measure_stream`; by default for the ``small`` configuration only, ``--no-stream`` skips
+it). The per-frame latency of ``model.step`` at batch 1 on the configuration's frame size, in float32: the
+observed frames, then each forecast fed back as the next frame, the state carried from call to call; the median
+over a fixed number of frames after warm-up, at the run's thread count. Once through PyTorch (no grad, the
+model's default inference policy) and once through ONNX Runtime (CPU) running the graph ``stcsnn export --onnx``
+writes, checked against the torch step before it is timed (``onnx_max_diff``). Without the optional onnx /
+onnxruntime packages the table says so in one line and only the torch column is filled.
 
 **Threads** (``--busy K``, K >= 0). Instead of the tables above, the training step of the chosen neurons
 (default ``stc_lif`` only) at the default thread setting (``auto``: what :func:`stcsnn.threads.choose_threads`
@@ -35,8 +49,12 @@ on the same CPUs (:mod:`stcsnn.perf.load`; ``--busy 0``: a quiet machine). All s
 process, interleaved step by step (a drifting load then affects them alike); the table gives each setting's
 median step and its ratio to the best fixed count, so the default's row is its slowdown against the best.
 
-Results: a Markdown table (printed, ``bench.md``) and ``bench.json`` in ``--out``. Benchmarks are never tests:
-nothing here asserts a time.
+Results: a Markdown table (printed, ``bench.md``) and ``bench.json`` in ``--out``: per configuration ``roofs``
+(precision -> roof), ``roof`` (the roof of the rows' precision, the one roof earlier files had), ``rows`` (each
+with its ``roof_precision`` and ``roofline``) and, where measured, ``stream`` (per neuron ``torch_s``,
+``onnx_s``, every frame's time, ``onnx_max_diff``, or ``onnx_missing``); ``machine.native_bf16`` says whether
+the device computes bf16 natively. ``--amp bf16`` on a device without native bf16 prints one note to stderr and
+runs anyway. Benchmarks are never tests: nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -633,7 +651,8 @@ def _roof_lines(res: dict[str, Any]) -> list[str]:
     """Each measured roof (GFLOP/s, shape) and which roof the roofline columns divide by; nothing for a thread
     table (no roof)."""
     roofs = res.get("roofs")
-    if roofs is None:  # a bench.json of before the per-precision roofs: one roof, of the rows' precision
+    one_roof = roofs is None  # a bench.json of before the per-precision roofs: one roof, of the rows' precision
+    if one_roof:
         roof = res.get("roof")
         if roof is None:
             return []
@@ -641,7 +660,7 @@ def _roof_lines(res: dict[str, Any]) -> list[str]:
     if not roofs:
         return ["Convolution roof: not measured (--skip-roof).", ""]
     parts = [f"{p} {r['roof_gflops']:.0f} GFLOP/s ({_shape_str(r['roof_shape'])})" for p, r in roofs.items()]
-    if "bf16" not in roofs:
+    if "bf16" not in roofs and not one_roof:  # (earlier runs measured no bf16 roof at all)
         parts.append("bf16 not measured (this device has no native bf16)")
     lines = ["Convolution roofs (best dense synaptic convolution, forward + backward): " + "; ".join(parts) + "."]
     used = list(dict.fromkeys(r.get("roof_precision") or precision(r.get("amp")) for r in res["rows"]))
