@@ -331,7 +331,9 @@ def measure_stream(spec: dict[str, Any]) -> dict[str, Any]:
     shape = tuple(cfg.frame_shape)
     observed = torch.rand(cfg.input_frames, 1, *shape, generator=torch.Generator().manual_seed(1))
     n, warmup = spec.get("stream_frames", STREAM_FRAMES), spec.get("stream_warmup", STREAM_WARMUP)
-    out = {**spec, "amp": None, "frames": n, "warmup_frames": warmup, "observed_frames": cfg.input_frames,
+    # (the spec's repeats / warmup count training steps, not frames: left out)
+    out = {**{k: v for k, v in spec.items() if k not in ("repeats", "warmup")}, "amp": None, "frames": n,
+           "warmup_frames": warmup, "observed_frames": cfg.input_frames,
            "frame_shape": list(shape), "onnx_s": None, "onnx_times_s": None, "onnx_max_diff": None}
     try:
         onnx_modules()
