@@ -68,3 +68,30 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     except OSError:
         pass
     return None
+
+
+#: the CPU capabilities (:func:`torch.cpu.get_capabilities`) that compute bfloat16 in hardware: AVX512-BF16 and
+#: AMX-BF16 on x86, the BF16 extensions of NEON and SVE on ARM64. Without one, bf16 autocast still runs, but the
+#: kernels emulate bf16 (converting to float32 and back), which costs time instead of saving it.
+CPU_BF16_CAPABILITIES = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (CPU: :data:`CPU_BF16_CAPABILITIES`; CUDA: a GPU with bf16
+    arithmetic, Ampere or later, not the emulation of older GPUs)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        caps = torch.cpu.get_capabilities()
+        return any(caps.get(name, False) for name in CPU_BF16_CAPABILITIES)
+    return False
+
+
+def slow_bf16_note(device: torch.device, amp: str | None) -> str | None:
+    """The one line a run under ``amp`` prints when it asks for bf16 on a device without native bf16 (it runs
+    anyway, slowly); ``None`` otherwise."""
+    if amp != "bf16" or native_bf16(device):
+        return None
+    what = "GPU" if device.type == "cuda" else "CPU"
+    return (f"note: amp bf16 on {device}: this {what} has no native bf16 arithmetic, so bf16 is emulated and will "
+            "be slow; running anyway")

@@ -13,7 +13,7 @@ from stcsnn.errors import StcsnnError
 #: the first paragraph of :mod:`stcsnn.perf.bench`'s docstring, which says what is measured and how (reading it
 #: there would import torch)
 DESCRIPTION = ("``stcsnn bench``: training-step time, inference time, peak memory and roofline efficiency, fast vs "
-               "plain.")
+               "plain; streaming latency, torch vs ONNX Runtime.")
 
 
 def add_arguments(p: argparse.ArgumentParser, standalone: bool = False) -> None:
@@ -38,9 +38,14 @@ def add_arguments(p: argparse.ArgumentParser, standalone: bool = False) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     if standalone:
         p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype (GPU)")
+    p.add_argument("--amp", choices=["bf16", "fp16"], default=None,
+                   help="autocast dtype of the measured rows (fp16: GPU; bf16: GPU, or a CPU with native bf16)")
     p.add_argument("--allow-slow", action="store_true", help="allow the paper configuration on a CPU")
-    p.add_argument("--skip-roof", action="store_true", help="skip the convolution roof (no roofline column)")
+    p.add_argument("--skip-roof", action="store_true",
+                   help="skip the convolution roofs, fp32 and bf16 (no roofline column)")
+    p.add_argument("--no-stream", action="store_true",
+                   help="skip the streaming latency (torch step vs ONNX Runtime, batch 1; measured by default for "
+                        "the small configuration only)")
     p.add_argument("--busy", type=int, default=None, metavar="K",
                    help="measure thread settings instead: the training step at --threads auto and at every fixed "
                         "count while K competing CPU-bound processes spin on the same CPUs (0: quiet; at most "
@@ -83,12 +88,18 @@ def bench_command(args: argparse.Namespace) -> int:
     if getattr(args, "thread_choice", None) is None and getattr(args, "threads", None):
         torch.set_num_threads(int(args.threads))  # standalone (benchmarks/bench.py); the CLI has applied it
     threads = torch.get_num_threads()  # every measuring subprocess uses this process's thread count
+    from stcsnn.device import pick_device, slow_bf16_note
+
+    note = slow_bf16_note(pick_device(args.device), args.amp)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     results = bench.run_benchmark(
         args.config or ["small"], neurons, args.device, args.repeats, args.warmup, ks,
         plain=not (args.no_plain or args.no_reference), allow_slow=args.allow_slow, threads=threads,
         amp=args.amp, compile=args.compile, checkpoint_neurons=_csv(args.checkpoint_neurons),
         log=lambda s: print(s, file=sys.stderr, flush=True),
-        progress=lambda partial: bench.write_results(partial, args.out), skip_roof=args.skip_roof)
+        progress=lambda partial: bench.write_results(partial, args.out), skip_roof=args.skip_roof,
+        stream=False if args.no_stream else None)
     js, md = bench.write_results(results, args.out)
     print(bench.markdown(results))
     print(f"wrote {js} and {md}")

@@ -1,4 +1,5 @@
-"""``stcsnn bench``: training-step time, inference time, peak memory and roofline efficiency, fast vs plain.
+"""``stcsnn bench``: training-step time, inference time, peak memory and roofline efficiency, fast vs plain;
+streaming latency, torch vs ONNX Runtime.
 
 For each neuron (and the ``convlstm`` baseline when registered) at a configuration (``small``: hidden 64 x 3,
 kernel 5, patch 4, batch 4, 10 -> 10 frames of 1x64x64, meant for CPU; ``paper``: hidden 256 x 3, patch 2,
@@ -20,13 +21,26 @@ the fast path with **activation checkpointing** (``--checkpoint-steps``).
 
 **Roofline.** In the same run it measures this machine's best dense convolution throughput: every dense
 synaptic convolution shape the fast path runs (all prefix frames batched, and one frame), forward + backward
-(input and weight gradients), in both memory formats; the best GFLOP/s is the roof. The step's convolution
-FLOPs are counted from the real shapes while a training step runs (a dispatch mode that sees every
-``aten.convolution`` and ``aten.convolution_backward``): forward ``2 * MACs`` per convolution; backward
-``2 * MACs`` for the weight gradient plus ``2 * MACs`` for the input gradient where it is computed (not for the
-observed frames, which need none) -- every convolution counts, dense synaptic, grouped STC pathway and the 1x1
-readout. Roofline efficiency = step FLOPs / (step time x roof): 1.0 would be a step that is nothing but
-convolutions running at the best dense rate.
+(input and weight gradients), in both memory formats; the best GFLOP/s is the roof. It measures one roof per
+precision (:func:`roof_precisions`): **fp32** always, **bf16** (under bf16 autocast) where the device computes
+bf16 natively (:func:`stcsnn.device.native_bf16`), and the rows' own ``--amp`` precision if neither covers it
+(fp16 on a GPU; bf16 emulated). Each row's roofline is against the roof of the precision it ran in
+(:func:`roofline`): ``--amp bf16`` rows against the bf16 roof, the others against the fp32 roof; the Markdown
+gives every roof (GFLOP/s and its shape) and says which one the roofline columns use. ``--skip-roof`` skips
+them all. The step's convolution FLOPs are counted from the real shapes while a training step runs (a dispatch
+mode that sees every ``aten.convolution`` and ``aten.convolution_backward``): forward ``2 * MACs`` per
+convolution; backward ``2 * MACs`` for the weight gradient plus ``2 * MACs`` for the input gradient where it is
+computed (not for the observed frames, which need none) -- every convolution counts, dense synaptic, grouped STC
+pathway and the 1x1 readout. Roofline efficiency = step FLOPs / (step time x the roof of the row's precision):
+1.0 would be a step that is nothing but convolutions running at the best dense rate.
+
+**Streaming** (:func:`measure_stream`; by default for the ``small`` configuration only, ``--no-stream`` skips
+it). The per-frame latency of ``model.step`` at batch 1 on the configuration's frame size, in float32: the
+observed frames, then each forecast fed back as the next frame, the state carried from call to call; the median
+over a fixed number of frames after warm-up, at the run's thread count. Once through PyTorch (no grad, the
+model's default inference policy) and once through ONNX Runtime (CPU) running the graph ``stcsnn export --onnx``
+writes, checked against the torch step before it is timed (``onnx_max_diff``). Without the optional onnx /
+onnxruntime packages the table says so in one line and only the torch column is filled.
 
 **Threads** (``--busy K``, K >= 0). Instead of the tables above, the training step of the chosen neurons
 (default ``stc_lif`` only) at the default thread setting (``auto``: what :func:`stcsnn.threads.choose_threads`
@@ -35,13 +49,18 @@ on the same CPUs (:mod:`stcsnn.perf.load`; ``--busy 0``: a quiet machine). All s
 process, interleaved step by step (a drifting load then affects them alike); the table gives each setting's
 median step and its ratio to the best fixed count, so the default's row is its slowdown against the best.
 
-Results: a Markdown table (printed, ``bench.md``) and ``bench.json`` in ``--out``. Benchmarks are never tests:
-nothing here asserts a time.
+Results: a Markdown table (printed, ``bench.md``) and ``bench.json`` in ``--out``: per configuration ``roofs``
+(precision -> roof), ``roof`` (the roof of the rows' precision, the one roof earlier files had), ``rows`` (each
+with its ``roof_precision`` and ``roofline``) and, where measured, ``stream`` (per neuron ``torch_s``,
+``onnx_s``, every frame's time, ``onnx_max_diff``, or ``onnx_missing``); ``machine.native_bf16`` says whether
+the device computes bf16 natively. ``--amp bf16`` on a device without native bf16 prints one note to stderr and
+runs anyway. Benchmarks are never tests: nothing here asserts a time.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -55,10 +74,19 @@ import torch
 
 from stcsnn.children import python_command
 from stcsnn.config import Config, make_config
-from stcsnn.device import autocast, cpu_model, pick_device
+from stcsnn.device import autocast, cpu_model, native_bf16, pick_device
 from stcsnn.errors import StcsnnError
 from stcsnn.perf.load import BusyLoad
-from stcsnn.perf.measure import ConvFlops, conv_roof, conv_time_share, median_time, memory_mark, peak_growth, time_calls
+from stcsnn.perf.measure import (
+    ConvFlops,
+    conv_roof,
+    conv_time_share,
+    median_time,
+    memory_mark,
+    peak_growth,
+    stream_times,
+    time_calls,
+)
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "small": {"hidden_channels": [64, 64, 64], "kernel_size": 5, "patch_size": 4, "batch_size": 4,
@@ -73,6 +101,11 @@ DEFAULT_REPEATS = {"small": 10, "paper": 5}
 OBJECTIVE = {"loss": "all", "sampling": "scheduled"}
 #: the code of the fresh process that runs one measurement: ``child_main([TASK, SPEC])``
 CHILD_CODE = "import sys; from stcsnn.perf.commands import child_main; sys.exit(child_main(sys.argv[1:]))"
+#: the configurations whose streaming latency is measured unless asked otherwise (``--no-stream``)
+STREAM_CONFIGS = ("small",)
+#: streaming: timed frames, and untimed ones after the observed prefix (the same counts for every neuron)
+STREAM_FRAMES = 50
+STREAM_WARMUP = 10
 
 
 # ---------------------------------------------------------------------------------------------- one variant
@@ -239,8 +272,34 @@ def roof_shapes(settings: dict[str, Any]) -> list[tuple[int, int, int, bool]]:
     return sorted(shapes)
 
 
+def precision(amp: str | None) -> str:
+    """The name of a computation's precision: ``fp32`` without autocast, else the autocast dtype's."""
+    return amp or "fp32"
+
+
+def roof_precisions(dev: torch.device, amp: str | None) -> list[str]:
+    """The precisions whose roof a run measures: fp32 always; bf16 where ``dev`` computes it natively; and the
+    rows' own (``amp``), so that every row has the roof of its precision (bf16 emulated included)."""
+    out = ["fp32"]
+    if native_bf16(dev):
+        out.append("bf16")
+    if amp and amp not in out:
+        out.append(amp)
+    return out
+
+
+def roofline(row: dict[str, Any], roofs: dict[str, dict[str, Any]]) -> float | None:
+    """Roofline efficiency of a measured row against the roof of its own precision (``row["amp"]``): step
+    convolution FLOPs / (step seconds x roof FLOP/s); ``None`` where that roof or the FLOPs were not measured."""
+    roof = roofs.get(precision(row.get("amp")))
+    if not roof or not roof.get("roof_gflops") or row.get("conv_flops") is None:
+        return None
+    return row["conv_flops"] / (row["step_s"] * roof["roof_gflops"] * 1e9)
+
+
 def measure_roof(spec: dict[str, Any]) -> dict[str, Any]:
-    """Best dense convolution throughput (forward + backward) over the configuration's dense synaptic shapes."""
+    """Best dense convolution throughput (forward + backward) over the configuration's dense synaptic shapes,
+    under ``spec["amp"]`` (``None``: float32)."""
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     s = CONFIGS[spec["config"]]
@@ -248,7 +307,66 @@ def measure_roof(spec: dict[str, Any]) -> dict[str, Any]:
     p = s["patch_size"]
     roof = conv_roof(roof_shapes(s), s["kernel_size"], (h // p, w // p), pick_device(spec["device"]),
                      spec.get("amp"), spec.get("roof_seconds", 2.0))
-    return {"config": spec["config"], "device": spec["device"], "amp": spec.get("amp"), **roof}
+    return {"config": spec["config"], "device": spec["device"], "amp": spec.get("amp"),
+            "precision": precision(spec.get("amp")), **roof}
+
+
+def measure_stream(spec: dict[str, Any]) -> dict[str, Any]:
+    """Per-frame latency of streaming prediction, batch 1, the configuration's frame size, in float32: the
+    observed frames, then forecasts fed back, the state carried from call to call (:func:`stream_times`).
+    ``torch``: ``model.step`` without gradients under the model's default inference policy, on the spec's
+    device. ``onnx``: the same model's step graph as ``stcsnn export --onnx`` writes it
+    (:func:`stcsnn.models.export.onnx_step_bytes`), through an onnxruntime CPU session with the torch thread
+    count; first checked against the torch step (:func:`~stcsnn.models.export.check_onnx`), so that no wrong graph
+    is timed. Without onnx / onnxruntime installed only the torch side runs and ``onnx_missing`` says why."""
+    from stcsnn.models import build_model
+    from stcsnn.models.export import check_onnx, onnx_modules, onnx_session, onnx_step_bytes, state_names, zero_state
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    cfg = bench_config({**spec, "amp": None})
+    device = pick_device(cfg.device)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()  # on the CPU first: the ONNX export traces it there
+    shape = tuple(cfg.frame_shape)
+    observed = torch.rand(cfg.input_frames, 1, *shape, generator=torch.Generator().manual_seed(1))
+    n, warmup = spec.get("stream_frames", STREAM_FRAMES), spec.get("stream_warmup", STREAM_WARMUP)
+    # (the spec's repeats / warmup count training steps, not frames: left out)
+    out = {**{k: v for k, v in spec.items() if k not in ("repeats", "warmup")}, "amp": None, "frames": n,
+           "warmup_frames": warmup, "observed_frames": cfg.input_frames,
+           "frame_shape": list(shape), "onnx_s": None, "onnx_times_s": None, "onnx_max_diff": None}
+    try:
+        onnx_modules()
+    except StcsnnError as exc:  # only the absence of the optional packages: any other failure is the run's
+        out["onnx_missing"] = str(exc)
+    else:
+        data = onnx_step_bytes(model, shape)
+        diff = check_onnx(model, data, shape)
+        if not math.isfinite(diff):
+            raise StcsnnError(f"the ONNX step of {spec['neuron']} predicts non-finite values (max difference "
+                              f"{diff} from the torch step): not timing it")
+        session, names = onnx_session(data), state_names(model)
+        flat = [t.numpy() for t in zero_state(model, 1, shape)]
+
+        def onnx_step(frame):
+            nonlocal flat
+            pred, *flat = session.run(None, {"frame": frame, **dict(zip(names, flat))})
+            return pred
+
+        times = stream_times(onnx_step, [f.numpy() for f in observed], warmup, n)
+        out.update(onnx_s=statistics.median(times), onnx_times_s=times, onnx_max_diff=diff)
+    model.to(device)
+    state = None
+
+    def torch_step(frame: torch.Tensor) -> torch.Tensor:
+        nonlocal state
+        pred, state = model.step(frame, state)
+        return pred
+
+    with torch.no_grad():
+        times = stream_times(torch_step, list(observed.to(device)), warmup, n, device)
+    out.update(torch_s=statistics.median(times), torch_times_s=times)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- orchestrating
@@ -275,6 +393,7 @@ def machine_info(device_name: str) -> dict[str, Any]:
         info["cpu"] = cpu
     dev = pick_device(device_name)
     info["device"] = str(dev)
+    info["native_bf16"] = native_bf16(dev)
     if dev.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(dev)
     return info
@@ -312,17 +431,19 @@ def variants(plain: bool, compile: bool, checkpoint_steps: list[int]) -> list[tu
     return out + [("fast", k, False) for k in checkpoint_steps]
 
 
-def _roof(cfg: str, base: dict[str, Any], skip: bool, log: Callable[[str], Any]) -> dict[str, Any]:
-    if skip:
-        return {"config": cfg, "device": base["device"], "shapes": [], "roof_gflops": None, "roof_shape": None}
-    log(f"[{cfg}] measuring the convolution roof ...")
-    roof = run_child("roof", base)
-    log(f"[{cfg}] roof {roof['roof_gflops']:.1f} GFLOP/s ({_shape_str(roof['roof_shape'])})")
-    return roof
+def _roofs(cfg: str, base: dict[str, Any], dev: torch.device, skip: bool, log: Callable[[str], Any]
+           ) -> dict[str, dict[str, Any]]:
+    """The roof of each of :func:`roof_precisions`, by precision (none with ``skip``)."""
+    roofs: dict[str, dict[str, Any]] = {}
+    for p in [] if skip else roof_precisions(dev, base["amp"]):
+        log(f"[{cfg}] measuring the {p} convolution roof ...")
+        roofs[p] = run_child("roof", {**base, "amp": None if p == "fp32" else p})
+        log(f"[{cfg}] {p} roof {roofs[p]['roof_gflops']:.1f} GFLOP/s ({_shape_str(roofs[p]['roof_shape'])})")
+    return roofs
 
 
 def _measure_neuron(cfg: str, neuron: str, base: dict[str, Any], todo: list[tuple[str, int, bool]],
-                    roof: dict[str, Any], rows: list[dict[str, Any]], log: Callable[[str], Any],
+                    roofs: dict[str, dict[str, Any]], rows: list[dict[str, Any]], log: Callable[[str], Any],
                     on_row: Callable[[], Any]) -> None:
     fast_flops = None
     for variant, k, comp in todo:
@@ -333,13 +454,22 @@ def _measure_neuron(cfg: str, neuron: str, base: dict[str, Any], todo: list[tupl
             fast_flops = r["conv_flops"]
         if comp:  # the same convolutions as the fast path (not counted under compile)
             r["conv_flops"] = fast_flops
-        r["roofline"] = (r["conv_flops"] / (r["step_s"] * roof["roof_gflops"] * 1e9)
-                         if roof["roof_gflops"] else None)
+        r["roof_precision"] = precision(r.get("amp"))
+        r["roofline"] = roofline(r, roofs)
         rows.append(r)
         log(f"[{cfg}] {neuron:<10} {variant:<9} ckpt={k:<2} step {r['step_s'] * 1e3:8.1f} ms  "
             f"infer {r['infer_s'] * 1e3:8.1f} ms  peak {r['peak_bytes'] / 2**20:8.1f} MiB  "
-            f"roofline {r['roofline'] or float('nan'):.2f}")
+            f"roofline {r['roofline'] or float('nan'):.2f} ({r['roof_precision']} roof)")
         on_row()
+
+
+def _measure_stream(cfg: str, neuron: str, base: dict[str, Any], stream: list[dict[str, Any]],
+                    log: Callable[[str], Any], on_row: Callable[[], Any]) -> None:
+    r = run_child("stream", {**base, "neuron": neuron})
+    stream.append(r)
+    onnx = f"{r['onnx_s'] * 1e3:7.2f} ms/frame" if r["onnx_s"] is not None else "not measured"
+    log(f"[{cfg}] {neuron:<10} stream: torch step {r['torch_s'] * 1e3:7.2f} ms/frame  ONNX Runtime {onnx}")
+    on_row()
 
 
 def run_benchmark(configs: list[str], neurons: list[str], device: str = "auto", repeats: int | None = None,
@@ -347,25 +477,38 @@ def run_benchmark(configs: list[str], neurons: list[str], device: str = "auto", 
                   allow_slow: bool = False, threads: int | None = None, amp: str | None = None,
                   compile: bool = False, checkpoint_neurons: list[str] | None = None,
                   log: Callable[[str], Any] = print, progress: Callable[[dict[str, Any]], Any] | None = None,
-                  skip_roof: bool = False) -> dict[str, Any]:
+                  skip_roof: bool = False, stream: bool | None = None) -> dict[str, Any]:
     """Run the benchmark, one fresh subprocess per measurement; returns the JSON-able results (see
-    :func:`markdown`). ``progress(results)``, if given, is called after every measurement (partial results)."""
+    :func:`markdown`). ``progress(results)``, if given, is called after every measurement (partial results).
+    ``stream``: measure the streaming latency (``None``: for the :data:`STREAM_CONFIGS` only)."""
     dev = pick_device(device)
     check_request(configs, neurons, dev, allow_slow)
     ckpt = [k for k in (checkpoint_steps or []) if k > 0]
     ckpt_neurons = checkpoint_neurons if checkpoint_neurons is not None else [n for n in ("stc_lif",) if n in neurons]
     results: dict[str, Any] = {"machine": machine_info(device), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                                "configs": {}}
+
+    def on_row() -> None:
+        if progress is not None:
+            progress(results)
+
     for cfg in configs:
         base = {"config": cfg, "device": str(dev), "repeats": repeats or DEFAULT_REPEATS[cfg], "warmup": warmup,
                 "threads": threads, "amp": amp}
-        roof = _roof(cfg, base, skip_roof, log)
+        roofs = _roofs(cfg, base, dev, skip_roof, log)
+        # "roof": the roof of the rows' precision, the one roof bench.json had before there were several
+        roof = roofs.get(precision(amp)) or {"config": cfg, "device": base["device"], "shapes": [],
+                                             "roof_gflops": None, "roof_shape": None}
         rows: list[dict[str, Any]] = []
-        results["configs"][cfg] = {"roof": roof, "rows": rows, "settings": CONFIGS[cfg]}
+        results["configs"][cfg] = {"roof": roof, "roofs": roofs, "rows": rows, "settings": CONFIGS[cfg]}
         for neuron in neurons:
             todo = variants(plain, compile, ckpt if neuron in ckpt_neurons else [])
-            _measure_neuron(cfg, neuron, base, todo, roof, rows, log,
-                            lambda: progress(results) if progress is not None else None)
+            _measure_neuron(cfg, neuron, base, todo, roofs, rows, log, on_row)
+        if stream or (stream is None and cfg in STREAM_CONFIGS):
+            streamed: list[dict[str, Any]] = []
+            results["configs"][cfg]["stream"] = streamed
+            for neuron in neurons:
+                _measure_stream(cfg, neuron, base, streamed, log, on_row)
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     return results
 
@@ -506,27 +649,76 @@ def _thread_table(tables: list[dict[str, Any]], busy: int) -> list[str]:
     return [*lines, "", *notes]
 
 
+def _roof_lines(res: dict[str, Any]) -> list[str]:
+    """Each measured roof (GFLOP/s, shape) and which roof the roofline columns divide by; nothing for a thread
+    table (no roof)."""
+    roofs = res.get("roofs")
+    one_roof = roofs is None  # a bench.json of before the per-precision roofs: one roof, of the rows' precision
+    if one_roof:
+        roof = res.get("roof")
+        if roof is None:
+            return []
+        roofs = {roof.get("precision") or precision(roof.get("amp")): roof} if roof.get("roof_gflops") else {}
+    if not roofs:
+        return ["Convolution roof: not measured (--skip-roof).", ""]
+    parts = [f"{p} {r['roof_gflops']:.0f} GFLOP/s ({_shape_str(r['roof_shape'])})" for p, r in roofs.items()]
+    if "bf16" not in roofs and not one_roof:  # (earlier runs measured no bf16 roof at all)
+        parts.append("bf16 not measured (this device has no native bf16)")
+    lines = ["Convolution roofs (best dense synaptic convolution, forward + backward): " + "; ".join(parts) + "."]
+    used = list(dict.fromkeys(r.get("roof_precision") or precision(r.get("amp")) for r in res["rows"]))
+    if used:
+        ran = " and ".join("float32" if p == "fp32" else f"under --amp {p}" for p in used)
+        lines.append(f"Roofline columns: each row against the roof of its own precision -- here the "
+                     f"{' / '.join(used)} roof (the rows ran {ran}).")
+    return [*lines, ""]
+
+
+STREAM_HEADER = ["| neuron | torch step (ms/frame) | ONNX Runtime (ms/frame) | faster | max abs diff, ONNX vs torch |",
+                 "|---|---:|---:|---|---:|"]
+
+
+def _stream_table(stream: list[dict[str, Any]]) -> list[str]:
+    """The streaming latency of each neuron, torch against ONNX Runtime (or one line saying why ONNX Runtime
+    was not measured)."""
+    if not stream:
+        return []
+    r0 = stream[0]
+    lines = ["", f"Streaming latency, one frame at a time (`model.step`, batch 1, "
+                 f"{'x'.join(map(str, r0['frame_shape']))} frames, float32, the state carried and each forecast fed "
+                 f"back): median over {r0['frames']} frames after the {r0['observed_frames']} observed and "
+                 f"{r0['warmup_frames']} warm-up frames, {r0.get('threads') or 'default'} thread(s). torch: no grad, "
+                 f"the default inference policy, on {r0['device']}; ONNX Runtime: the graph `stcsnn export --onnx` "
+                 "writes, CPU.", "", *STREAM_HEADER]
+    for r in stream:
+        if r["onnx_s"] is None:
+            faster = "-"
+        elif r["onnx_s"] < r["torch_s"]:
+            faster = f"ONNX Runtime ({r['torch_s'] / r['onnx_s']:.2f}x)"
+        else:
+            faster = f"torch ({r['onnx_s'] / r['torch_s']:.2f}x)"
+        lines.append(f"| {r['neuron']} | {_val(r, 'torch_s', 1e3, '{:.2f}')} | {_val(r, 'onnx_s', 1e3, '{:.2f}')} | "
+                     f"{faster} | {_val(r, 'onnx_max_diff', 1, '{:.2g}')} |")
+    missing = next((r["onnx_missing"] for r in stream if r.get("onnx_missing")), None)
+    return [*lines, *(["", f"ONNX Runtime: not measured -- {missing}"] if missing else [])]
+
+
 def _config_section(cfg: str, res: dict[str, Any], busy: int | None = None) -> list[str]:
-    s, roof, rows = res["settings"], res.get("roof"), res["rows"]
+    s, rows = res["settings"], res["rows"]
     lines = [f"### `{cfg}`: hidden {s['hidden_channels']}, kernel {s['kernel_size']}, patch {s['patch_size']}, "
              f"batch {s['batch_size']}, {s['input_frames']} -> {s['output_frames']} frames of "
-             f"{'x'.join(map(str, s['frame_shape']))}", ""]
-    if roof is not None:
-        lines += [(f"Convolution roof: {roof['roof_gflops']:.0f} GFLOP/s (best dense synaptic convolution, "
-                   f"forward + backward: {_shape_str(roof['roof_shape'])})." if roof["roof_gflops"] else
-                   "Convolution roof: not measured (--skip-roof)."), ""]
+             f"{'x'.join(map(str, s['frame_shape']))}", "", *_roof_lines(res)]
     if rows:
         lines += [*MAIN_HEADER, *(_main_row(rows, n) for n in dict.fromkeys(r["neuron"] for r in rows))]
-    return [*lines, *_compile_table(rows), *_checkpoint_table(rows),
+    return [*lines, *_compile_table(rows), *_checkpoint_table(rows), *_stream_table(res.get("stream", [])),
             *_thread_table(res.get("threads", []), busy or 0), ""]
 
 
 FOOTNOTE = ("Times are medians over the timed repetitions after warm-up, each variant in a fresh process. "
             "Roofline = convolution FLOPs of the training step (forward 2 MACs; backward 2 MACs per "
             "gradient computed, input and weight; every convolution: synaptic, pathway, readout) / (step "
-            "time x convolution roof). Conv share = fraction of a (profiled) step spent inside convolution "
-            "ops, so roofline / conv share is the convolutions' own rate relative to the roof. Peak memory: "
-            "growth of the peak resident set over the resident set before the first step (CPU), "
+            "time x the convolution roof of the row's precision). Conv share = fraction of a (profiled) step "
+            "spent inside convolution ops, so roofline / conv share is the convolutions' own rate relative to "
+            "the roof. Peak memory: growth of the peak resident set over the resident set before the first step (CPU), "
             "max allocated minus allocated before the first step (CUDA).")
 
 

@@ -13,15 +13,18 @@ from stcsnn.perf import bench
 
 
 def run_task(task: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """One measurement: ``roof`` (the convolution roof), ``variant`` (one variant of one neuron) or ``threads``
-    (the thread settings of one neuron)."""
+    """One measurement: ``roof`` (the convolution roof of one precision), ``variant`` (one variant of one
+    neuron), ``threads`` (the thread settings of one neuron) or ``stream`` (the streaming latency of one
+    neuron, torch and ONNX Runtime)."""
     if task == "roof":
         return bench.measure_roof(spec)
     if task == "variant":
         return bench.run_variant(spec)
     if task == "threads":
         return bench.run_threads(spec)
-    raise StcsnnError(f"unknown benchmark task {task!r}: expected roof, variant or threads")
+    if task == "stream":
+        return bench.measure_stream(spec)
+    raise StcsnnError(f"unknown benchmark task {task!r}: expected roof, variant, threads or stream")
 
 
 def child_main(argv: list[str]) -> int:

@@ -1,4 +1,5 @@
-"""Measurement primitives: device sync, timing, CPU and CUDA peak memory, convolution FLOPs, the convolution roof.
+"""Measurement primitives: device sync, timing (calls and streams), CPU and CUDA peak memory, convolution FLOPs, the
+convolution roof.
 
 Each measures one thing and asserts nothing (benchmarks are never tests). Clocks can be injected, so the timing
 logic is testable without timing anything.
@@ -10,7 +11,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -192,3 +193,27 @@ def conv_roof(shapes: Iterable[tuple[int, int, int, bool]], kernel: int, size: t
             for batch, cin, cout, gi in shapes for fmt in ("contiguous", "channels_last")]
     top = max(rows, key=lambda r: r["gflops_median"])
     return {"shapes": rows, "roof_gflops": top["gflops_median"], "roof_shape": top}
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+
+
+def stream_times(step: Callable[[Any], Any], observed: Sequence[Any], warmup: int, n: int,
+                 device: torch.device | None = None, clock: Clock = time.perf_counter) -> list[float]:
+    """Seconds of each of ``n`` streaming calls of ``step`` (one frame in, its forecast out; the state is
+    ``step``'s own, carried from call to call): the ``observed`` frames first, then ``warmup`` untimed and ``n``
+    timed calls, each fed the previous call's forecast (what a stream does after its observed prefix)."""
+    if not observed:
+        raise ValueError("stream_times needs at least one observed frame to start the stream")
+    for frame in observed:
+        x = step(frame)
+    for _ in range(warmup):
+        x = step(x)
+    times = []
+    for _ in range(n):
+        sync(device)
+        t0 = clock()
+        x = step(x)
+        sync(device)
+        times.append(clock() - t0)
+    return times

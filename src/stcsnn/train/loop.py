@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 from stcsnn import runs
 from stcsnn.config import Config, check_memory
 from stcsnn.data import build_splits, resolve_frame_shape
-from stcsnn.device import autocast, grad_scaler
+from stcsnn.device import autocast, grad_scaler, slow_bf16_note
 from stcsnn.errors import ConfigError
 from stcsnn.io import RunLock, WriteError, atomic_torch_save, remove_stale_temporaries
 from stcsnn.metrics import metric_line
@@ -236,6 +236,8 @@ class Trainer:
         show = self.progress_enabled and self.rt.main
         if show and self.thread_note:
             print(f"threads: {self.cfg.threads} ({self.thread_note})", file=sys.stderr, flush=True)
+        if self.rt.main and (note := slow_bf16_note(self.rt.device, self.cfg.amp)):  # runs anyway, slowly
+            print(note, file=sys.stderr, flush=True)
         if show and self.rt.distributed:
             print(f"training on {self.rt.world} processes (DDP, {self.rt.backend})", file=sys.stderr, flush=True)
         return Progress(show, self.cfg.log_every, self.n_batches * self.cfg.epochs, self.step)
