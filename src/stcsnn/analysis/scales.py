@@ -107,8 +107,8 @@ RECALL_SHOW = 2
 # The memory task: the ``small`` scale's training on ``recall`` at each delay of RECALL_DELAYS (input_frames =
 # show + delay, the data's own rule), two recalled frames; no long horizon (the task has none beyond the recall).
 SCALES["recall"] = {
-    "help": "memory: the small scale's models x 3 seeds on recall at delays "
-            + ", ".join(map(str, RECALL_DELAYS)) + " (one dataset label recall_d<D> each)",
+    "help": "the memory task: the small scale's models x 3 seeds on recall at delays "
+            + ", ".join(map(str, RECALL_DELAYS)) + " (a dataset label recall_d<D> each)",
     "datasets": ["recall"],
     "models": SMALL_MODELS,
     "seeds": 3,
