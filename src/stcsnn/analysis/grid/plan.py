@@ -133,7 +133,8 @@ def _check_request(models: list[str], datasets: list[str], horizon: int | None) 
 
 
 def _choose_datasets(labels: list[str], sources: dict[str, tuple[str, dict[str, Any]]], spec: dict[str, Any],
-                     explicit: bool, probe_config: Callable, log: Callable[[str], None]) -> tuple[list[str], dict[str, str]]:
+                     explicit: bool, probe_config: Callable, log: Callable[[str], None]
+                     ) -> tuple[list[str], dict[str, str]]:
     """The dataset labels the grid uses (a default dataset whose files are absent replaced by the scale's fallback,
     said in a note; ``sources`` gains the fallback) and the caption note of each. ``sources``: label -> (the
     registered dataset, the variant's overrides); only the registered name reaches the data registry."""
@@ -211,8 +212,8 @@ def plan_grid(scale: str | dict[str, Any], datasets: Sequence[str] | None = None
     Default datasets whose files are absent are replaced by the scale's ``fallback`` (logged, and stated in
     the table's caption); datasets named explicitly are used as named. A scale with ``variants`` makes each
     variant a dataset label of its own (``--datasets`` selects labels), the cells' configs holding the scale's
-    dataset with the variant's overrides; ``model_seeds`` limits a model to the first N seeds. ``horizon``: frames of the long-term
-    evaluation (None: the scale's, else 3 x ``output_frames``; 0: none)."""
+    dataset with the variant's overrides; ``model_seeds`` limits a model to the first N seeds. ``horizon``:
+    frames of the long-term evaluation (None: the scale's, else 3 x ``output_frames``; 0: none)."""
     name, spec = get_scale(scale)
     explicit = datasets is not None
     labels, sources = _sources(spec, name, list(datasets) if datasets is not None else None)
