@@ -92,6 +92,7 @@ def plot_delays(rows: list[dict[str, Any]], path: Path) -> list[Path]:
             if all(v is not None and math.isfinite(v) for v in lo + hi):
                 ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
         ax.axhline(perfect, color="black", lw=0.8, ls="--", label="perfect memory")
+        ax.set_xticks(sorted({r["delay"] for r in rows}))
         ax.set_xlabel("delay D (blank frames between showing and recall)")
         ax.set_ylabel(METRICS[metric].label + (" (per frame, sum over pixels)" if metric == "mse" else ""))
         ax.set_title(f"{d}: test {METRICS[metric].label} against the delay (95% t interval over seeds)")

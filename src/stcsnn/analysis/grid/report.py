@@ -214,6 +214,10 @@ def results_markdown(grid: Grid, rows: list[dict[str, Any]], table: list[dict[st
         plots = f"`per_horizon_{d}.png` (every model)" + (f", `pairs_{d}.png` (each STC neuron against its base "
                                                           "neuron)" if pairs else "")
         lines += ["", f"Per-horizon plots: {plots}; mean over seeds with a band of ± one standard deviation.", ""]
+    for d in dict.fromkeys(d for d, _ in grid_delays(grid).values()):
+        lines += [f"Against the delay: `recall_{d}.png` and `recall_{d}.csv`: test MSE and SSIM of each model per "
+                  f"delay, mean over seeds with its {CONFIDENCE:.0%} t interval; mean_image (no memory) and perfect "
+                  "memory (MSE 0, SSIM 1) for reference.", ""]
     return "\n".join(lines)
 
 
