@@ -243,6 +243,7 @@ def test_memory_grid_folders_references_and_provenance(memory_grid):
     assert line == f"cells ran on: {machine or 'unknown'}; commits: " \
                    f"{commit or 'unknown (not run from a git checkout)'}"
     assert "## mem_d0" in md and "## mem_d1" in md and "variant mem_d1: data_options.delay = 1" in md
+    assert json.loads((root / "results.json").read_text())["variants"] == MEMORY["variants"]
 
 
 def test_memory_grid_mse_relative_to_the_mean_image(memory_grid):

@@ -274,8 +274,9 @@ def write_results(grid: Grid, command: str | None = None, plots: bool = True) ->
     if horizon:
         paths.append(write_csv(root / "per_horizon.csv", horizon))
     payload = {"scale": grid.name, "command": command or f"stcsnn reproduce --scale {grid.name}",
-               "machine": _machine(grid.cells), "data": grid.data_notes, "primary_metric": PRIMARY,
-               "confidence": CONFIDENCE, "cells": {"total": len(grid.cells), "finished": len(rows)},
+               "machine": _machine(grid.cells), "data": grid.data_notes, "variants": grid.variants,
+               "primary_metric": PRIMARY, "confidence": CONFIDENCE,
+               "cells": {"total": len(grid.cells), "finished": len(rows)},
                "runs": rows, "references": references, "table": table, "paired": paired, "per_horizon": horizon}
     paths.append(write_json(root / "results.json", clean_json(payload)))
     if horizon and plots:
