@@ -256,7 +256,7 @@ def test_jobs_run_cells_in_processes_with_the_same_results(tmp_path, resumed):
 
 
 def test_scales_are_plain_data_and_grid_defaults(tmp_path):
-    assert set(SCALES) == {"tiny", "small", "paper"}
+    assert set(SCALES) == {"tiny", "small", "paper", "recall"}
     # every STC neuron's declared base is in the default grid (stc_lif wraps IF); lif is the paper's comparison
     assert DEFAULT_MODELS == ("if", "lif", "plif", "glif", "tclif", "lmh", "stc_lif", "stc_plif", "stc_lmh",
                               "convlstm")

@@ -1,6 +1,6 @@
 """What this machine offers a new allocation: the one definition every memory check asks (config's model and
-training-step estimates, safe loading of checkpoints, predict's batches). Standard library only, so that the
-command line's checks stay light."""
+training-step estimates, safe loading of checkpoints, predict's batches); and which source commit runs on it
+(the provenance of a grid's cells). Standard library only, so that the command line's checks stay light."""
 
 from __future__ import annotations
 
@@ -35,3 +35,31 @@ def available_memory() -> int | None:
     except (OSError, ValueError):
         pass
     return free
+
+
+def source_commit(package_dir: str | os.PathLike | None = None) -> str | None:
+    """The git commit of the stcsnn source tree that runs (``package_dir``: the ``stcsnn`` package folder, this
+    one by default), with ``-dirty`` when ``git status --porcelain -- src`` lists changes; ``None`` when the
+    package is not ``src/stcsnn`` of a git checkout (an installed copy) or git cannot tell."""
+    import subprocess
+    from pathlib import Path
+
+    package = Path(package_dir) if package_dir is not None else Path(__file__).resolve().parent
+
+    def git(*args: str, where: Path) -> str | None:
+        try:  # no fsmonitor hook: asking for the commit runs nothing of the checkout's configuration
+            proc = subprocess.run(["git", "-c", "core.fsmonitor=false", "-C", str(where), *args],
+                                  capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return proc.stdout if proc.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel", where=package)
+    # a package installed into some other checkout (a virtual environment inside a repository) is not its source
+    if top is None or Path(top.strip()).resolve() / "src" / package.name != package.resolve():
+        return None
+    head = git("rev-parse", "HEAD", where=package)
+    status = git("status", "--porcelain", "--", "src", where=Path(top.strip()))
+    if head is None or status is None:
+        return None
+    return head.strip() + ("-dirty" if status.strip() else "")

@@ -9,11 +9,29 @@
 Plots need matplotlib (the ``viz`` extra); without it every command still writes its CSV files.
 """
 
-from stcsnn.analysis.dynamics import DynamicsTrace, trace_dynamics
-from stcsnn.analysis.energy import E_AC_PJ, E_MAC_PJ, EnergyReport, count_operations
-from stcsnn.analysis.gradients import GradientTrace, step_factor, trace_gradients
-from stcsnn.analysis.reproduce import plan_grid, run_grid
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from stcsnn.analysis.scales import DEFAULT_MODELS, SCALES
 
 __all__ = ["DEFAULT_MODELS", "E_AC_PJ", "E_MAC_PJ", "SCALES", "DynamicsTrace", "EnergyReport", "GradientTrace",
            "count_operations", "plan_grid", "run_grid", "step_factor", "trace_dynamics", "trace_gradients"]
+
+#: the names of the torch-using modules, imported on first access: the command line builds ``reproduce``'s
+#: options from the scales (plain data) through this package without importing torch
+_LAZY = {"DynamicsTrace": "dynamics", "trace_dynamics": "dynamics", "E_AC_PJ": "energy", "E_MAC_PJ": "energy",
+         "EnergyReport": "energy", "count_operations": "energy", "GradientTrace": "gradients",
+         "step_factor": "gradients", "trace_gradients": "gradients", "plan_grid": "reproduce",
+         "run_grid": "reproduce"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"stcsnn.analysis.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'stcsnn.analysis' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

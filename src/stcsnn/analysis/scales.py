@@ -4,7 +4,13 @@ A scale gives the default datasets, models, seeds and long-evaluation horizon, a
 cell of the grid (on top of the :class:`~stcsnn.config.Config` defaults; the cell sets ``dataset``, ``neuron``
 and ``seed``). ``fallback`` names, per default dataset, the dataset used when the first one's files are absent
 (the table's caption says so). ``paper`` instead reads ``configs/<dataset>/reference.yaml`` (the reference
-hyper-parameters, ``scripts/make_configs.py``) with each model's neuron set in it.
+hyper-parameters, ``scripts/make_configs.py``) with each model's neuron set in it. ``help`` is the scale's
+line in ``stcsnn reproduce --help``.
+
+``variants`` (optional) maps a label to config overrides, deep-merged over ``config`` (``data_options`` key by
+key): each label is a dataset of its own in the grid (its folder, its table section, its references) with the
+scale's one dataset under it. ``model_seeds`` (optional) maps a model to how many of the requested seeds it
+trains (the first N), for models that cost many times a step of the others.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ SCALES: dict[str, dict[str, Any]] = {
     # autoregressive training at step 250), validation on 32 and test on 128 sequences. Measured with
     # --threads 1 on a busy 2-core machine, training + evaluation: LIF 32 s, STC-LM-H 86 s, ConvLSTM 105 s.
     "tiny": {
+        "help": "minutes on 2 CPU cores: every default model, one seed, the embedded data",
         "datasets": ["embedded"],
         "models": DEFAULT_MODELS,
         "seeds": 1,
@@ -63,6 +70,7 @@ SCALES: dict[str, dict[str, Any]] = {
     # On a busier machine it takes longer: a first cell with 1500 steps while other engineers' test suites ran
     # (load 2.5-4.3) trained at 1.23 s a step, 1.6x the above. Fewer steps: --set epochs=N (100 steps each).
     "small": {
+        "help": "the STC neurons and their bases, paired by seed, on Moving Fashion-MNIST; hours on 2 CPU cores",
         "datasets": ["mfmnist"],
         "fallback": {"mfmnist": "embedded"},
         "models": SMALL_MODELS,
@@ -82,11 +90,32 @@ SCALES: dict[str, dict[str, Any]] = {
     },
     # The paper's reference hyper-parameters (hours to days on GPUs).
     "paper": {
+        "help": "the paper's reference hyper-parameters from configs/<dataset>/reference.yaml (GPUs)",
         "datasets": ["mmnist"],
         "models": DEFAULT_MODELS,
         "seeds": 1,
         "config_files": "{configs}/{dataset}/reference.yaml",
     },
+}
+
+#: The delays (blank frames between showing an image and recalling it) of the ``recall`` scale's variants.
+RECALL_DELAYS = (0, 5, 10, 20)
+#: Frames the recall image is shown: ``stcsnn.data.recall.RECALL_DEFAULTS["show"]``, repeated here because that
+#: module imports torch and this one must not (the command line reads it); a test asserts the two agree.
+RECALL_SHOW = 2
+
+# The memory task: the ``small`` scale's training on ``recall`` at each delay of RECALL_DELAYS (input_frames =
+# show + delay, the data's own rule), two recalled frames; no long horizon (the task has none beyond the recall).
+SCALES["recall"] = {
+    "help": "the memory task: the small scale's models x 3 seeds on recall at delays "
+            + ", ".join(map(str, RECALL_DELAYS)) + " (a dataset label recall_d<D> each)",
+    "datasets": ["recall"],
+    "models": SMALL_MODELS,
+    "seeds": 3,
+    "horizon": 0,
+    "config": {**SCALES["small"]["config"], "output_frames": 2},
+    "variants": {f"recall_d{d}": {"data_options": {"delay": d}, "input_frames": RECALL_SHOW + d}
+                 for d in RECALL_DELAYS},
 }
 
 #: Outside references, printed next to (never in place of) stcsnn's own measurements.

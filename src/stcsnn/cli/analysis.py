@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from stcsnn.analysis.scales import SCALES  # plain data, no torch: the parser stays light
 from stcsnn.cli import analyze
 from stcsnn.cli.options import model_args, split_names
 from stcsnn.errors import StcsnnError
@@ -37,10 +38,10 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                                    "table.md / table.csv (mean ± std over seeds, STC-X minus X per seed), "
                                    "results.json and per-horizon plots in <out>/<scale>/. Re-running skips "
                                    "finished cells and resumes unfinished ones.")
-    p.add_argument("--scale", required=True, choices=["tiny", "small", "paper"],
-                   help="tiny: minutes on 2 CPU cores; small: 7 models x 3 seeds, hours on 2 CPU cores (--jobs 2); "
-                        "paper: configs/<dataset>/reference.yaml")
-    p.add_argument("--datasets", help="comma-separated datasets (default: the scale's)")
+    p.add_argument("--scale", required=True, choices=list(SCALES),
+                   help="; ".join(f"{name}: {spec['help']}" for name, spec in SCALES.items()))
+    p.add_argument("--datasets", help="comma-separated datasets, or the variants of a scale with variants such as "
+                                      "recall (recall_d0,recall_d5; default: the scale's)")
     p.add_argument("--models", help="comma-separated models (default: the scale's)")
     # the most seeds allowed (stcsnn.analysis.scales.MAX_SEEDS) is named by the error that refuses more
     p.add_argument("--seeds", help="a count N (seeds 0..N-1) or a list such as 0,2 or 1-2 (default: the scale's)")

@@ -24,7 +24,7 @@ import numpy as np
 
 from stcsnn.analysis.grid.cells import Cell, read_cell_json
 from stcsnn.analysis.grid.evaluate import cell_energy, horizon_ranges, long_horizon, sequence_record
-from stcsnn.analysis.stats import holm, paired_summary
+from stcsnn.analysis.stats import holm, paired_summary, t_ppf
 from stcsnn.metrics import METRICS, reported_metrics
 
 #: the metric the comparison is judged on (declared before any run; the others are secondary)
@@ -33,6 +33,8 @@ CONFIDENCE = 0.95
 #: the other columns of the table: counts, rates and times (means and std over seeds)
 COST_KEYS = ("params", "macs", "sops", "energy_snn_uj", "energy_ann_uj", "firing_rate", "train_seconds",
              "cell_wall_seconds")
+#: what each session of a cell records of where it ran (``timing.json``), columns of runs.csv
+PROVENANCE = ("machine", "commit")
 #: the nested details of a row, kept for results.json and out of the CSV files
 DETAILS = ("per_horizon", "long", "timing", "per_sequence")
 
@@ -74,7 +76,9 @@ def _timing(run_dir: Path) -> dict[str, Any]:
     return {"cell_wall_seconds": sum(s["train_wall_seconds"] + s["eval_wall_seconds"] for s in sessions)
             if sessions else float("nan"),
             "threads": sorted({s["threads"] for s in sessions}), "jobs": sorted({s["jobs"] for s in sessions}),
-            "loadavg": [min(loads), max(loads)] if loads else []}
+            "loadavg": [min(loads), max(loads)] if loads else [],
+            # where the cell ran and which source ran it (sessions written before these were recorded lack them)
+            **{key: "+".join(dict.fromkeys(str(s[key]) for s in sessions if s.get(key))) for key in PROVENANCE}}
 
 
 def range_key(a: int, b: int) -> str:
@@ -112,7 +116,8 @@ def cell_row(cell: Cell) -> dict[str, Any]:
                 "firing_rate": float("nan") if ann or not rates else sum(rates) / len(rates),
                 "train_seconds": training_seconds(cell.run_dir), "cell_wall_seconds": timing["cell_wall_seconds"],
                 "selected_epoch": selected_epoch(cell.run_dir, ckpt), "checkpoint": Path(ckpt).name,
-                "test_samples": report.get("num_samples"), "run_dir": str(cell.run_dir)})
+                "test_samples": report.get("num_samples"), "run_dir": str(cell.run_dir),
+                **{key: timing[key] for key in PROVENANCE}})
     row.update({"per_horizon": report.get("per_horizon", {}), "long": long, "timing": timing,
                 "per_sequence": record["per_sequence"]})
     return row
@@ -152,6 +157,46 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = {"dataset": d, "model": m, "kind": rs[0]["kind"], "seeds": len(rs)}
         for k in (*reported_metrics(), *range_keys(rs), *COST_KEYS):
             row[f"{k}_mean"], row[f"{k}_std"] = mean_std([r.get(k) for r in rs])
+        out.append(row)
+    return out
+
+
+def mean_image_ratio(mse: float | None, mean_image_mse: float | None) -> float:
+    """``mse`` as a multiple of the mean_image reference's MSE on the same data (below 1: better than predicting
+    the mean frame); NaN when either is unknown or the reference is not positive."""
+    if mse is None or mean_image_mse is None or not (math.isfinite(mse) and math.isfinite(mean_image_mse)) \
+            or mean_image_mse <= 0:
+        return float("nan")
+    return mse / mean_image_mse
+
+
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Mean and the ``confidence`` Student t interval of the mean of the finite ``values``: mean +- t(n - 1) x
+    s / sqrt(n) (NaN bounds for fewer than two values)."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    mean, std = mean_std(vals)
+    if len(vals) < 2:
+        return mean, float("nan"), float("nan")
+    half = t_ppf(0.5 + confidence / 2, len(vals) - 1) * std / math.sqrt(len(vals))
+    return mean, mean - half, mean + half
+
+
+def delay_series(rows: list[dict[str, Any]], delays: dict[str, tuple[str, int]],
+                 metrics: Sequence[str] = ("mse", "ssim")) -> list[dict[str, Any]]:
+    """Per (dataset, model, delay), the mean and :func:`t_interval` over seeds of each metric of ``rows`` (cell
+    rows and reference rows, ``dataset`` holding a variant label): ``delays`` maps each label to its registered
+    dataset and delay; rows of other labels are left out. Ordered by dataset, model (as the rows came), delay."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["dataset"] in delays:
+            d, delay = delays[r["dataset"]]
+            groups.setdefault((d, r["model"], delay), []).append(r)
+    order = {key: i for i, key in enumerate(dict.fromkeys((d, m) for d, m, _ in groups))}
+    out = []
+    for (d, m, delay), rs in sorted(groups.items(), key=lambda kv: (order[kv[0][:2]], kv[0][2])):
+        row: dict[str, Any] = {"dataset": d, "model": m, "delay": delay, "n": len(rs)}
+        for k in metrics:
+            row[f"{k}_mean"], row[f"{k}_lo"], row[f"{k}_hi"] = t_interval([r.get(k) for r in rs])
         out.append(row)
     return out
 

@@ -70,7 +70,8 @@ class Grid:
     root: Path
     cells: list[Cell]
     horizon: int | None  # the requested horizon (None: each cell's 3 x T_out)
-    data_notes: dict[str, str] = field(default_factory=dict)  # dataset -> where its data came from
+    data_notes: dict[str, str] = field(default_factory=dict)  # dataset label -> where its data came from
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant label -> its config overrides
 
 
 def read_cell_json(path: Path, what: str, keys: Sequence[str] = ()) -> dict[str, Any]:

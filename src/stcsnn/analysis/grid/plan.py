@@ -132,17 +132,21 @@ def _check_request(models: list[str], datasets: list[str], horizon: int | None) 
         raise ConfigError("--models and --datasets must not repeat a name")
 
 
-def _choose_datasets(datasets: list[str], spec: dict[str, Any], explicit: bool, probe_config: Callable,
-                     log: Callable[[str], None]) -> tuple[list[str], dict[str, str]]:
-    """The datasets the grid uses (a default one whose files are absent replaced by the scale's fallback, said
-    in a note) and the caption note of each."""
+def _choose_datasets(labels: list[str], sources: dict[str, tuple[str, dict[str, Any]]], spec: dict[str, Any],
+                     explicit: bool, probe_config: Callable, log: Callable[[str], None]
+                     ) -> tuple[list[str], dict[str, str]]:
+    """The dataset labels the grid uses (a default dataset whose files are absent replaced by the scale's fallback,
+    said in a note; ``sources`` gains the fallback) and the caption note of each. ``sources``: label -> (the
+    registered dataset, the variant's overrides); only the registered name reaches the data registry."""
     notes: dict[str, str] = {}
     chosen = []
-    for d in datasets:
-        fallback = (spec.get("fallback") or {}).get(d)
-        probe = probe_config(d)
+    for label in labels:
+        d, variant = sources[label]
+        fallback = None if variant else (spec.get("fallback") or {}).get(d)
+        probe = probe_config(label)
         lacking = missing_files(d, probe)
         if lacking and fallback and not explicit:
+            sources[fallback] = (fallback, {})
             note = (f"{data_note(fallback, probe_config(fallback))}, in place of {d}: "
                     f"{d}'s files were not found ({', '.join(map(str, lacking))}; `apt-get install "
                     f"dataset-fashion-mnist` or `stcsnn data prepare {d}` provides them)")
@@ -150,9 +154,52 @@ def _choose_datasets(datasets: list[str], spec: dict[str, Any], explicit: bool, 
             notes[fallback] = note
             chosen.append(fallback)
         else:
-            notes[d] = data_note(d, probe)
-            chosen.append(d)
+            notes[label] = data_note(d, probe) + (f"; variant {label}: {_flat(variant)}" if variant else "")
+            chosen.append(label)
     return chosen, notes
+
+
+def _flat(overrides: dict[str, Any], prefix: str = "") -> str:
+    """``{"data_options": {"delay": 5}, "input_frames": 7}`` -> ``"data_options.delay = 5, input_frames = 7"``."""
+    return ", ".join(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k} = {json.dumps(v)}"
+                     for k, v in overrides.items())
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: ``base`` with ``overrides`` over it, nested dicts merged key by key (``base`` is untouched)."""
+    out = dict(base)
+    for k, v in overrides.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _sources(spec: dict[str, Any], name: str, datasets: list[str] | None) -> tuple[list[str], dict]:
+    """The requested dataset labels and, per label, (the registered dataset, the variant's config overrides).
+    Without ``variants`` a label is its dataset; with them each variant is a label over the scale's one dataset
+    and ``datasets`` (``--datasets``) selects variants by label."""
+    variants: dict[str, dict[str, Any]] = spec.get("variants") or {}
+    if not variants:
+        labels = list(datasets or spec.get("datasets") or ["embedded"])
+        return labels, {d: (d, {}) for d in labels}
+    real = list(spec.get("datasets") or [])
+    if len(real) != 1:
+        raise ConfigError(f"scale {name!r}: variants need exactly one dataset in 'datasets', found {real}")
+    labels = list(datasets or variants)
+    unknown = [d for d in labels if d not in variants]
+    if unknown:
+        raise ConfigError(f"--datasets on scale {name!r} selects its variants: expected some of "
+                          f"{', '.join(variants)}, got {', '.join(unknown)}")
+    return labels, {label: (real[0], variants[label]) for label in labels}
+
+
+def _model_seeds(spec: dict[str, Any], name: str, seed_list: list[int]) -> dict[str, list[int]]:
+    """Per model named in the scale's ``model_seeds``, the first N of the requested seeds."""
+    out = {}
+    for model, n in (spec.get("model_seeds") or {}).items():
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"scale {name!r}: model_seeds of {model!r} must be a count >= 1, got {n!r}")
+        out[model] = seed_list[:n]
+    return out
 
 
 def plan_grid(scale: str | dict[str, Any], datasets: Sequence[str] | None = None,
@@ -163,43 +210,52 @@ def plan_grid(scale: str | dict[str, Any], datasets: Sequence[str] | None = None
     """Validate the request and build every cell's config (nothing is trained or written).
 
     Default datasets whose files are absent are replaced by the scale's ``fallback`` (logged, and stated in
-    the table's caption); datasets named explicitly are used as named. ``horizon``: frames of the long-term
-    evaluation (None: the scale's, else 3 x ``output_frames``; 0: none)."""
+    the table's caption); datasets named explicitly are used as named. A scale with ``variants`` makes each
+    variant a dataset label of its own (``--datasets`` selects labels), the cells' configs holding the scale's
+    dataset with the variant's overrides; ``model_seeds`` limits a model to the first N seeds. ``horizon``:
+    frames of the long-term evaluation (None: the scale's, else 3 x ``output_frames``; 0: none)."""
     name, spec = get_scale(scale)
     explicit = datasets is not None
-    datasets = list(datasets or spec.get("datasets") or ["embedded"])
+    labels, sources = _sources(spec, name, list(datasets) if datasets is not None else None)
     models = list(models or spec.get("models") or DEFAULT_MODELS)
     seed_list = _seed_list(seeds, int(spec.get("seeds", 1)))
+    per_model = _model_seeds(spec, name, seed_list)
     if horizon is None:
         horizon = spec.get("horizon")
-    _check_request(models, datasets, horizon)
+    _check_request(models, list(dict.fromkeys(d for d, _ in sources.values())), horizon)
+    if len(set(labels)) != len(labels):
+        raise ConfigError("--models and --datasets must not repeat a name")
     root = Path(out) / name
 
-    def raw_config(d: str, m: str, s: int) -> dict:
+    def raw_config(label: str, m: str, s: int) -> dict:
+        d, variant = sources[label]
         if "config_files" in spec:
             raw = paper_config(spec["config_files"], _configs_dir(configs), d, m, log)
         else:
             raw = json.loads(json.dumps(spec.get("config", {})))  # a deep copy of plain data
+        raw = deep_merge(raw, variant)
         raw.update({"dataset": d, "neuron": m, "seed": s})
         return raw
 
-    def config(d: str, m: str, s: int) -> Config:
+    def config(label: str, m: str, s: int) -> Config:
         try:
-            return make_config(raw_config(d, m, s), overrides)
+            return make_config(raw_config(label, m, s), overrides)
         except ConfigError as exc:
-            raise ConfigError(f"scale {name!r}, {d}/{m}: {exc}") from None
+            raise ConfigError(f"scale {name!r}, {label}/{m}: {exc}") from None
 
-    chosen, notes = _choose_datasets(datasets, spec, explicit, lambda d: config(d, models[0], seed_list[0]), log)
+    chosen, notes = _choose_datasets(labels, sources, spec, explicit,
+                                     lambda d: config(d, models[0], seed_list[0]), log)
     if len(set(chosen)) != len(chosen):
-        raise ConfigError(f"datasets {', '.join(datasets)} resolve to {', '.join(chosen)}: a dataset twice")
+        raise ConfigError(f"datasets {', '.join(labels)} resolve to {', '.join(chosen)}: a dataset twice")
     cells = []
     for d in chosen:
         for m in models:
-            for s in seed_list:
+            for s in per_model.get(m, seed_list):
                 cfg = config(d, m, s)
                 h = 3 * cfg.output_frames if horizon is None else int(horizon)
                 if h and h <= cfg.output_frames:
                     raise ConfigError(f"--horizon must exceed the trained output_frames ({cfg.output_frames}) or "
                                       f"be 0 (no long-term evaluation), got {h}")
                 cells.append(Cell(d, m, s, cfg, root / d / m / f"seed{s}", h))
-    return Grid(name, root, cells, horizon, notes)
+    variants = {d: sources[d][1] for d in chosen if sources[d][1]}
+    return Grid(name, root, cells, horizon, notes, variants)

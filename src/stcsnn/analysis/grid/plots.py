@@ -1,5 +1,6 @@
 """The figures of a ``stcsnn reproduce`` grid: ``per_horizon_<dataset>.png`` (every model, the reference
-predictors dotted) and ``pairs_<dataset>.png`` (each STC neuron against its declared base neuron)."""
+predictors dotted), ``pairs_<dataset>.png`` (each STC neuron against its declared base neuron) and
+``recall_<dataset>.png`` (test MSE and SSIM against the delay of a grid's variants)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,36 @@ def plot_horizons(rows: list[dict[str, Any]], root: Path, trained: dict[str, int
             fig.tight_layout()
             paths.append(save_figure(fig, root / f"pairs_{d}.png"))
     return paths
+
+
+def plot_delays(rows: list[dict[str, Any]], path: Path) -> list[Path]:
+    """Test MSE (left) and SSIM (right) against the delay, one line per model with its t interval over seeds as a
+    band (:func:`~stcsnn.analysis.grid.aggregate.delay_series` rows of one dataset), the mean_image reference
+    dotted (a predictor with no memory) and perfect memory (MSE 0, SSIM 1) dashed."""
+    from stcsnn.analysis.common import pyplot, save_figure
+    from stcsnn.metrics import METRICS
+    from stcsnn.neurons.registry import NEURONS
+
+    plt = pyplot()
+    if plt is None or not rows:
+        return []
+    d = rows[0]["dataset"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric, perfect in zip(axes, ("mse", "ssim"), (0.0, 1.0)):
+        for m in dict.fromkeys(r["model"] for r in rows):
+            rs = [r for r in rows if r["model"] == m]
+            x, mean = [r["delay"] for r in rs], [r[f"{metric}_mean"] for r in rs]
+            spec = NEURONS.get(m)  # the reference predictor is no neuron
+            (line,) = ax.plot(x, mean, ":" if spec is None else "--" if spec.is_ann else "-", marker="o", ms=3,
+                              label=m + (" (no memory)" if spec is None else ""))
+            lo, hi = [r[f"{metric}_lo"] for r in rs], [r[f"{metric}_hi"] for r in rs]
+            if all(v is not None and math.isfinite(v) for v in lo + hi):
+                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+        ax.axhline(perfect, color="black", lw=0.8, ls="--", label="perfect memory")
+        ax.set_xticks(sorted({r["delay"] for r in rows}))
+        ax.set_xlabel("delay D (blank frames between showing and recall)")
+        ax.set_ylabel(METRICS[metric].label + (" (per frame, sum over pixels)" if metric == "mse" else ""))
+        ax.set_title(f"{d}: test {METRICS[metric].label} against the delay (95% t interval over seeds)")
+        ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    fig.tight_layout()
+    return [save_figure(fig, path)]

@@ -1,7 +1,8 @@
 """The files of a ``stcsnn reproduce`` grid: ``table.md`` (the table), ``table.csv`` (mean and sample standard
 deviation over seeds per dataset and model, the reference predictors included), ``paired.csv`` (STC neuron
 minus its base per seed, then the statistics over seeds), ``runs.csv`` (one row per cell), ``per_horizon.csv``
-(mean and std per predicted frame), ``results.json`` (all of it) and the plots (:mod:`.plots`).
+(mean and std per predicted frame), ``results.json`` (all of it), the plots (:mod:`.plots`) and, for a grid
+whose variants set a delay, ``recall_<dataset>.csv`` (mean and 95% t interval over seeds per model and delay).
 
 Metric columns, labels, formats and directions come from the metric table (:mod:`stcsnn.metrics`).
 """
@@ -21,9 +22,12 @@ from stcsnn.analysis.grid.aggregate import (
     CONFIDENCE,
     DETAILS,
     PRIMARY,
+    PROVENANCE,
     aggregate,
     cell_row,
+    delay_series,
     horizon_series,
+    mean_image_ratio,
     paired_differences,
     range_keys,
     reference_row,
@@ -143,11 +147,15 @@ def _header_lines(grid: Grid, rows: list[dict[str, Any]], command: str | None) -
              f"command: `{command}`  ", f"seeds: {', '.join(map(str, seeds))}  ",
              f"cells: {done} of {len(cells)} finished" + ("" if done == len(cells) else
                                                             " (the others are missing from this table)") + "  ",
-             f"machine: {_machine(cells)}" + ("  " if threads else "")]
+             f"machine: {_machine(cells)}  "]
     if threads:
         lines.append(f"threads per cell: {', '.join(map(str, threads))}; cells at a time: "
                      f"{', '.join(map(str, jobs))}; 1-minute load average during the cells: "
-                     + (f"{min(loads):.1f} to {max(loads):.1f}" if loads else "unknown"))
+                     + (f"{min(loads):.1f} to {max(loads):.1f}" if loads else "unknown") + "  ")
+    # the machines and source commits the finished cells ran on (a cell resumed elsewhere names both)
+    seen = {key: sorted({v for r in rows for v in str(r.get(key) or "").split("+") if v}) for key in PROVENANCE}
+    lines.append(f"cells ran on: {', '.join(seen['machine']) or 'unknown'}; commits: "
+                 f"{', '.join(seen['commit']) or 'unknown (not run from a git checkout)'}")
     return lines
 
 
@@ -158,7 +166,8 @@ def _table_row(r: dict[str, Any], metrics: list[str], ranges: list[str]) -> str:
             + f"{params} | {_fmt(r['macs_mean'], math.nan, '.2f', 1e6)} | "
             f"{_fmt(r['sops_mean'], r['sops_std'], '.2f', 1e6)} | "
             f"{_fmt(r['firing_rate_mean'], r['firing_rate_std'], '.3f')} | "
-            f"{_fmt(r['train_seconds_mean'], r['train_seconds_std'], '.0f')} |")
+            f"{_fmt(r['train_seconds_mean'], r['train_seconds_std'], '.0f')} | "
+            f"{_fmt(r.get('mse_vs_mean_image', math.nan), math.nan, '.3f')} |")
 
 
 def results_markdown(grid: Grid, rows: list[dict[str, Any]], table: list[dict[str, Any]],
@@ -174,7 +183,8 @@ def results_markdown(grid: Grid, rows: list[dict[str, Any]], table: list[dict[st
               "predicts the pixel-wise mean frame of the training split for every future frame, last_frame "
               "repeats the last observed frame. MACs and SOPs are per sequence, counted by `stcsnn energy` on the "
               "real forward pass. Firing rate: mean over layers (SNN rows only). Train time: wall-clock seconds of "
-              "training and validation per cell.", ""]
+              "training and validation per cell. MSE / mean image: the row's mean MSE divided by the mean_image "
+              "reference's MSE of the same data (below 1: better than predicting the mean frame).", ""]
     for d in dict.fromkeys(r["dataset"] for r in table):
         rows_d = [r for r in table if r["dataset"] == d]
         ranges = range_keys([{k[:-5]: 1 for k in r if k.endswith("_mean")} for r in rows_d])
@@ -189,8 +199,8 @@ def results_markdown(grid: Grid, rows: list[dict[str, Any]], table: list[dict[st
         if unavailable:
             lines.append(f"No long-term evaluation for some cells: {'; '.join(unavailable)}.  ")
         lines += ["", "| model | kind | seeds | " + "".join(f"{label(k)} | " for k in (*metrics, *ranges))
-                  + "params | MACs (M) | SOPs (M) | firing rate | train time (s) |",
-                  "|---|---|---:|" + "---:|" * (len(metrics) + len(ranges) + 5)]
+                  + "params | MACs (M) | SOPs (M) | firing rate | train time (s) | MSE / mean image |",
+                  "|---|---|---:|" + "---:|" * (len(metrics) + len(ranges) + 6)]
         lines += [_table_row(r, metrics, ranges) for r in rows_d]
         pairs = [p for p in paired if p["dataset"] == d]
         if pairs:
@@ -204,6 +214,10 @@ def results_markdown(grid: Grid, rows: list[dict[str, Any]], table: list[dict[st
         plots = f"`per_horizon_{d}.png` (every model)" + (f", `pairs_{d}.png` (each STC neuron against its base "
                                                           "neuron)" if pairs else "")
         lines += ["", f"Per-horizon plots: {plots}; mean over seeds with a band of ± one standard deviation.", ""]
+    for d in dict.fromkeys(d for d, _ in grid_delays(grid).values()):
+        lines += [f"Against the delay: `recall_{d}.png` and `recall_{d}.csv`: test MSE and SSIM of each model per "
+                  f"delay, mean over seeds with its {CONFIDENCE:.0%} t interval; mean_image (no memory) and perfect "
+                  "memory (MSE 0, SSIM 1) for reference.", ""]
     return "\n".join(lines)
 
 
@@ -240,7 +254,12 @@ def write_results(grid: Grid, command: str | None = None, plots: bool = True) ->
     if not rows:
         raise StcsnnError(f"no finished runs under {root}")
     references = reference_rows(grid)
+    mean_mse = {r["dataset"]: r["mse"] for r in references if r["model"] == "mean_image"}
+    for r in rows:
+        r["mse_vs_mean_image"] = mean_image_ratio(r["mse"], mean_mse.get(r["dataset"]))
     table = aggregate(rows + references)
+    for r in table:
+        r["mse_vs_mean_image"] = mean_image_ratio(r["mse_mean"], mean_mse.get(r["dataset"]))
     paired = paired_differences(rows)
     horizon = horizon_series(rows + references)
     root.mkdir(parents=True, exist_ok=True)
@@ -255,10 +274,34 @@ def write_results(grid: Grid, command: str | None = None, plots: bool = True) ->
     if horizon:
         paths.append(write_csv(root / "per_horizon.csv", horizon))
     payload = {"scale": grid.name, "command": command or f"stcsnn reproduce --scale {grid.name}",
-               "machine": _machine(grid.cells), "data": grid.data_notes, "primary_metric": PRIMARY,
-               "confidence": CONFIDENCE, "cells": {"total": len(grid.cells), "finished": len(rows)},
+               "machine": _machine(grid.cells), "data": grid.data_notes, "variants": grid.variants,
+               "primary_metric": PRIMARY, "confidence": CONFIDENCE,
+               "cells": {"total": len(grid.cells), "finished": len(rows)},
                "runs": rows, "references": references, "table": table, "paired": paired, "per_horizon": horizon}
     paths.append(write_json(root / "results.json", clean_json(payload)))
     if horizon and plots:
         paths += plot_horizons(horizon, root, {c.dataset: c.cfg.output_frames for c in grid.cells})
+    # the delay plot's one reference is mean_image (no memory); perfect memory is drawn from its definition
+    paths += _write_delays(grid, rows + [r for r in references if r["model"] == "mean_image"], plots)
+    return paths
+
+
+def grid_delays(grid: Grid) -> dict[str, tuple[str, int]]:
+    """Variant label -> (its registered dataset, its delay) for the variants that set ``data_options.delay``."""
+    real = {c.dataset: c.cfg.dataset for c in grid.cells}
+    return {label: (real[label], int(over["data_options"]["delay"])) for label, over in grid.variants.items()
+            if label in real and "delay" in (over.get("data_options") or {})}
+
+
+def _write_delays(grid: Grid, rows: list[dict[str, Any]], plots: bool) -> list[Path]:
+    """``recall_<dataset>.csv`` (and ``.png``): test MSE and SSIM against the delay of the grid's variants."""
+    from stcsnn.analysis.grid.plots import plot_delays
+
+    series = delay_series(rows, grid_delays(grid))
+    paths = []
+    for d in dict.fromkeys(r["dataset"] for r in series):
+        rs = [r for r in series if r["dataset"] == d]
+        paths.append(write_csv(grid.root / f"recall_{d}.csv", rs))
+        if plots:
+            paths += plot_delays(rs, grid.root / f"recall_{d}.png")
     return paths

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import threading
 import time
@@ -21,13 +22,16 @@ from stcsnn.analysis.grid.cells import Cell, read_cell_json
 from stcsnn.analysis.grid.evaluate import cell_energy, long_horizon, sequence_record
 from stcsnn.analysis.grid.plan import plan_grid
 from stcsnn.config import make_config
+from stcsnn.device import cpu_model
 from stcsnn.errors import ConfigError, StcsnnError
+from stcsnn.machine import source_commit
 
 
 def run_cell(cell: Cell, progress: bool = True, threads: int | None = None, jobs: int = 1) -> int:
     """Train the cell (resuming its ``last.pt``) unless finished, then add the cached evaluations.
     Returns the training's exit code (0 done; 130 / 143 stopped, resumable). Records the wall-clock time of
-    this call, the threads and the machine load in ``timing.json`` when it did any work."""
+    this call, the threads, the machine load, the CPU and the source commit in ``timing.json`` when it did any
+    work."""
     from stcsnn.train import loop
 
     if cell.done:
@@ -48,7 +52,8 @@ def run_cell(cell: Cell, progress: bool = True, threads: int | None = None, jobs
     path = cell.run_dir / "timing.json"
     sessions = read_cell_json(path, "the cell's timing record", ("sessions",))["sessions"] if path.is_file() else []
     sessions.append({"train_wall_seconds": t1 - t0, "eval_wall_seconds": t2 - t1, "threads": threads,
-                     "jobs": jobs, "loadavg_start": load0, "loadavg_end": _loadavg()})
+                     "jobs": jobs, "loadavg_start": load0, "loadavg_end": _loadavg(),
+                     "machine": cpu_model() or platform.processor() or None, "commit": source_commit()})
     write_json(path, clean_json({"sessions": sessions}))
     return 0
 
