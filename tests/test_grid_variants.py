@@ -60,7 +60,7 @@ def test_recall_scale_one_label_per_delay_over_the_small_config(tmp_path):
     spec = SCALES["recall"]
     assert spec["models"] is SMALL_MODELS and spec["seeds"] == 3 and spec["horizon"] == 0
     small = SCALES["small"]["config"]
-    assert spec["config"] == {**small, "output_frames": 2}
+    assert spec["config"] == {**small, "data_options": {}, "output_frames": 2}
     grid = plan_grid("recall", out=tmp_path, seeds=1)
     labels = [f"recall_d{d}" for d in RECALL_DELAYS]
     assert list(dict.fromkeys(c.dataset for c in grid.cells)) == labels

@@ -265,19 +265,24 @@ def test_scales_are_plain_data_and_grid_defaults(tmp_path):
     assert grid.name == "tiny" and len(grid.cells) == 2 * len(DEFAULT_MODELS)
     assert grid.cells[0].cfg.hidden_channels == SCALES["tiny"]["config"]["hidden_channels"]
     assert grid.cells[1].run_dir == tmp_path / "tiny" / "embedded" / "if" / "seed1" and grid.cells[1].cfg.seed == 1
-    # small: seven models x three seeds on Moving Fashion-MNIST, 3 x 64 channels, about 1500 steps of batch 4
+    # small: the pairs, the ablations, five seeds (ConvLSTM one) on one Moving Fashion-MNIST garment, 2 x 64
+    # channels, 5 -> 5 frames, about 1200 steps of batch 8
     small = SCALES["small"]["config"]
-    assert small["hidden_channels"] == [64, 64, 64] and small["kernel_size"] == 5 and small["patch_size"] == 4
-    assert small["batch_size"] == 4 and 1000 <= small["epochs"] * small["steps_per_epoch"] <= 1500
+    assert small["hidden_channels"] == [64, 64] and small["kernel_size"] == 5 and small["patch_size"] == 4
+    assert small["batch_size"] == 8 and 1000 <= small["epochs"] * small["steps_per_epoch"] <= 1500
+    assert small["data_options"] == {"num_digits": 1, "canvas_size": 40}
     data = tmp_path / "data" / "moving_fmnist"
     data.mkdir(parents=True)
     for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
         (data / name).write_bytes(b"")
     grid = plan_grid("small", out=tmp_path, overrides={"data_root": str(tmp_path / "data")})
-    assert [c.model for c in grid.cells[::3]] == list(SMALL_MODELS) and len(grid.cells) == 21
-    assert stc_pairs(SMALL_MODELS) == [("stc_lif", "if"), ("stc_plif", "plif"), ("stc_lmh", "lmh")]
+    assert list(dict.fromkeys(c.model for c in grid.cells)) == list(SMALL_MODELS)
+    assert len(grid.cells) == 5 * (len(SMALL_MODELS) - 1) + 1
+    assert [c.seed for c in grid.cells if c.model == "convlstm"] == [0]
+    assert stc_pairs(SMALL_MODELS) == [("stc_lif", "if"), ("stc_lif_temporal", "if"), ("stc_lif_spatial", "if"),
+                                       ("stc_plif", "plif"), ("stc_lmh", "lmh")]
     assert "lif" in SMALL_MODELS and {c.cfg.val_every for c in grid.cells} == {1}
-    assert {c.dataset for c in grid.cells} == {"mfmnist"} and {c.horizon for c in grid.cells} == {30}
+    assert {c.dataset for c in grid.cells} == {"mfmnist"} and {c.horizon for c in grid.cells} == {0}
     assert str(data / "train-images-idx3-ubyte.gz") in grid.data_notes["mfmnist"]
     notes: list[str] = []
     grid = plan_grid("small", out=tmp_path, overrides={"data_root": str(tmp_path / "empty")}, log=notes.append,
