@@ -123,7 +123,7 @@ def test_variant_overrides_are_deep_merged(tmp_path):
 def test_model_seeds_gives_a_model_the_first_n_seeds(tmp_path):
     scale = {**MEMORY, "variants": {"mem_d0": MEMORY["variants"]["mem_d0"]}, "model_seeds": {"convlstm": 1}}
     grid = plan_grid(scale, models=["lif", "convlstm"], seeds=3, out=tmp_path)
-    assert [(c.model, c.seed) for c in grid.cells] == [("lif", 0), ("lif", 1), ("lif", 2), ("convlstm", 0)]
+    assert [(c.model, c.seed) for c in grid.cells] == [("lif", 0), ("convlstm", 0), ("lif", 1), ("lif", 2)]  # seed-major
     grid = plan_grid(scale, models=["convlstm", "lif"], seeds=[4, 2], out=tmp_path)
     assert [(c.model, c.seed) for c in grid.cells] == [("convlstm", 4), ("lif", 4), ("lif", 2)]
     with pytest.raises(ConfigError, match="model_seeds of 'convlstm' must be a count >= 1, got 0"):

@@ -264,7 +264,10 @@ def test_scales_are_plain_data_and_grid_defaults(tmp_path):
     grid = plan_grid("tiny", seeds=2, out=tmp_path)
     assert grid.name == "tiny" and len(grid.cells) == 2 * len(DEFAULT_MODELS)
     assert grid.cells[0].cfg.hidden_channels == SCALES["tiny"]["config"]["hidden_channels"]
-    assert grid.cells[1].run_dir == tmp_path / "tiny" / "embedded" / "if" / "seed1" and grid.cells[1].cfg.seed == 1
+    # seed-major: every model of seed 0, then of seed 1
+    assert grid.cells[1].run_dir == tmp_path / "tiny" / "embedded" / "lif" / "seed0" and grid.cells[1].cfg.seed == 0
+    n = len(DEFAULT_MODELS)
+    assert grid.cells[n].run_dir == tmp_path / "tiny" / "embedded" / "if" / "seed1" and grid.cells[n].cfg.seed == 1
     # small: the pairs, the ablations, five seeds (ConvLSTM one) on one Moving Fashion-MNIST garment, 2 x 64
     # channels, 5 -> 5 frames, about 1200 steps of batch 8
     small = SCALES["small"]["config"]

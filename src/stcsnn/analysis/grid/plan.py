@@ -248,9 +248,11 @@ def plan_grid(scale: str | dict[str, Any], datasets: Sequence[str] | None = None
     if len(set(chosen)) != len(chosen):
         raise ConfigError(f"datasets {', '.join(labels)} resolve to {', '.join(chosen)}: a dataset twice")
     cells = []
+    # seed by seed (every model of seed 0, then of seed 1, ...): a grid stopped part-way has whole seeds of
+    # every pair, which the paired statistics can use, instead of every seed of the first models only
     for d in chosen:
-        for m in models:
-            for s in per_model.get(m, seed_list):
+        for s in seed_list:
+            for m in (m for m in models if s in per_model.get(m, seed_list)):
                 cfg = config(d, m, s)
                 h = 3 * cfg.output_frames if horizon is None else int(horizon)
                 if h and h <= cfg.output_frames:
