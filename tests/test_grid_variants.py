@@ -60,7 +60,8 @@ def test_recall_scale_one_label_per_delay_over_the_small_config(tmp_path):
     spec = SCALES["recall"]
     assert spec["models"] is SMALL_MODELS and spec["seeds"] == 3 and spec["horizon"] == 0
     small = SCALES["small"]["config"]
-    assert spec["config"] == {**small, "data_options": {}, "output_frames": 2}
+    assert spec["config"] == {**small, "data_options": {}, "output_frames": 2, "epochs": 4,
+                              "sampling_changing_rate": 3.4e-3, "sampling_stop_iter": 300}
     grid = plan_grid("recall", out=tmp_path, seeds=1)
     labels = [f"recall_d{d}" for d in RECALL_DELAYS]
     assert list(dict.fromkeys(c.dataset for c in grid.cells)) == labels
@@ -123,7 +124,8 @@ def test_variant_overrides_are_deep_merged(tmp_path):
 def test_model_seeds_gives_a_model_the_first_n_seeds(tmp_path):
     scale = {**MEMORY, "variants": {"mem_d0": MEMORY["variants"]["mem_d0"]}, "model_seeds": {"convlstm": 1}}
     grid = plan_grid(scale, models=["lif", "convlstm"], seeds=3, out=tmp_path)
-    assert [(c.model, c.seed) for c in grid.cells] == [("lif", 0), ("convlstm", 0), ("lif", 1), ("lif", 2)]  # seed-major
+    # seed-major: every model of seed 0 first
+    assert [(c.model, c.seed) for c in grid.cells] == [("lif", 0), ("convlstm", 0), ("lif", 1), ("lif", 2)]
     grid = plan_grid(scale, models=["convlstm", "lif"], seeds=[4, 2], out=tmp_path)
     assert [(c.model, c.seed) for c in grid.cells] == [("convlstm", 4), ("lif", 4), ("lif", 2)]
     with pytest.raises(ConfigError, match="model_seeds of 'convlstm' must be a count >= 1, got 0"):
@@ -285,3 +287,24 @@ def test_memory_grid_recall_table_by_hand(memory_grid):
     assert "Against the delay: `recall_recall.png` and `recall_recall.csv`" in (root / "table.md").read_text()
     if importlib.util.find_spec("matplotlib"):
         assert (root / "recall_recall.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ---------------------------------------------------------------------------------------------- gradient norms
+
+
+def test_grad_norm_stats_by_hand(tmp_path):
+    from stcsnn.analysis.grid.aggregate import GRAD_KEYS, grad_norm_stats
+
+    (tmp_path / "steps.csv").write_text("step,epoch,loss,lr,p_true,seconds,threads,grad_norm\n"
+                                        "1,1,0.1,0.001,1,0.1,1,0.5\n2,1,0.1,0.001,1,0.1,1,2.0\n"
+                                        "3,1,0.1,0.001,1,0.1,1,0.1\n4,1,0.1,0.001,1,0.1,1,3.0\n")
+    stats = grad_norm_stats(tmp_path)
+    # sorted 0.1, 0.5, 2.0, 3.0: median (0.5 + 2.0) / 2; 99th percentile at position 0.99 x 3 = 2.97 between
+    # 2.0 and 3.0; two of four steps above the clip 1.0, by (2.0 + 3.0) / 2 on average
+    assert stats == pytest.approx({"grad_norm_median": 1.25, "grad_norm_p99": 2.97, "grad_norm_max": 3.0,
+                                   "clipped_share": 0.5, "clipped_excess": 2.5})
+    assert grad_norm_stats(tmp_path, clip=10.0)["clipped_share"] == 0.0
+    assert math.isnan(grad_norm_stats(tmp_path, clip=10.0)["clipped_excess"])
+    (tmp_path / "steps.csv").write_text("step,epoch,loss\n1,1,0.1\n")  # an older run: no grad_norm column
+    stats = grad_norm_stats(tmp_path)
+    assert all(math.isnan(v) for v in stats.values()) and set(stats) == set(GRAD_KEYS)

@@ -33,6 +33,11 @@ CONFIDENCE = 0.95
 #: the other columns of the table: counts, rates and times (means and std over seeds)
 COST_KEYS = ("params", "macs", "sops", "energy_snn_uj", "energy_ann_uj", "firing_rate", "train_seconds",
              "cell_wall_seconds")
+#: the clipping threshold the training gradient-norm statistics are stated against: how often, and how far, a
+#: ``grad_clip`` of this value would have clipped (1.0 is the usual choice; no grid cell clips)
+CLIP_REFERENCE = 1.0
+#: the training gradient-norm statistics of a cell (:func:`grad_norm_stats`, from ``steps.csv``)
+GRAD_KEYS = ("grad_norm_median", "grad_norm_p99", "grad_norm_max", "clipped_share", "clipped_excess")
 #: what each session of a cell records of where it ran (``timing.json``), columns of runs.csv
 PROVENANCE = ("machine", "commit")
 #: the nested details of a row, kept for results.json and out of the CSV files
@@ -67,6 +72,26 @@ def selected_epoch(run_dir: Path, checkpoint: str) -> int | None:
     val = [(float(r["val_mse"]), int(r["epoch"])) for r in rows if r.get("val_mse")]
     val = [v for v in val if math.isfinite(v[0])]
     return min(val, key=lambda v: v[0])[1] if val else None
+
+
+def grad_norm_stats(run_dir: Path, clip: float = CLIP_REFERENCE) -> dict[str, float]:
+    """Statistics of the global gradient norm before clipping over every optimizer step of ``steps.csv``:
+    median, 99th percentile, maximum; ``clipped_share``, the fraction of steps whose norm exceeds ``clip``; and
+    ``clipped_excess``, their mean norm / ``clip`` (how far a clip would have scaled them down; NaN when none).
+    All NaN without ``steps.csv`` or its ``grad_norm`` column (runs of older versions)."""
+    path = run_dir / "steps.csv"
+    norms: list[float] = []
+    if path.is_file():
+        with path.open() as f:
+            norms = [float(r["grad_norm"]) for r in csv.DictReader(f) if r.get("grad_norm")]
+        norms = [n for n in norms if math.isfinite(n)]
+    if not norms:
+        return {k: float("nan") for k in GRAD_KEYS}
+    arr = np.asarray(norms)
+    over = arr[arr > clip]
+    return {"grad_norm_median": float(np.median(arr)), "grad_norm_p99": float(np.percentile(arr, 99)),
+            "grad_norm_max": float(arr.max()), "clipped_share": float(len(over) / len(arr)),
+            "clipped_excess": float(over.mean() / clip) if len(over) else float("nan")}
 
 
 def _timing(run_dir: Path) -> dict[str, Any]:
@@ -115,6 +140,7 @@ def cell_row(cell: Cell) -> dict[str, Any]:
                 "energy_snn_uj": total["energy_snn_pj"] / 1e6, "energy_ann_uj": total["energy_ann_pj"] / 1e6,
                 "firing_rate": float("nan") if ann or not rates else sum(rates) / len(rates),
                 "train_seconds": training_seconds(cell.run_dir), "cell_wall_seconds": timing["cell_wall_seconds"],
+                **grad_norm_stats(cell.run_dir),
                 "selected_epoch": selected_epoch(cell.run_dir, ckpt), "checkpoint": Path(ckpt).name,
                 "test_samples": report.get("num_samples"), "run_dir": str(cell.run_dir),
                 **{key: timing[key] for key in PROVENANCE}})
@@ -155,7 +181,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (d, m), rs in groups.items():
         row = {"dataset": d, "model": m, "kind": rs[0]["kind"], "seeds": len(rs)}
-        for k in (*reported_metrics(), *range_keys(rs), *COST_KEYS):
+        for k in (*reported_metrics(), *range_keys(rs), *COST_KEYS, *GRAD_KEYS):
             row[f"{k}_mean"], row[f"{k}_std"] = mean_std([r.get(k) for r in rs])
         out.append(row)
     return out
