@@ -308,3 +308,18 @@ def test_grad_norm_stats_by_hand(tmp_path):
     (tmp_path / "steps.csv").write_text("step,epoch,loss\n1,1,0.1\n")  # an older run: no grad_norm column
     stats = grad_norm_stats(tmp_path)
     assert all(math.isnan(v) for v in stats.values()) and set(stats) == set(GRAD_KEYS)
+
+
+def test_grid_lags_fresh_and_trained_per_cell(memory_grid, tmp_path, capsys):
+    out = tmp_path / "grad"
+    assert main(["--threads", "1", "analyze", "gradients", "--grid", str(memory_grid), "--lags", "--lag-probes", "2",
+                 "--batch-size", "2", "--out", str(out)]) == 0
+    rows = read_csv(out / "lags.csv")
+    cells = {(r["dataset"], r["model"], r["seed"]) for r in rows}
+    assert cells == {(d, "lif", s) for d in ("mem_d0", "mem_d1") for s in ("0", "1")}
+    for cell in cells:
+        states = {r["state"] for r in rows if (r["dataset"], r["model"], r["seed"]) == cell}
+        assert states == {"fresh", "trained"}
+    summary = read_csv(out / "lags_summary.csv")
+    assert {r["seeds"] for r in summary} == {"2"} and (out / "lags_mem_d0.png").is_file()
+    assert "|dx_hat[t+" in capsys.readouterr().out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -81,3 +83,26 @@ def test_analyze_gradients_lags_writes_the_profile_per_model(tmp_path, capsys):
     assert main(["analyze", "gradients", "--config", str(cfg), "--lags", "--lag-probes", "-1", "--out",
                  str(tmp_path / "bad")]) == 2
     assert "--lag-probes must be 0 (exact) or a number of probes, got -1" in capsys.readouterr().err
+
+
+def test_lag_summary_and_pairs_by_hand():
+    from stcsnn.analysis.gradients import lag_pair_rows, lag_summary_rows
+    from stcsnn.analysis.stats import t_ppf
+
+    rows = []
+    # relative norms at lag 2: base 0.1 and 0.01 (logs -1, -2), STC 1 and 0.1 (logs 0, -1): STC - base = +1, +1
+    for model, rel in (("if", (0.1, 0.01)), ("stc_lif", (1.0, 0.1))):
+        for seed, r in enumerate(rel):
+            rows += [{"dataset": "d", "model": model, "seed": seed, "state": "trained", "lag": 1, "relative": 1.0},
+                     {"dataset": "d", "model": model, "seed": seed, "state": "trained", "lag": 2, "relative": r}]
+    summary = {(r["model"], r["lag"]): r for r in lag_summary_rows(rows)}
+    base = summary[("if", 2)]
+    half = t_ppf(0.975, 1) * math.sqrt(0.5) / math.sqrt(2)  # logs -1, -2: mean -1.5, sd sqrt(0.5)
+    assert base["log10_relative"] == pytest.approx(-1.5) and base["relative_geomean"] == pytest.approx(10 ** -1.5)
+    assert (base["ci_low"], base["ci_high"]) == pytest.approx((-1.5 - half, -1.5 + half))
+    assert summary[("if", 1)]["log10_relative"] == 0.0 and summary[("if", 1)]["seeds"] == 2
+    pairs = {r["lag"]: r for r in lag_pair_rows(rows, [("stc_lif", "if")])}
+    # identical differences (+1, +1): the interval has zero width, and excludes 0
+    assert pairs[2]["diff_log10"] == pytest.approx(1.0) and pairs[2]["shown"]
+    assert pairs[2]["ci_low"] == pytest.approx(1.0) and pairs[2]["seeds"] == 2
+    assert pairs[1]["diff_log10"] == 0.0 and not pairs[1]["shown"]

@@ -24,6 +24,7 @@ gradient reach further back.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -339,3 +340,92 @@ def lag_profile(rows: list[dict]) -> list[dict]:
     first = means.get(1, float("nan"))
     return [{"lag": k, "pairs": len(by_lag[k]), "jac_norm": m,
              "relative": m / first if first and first == first else float("nan")} for k, m in means.items()]
+
+
+# ---------------------------------------------------------------------------------------------- per-lag, grids
+#
+# Over a grid (``analyze gradients --grid DIR --lags``) each cell gives two profiles: its trained weights and a
+# fresh model of the same config and seed (the initialisation it started from). A profile is compared in log10
+# of its relative norm (lag k over lag 1): a decay by a factor is a difference of logs, and the seeds' values are
+# averaged there. Pairs (STC neuron - its base, same seed) are summarised with the paired t interval.
+
+LAG_STATES = ("fresh", "trained")
+
+
+def lag_summary_rows(rows: list[dict], confidence: float = 0.95) -> list[dict]:
+    """Per (dataset, model, state, lag) over seeds: the mean of ``log10(relative)`` with its ``confidence`` t
+    interval (NaN bounds for one seed) and the geometric-mean relative norm ``10 ** mean``. ``rows``: the cells'
+    profile rows ``{dataset, model, seed, state, lag, relative, ...}``."""
+    from stcsnn.analysis.stats import t_ppf
+
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["model"], r["state"], r["lag"]), []).append(math.log10(r["relative"]))
+    out = []
+    for (d, m, state, lag), logs in groups.items():
+        n = len(logs)
+        mean = sum(logs) / n
+        half = float("nan")
+        if n > 1:
+            sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1))
+            half = t_ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+        out.append({"dataset": d, "model": m, "state": state, "lag": lag, "seeds": n, "log10_relative": mean,
+                    "ci_low": mean - half, "ci_high": mean + half, "relative_geomean": 10 ** mean})
+    return out
+
+
+def lag_pair_rows(rows: list[dict], pairs: list[tuple[str, str]], confidence: float = 0.95) -> list[dict]:
+    """Per (dataset, STC neuron, its base, state, lag): the paired difference of ``log10(relative)`` (STC minus
+    base, same seed) over the seeds both have, its mean, ``confidence`` t interval, paired t-test p and whether
+    the interval excludes 0 (``shown``). Positive: the STC neuron's output depends relatively more on inputs
+    that far back."""
+    from stcsnn.analysis.stats import paired_summary
+
+    value = {(r["dataset"], r["model"], r["seed"], r["state"], r["lag"]): math.log10(r["relative"]) for r in rows}
+    out = []
+    for d in dict.fromkeys(r["dataset"] for r in rows):
+        for stc, base in pairs:
+            for state in LAG_STATES:
+                lags = sorted({k[4] for k in value if k[0] == d and k[1] == stc and k[3] == state})
+                for lag in lags:
+                    seeds = sorted(s for (dd, m, s, st, k) in value if (dd, m, st, k) == (d, stc, state, lag)
+                                   and (d, base, s, state, lag) in value)
+                    if len(seeds) < 2:
+                        continue
+                    diffs = [value[(d, stc, s, state, lag)] - value[(d, base, s, state, lag)] for s in seeds]
+                    summary = paired_summary(diffs, confidence, n_boot=1000)
+                    low, high = summary["ci_t"]
+                    out.append({"dataset": d, "stc": stc, "base": base, "state": state, "lag": lag,
+                                "seeds": len(seeds), "diff_log10": summary["mean"], "ci_low": low, "ci_high": high,
+                                "p": summary["p_t"], "shown": low > 0 or high < 0})
+    return out
+
+
+def plot_lags(summary: list[dict], path, title: str):
+    """Relative Jacobian norm against the lag, per model: trained solid, fresh dashed, a 95% t band (log scale)."""
+    from stcsnn.analysis.common import pyplot, save_figure
+
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    models = list(dict.fromkeys(r["model"] for r in summary))
+    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    for m in models:
+        for state, style in (("trained", "-"), ("fresh", "--")):
+            rs = sorted((r for r in summary if r["model"] == m and r["state"] == state), key=lambda r: r["lag"])
+            if not rs:
+                continue
+            x = [r["lag"] for r in rs]
+            ax.plot(x, [r["relative_geomean"] for r in rs], style, marker="o", ms=2.5, color=colors[m],
+                    label=f"{m} ({state})")
+            if all(math.isfinite(r["ci_low"]) for r in rs):
+                ax.fill_between(x, [10 ** r["ci_low"] for r in rs], [10 ** r["ci_high"] for r in rs],
+                                color=colors[m], alpha=0.12, lw=0)
+    ax.set_yscale("log")
+    ax.set_xlabel("lag k (frames between the input and the prediction)")
+    ax.set_ylabel("|d x_hat[t+k] / d x[t]|, relative to lag 1")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -175,14 +175,18 @@ def _gradients_grid(args: argparse.Namespace, device: torch.device) -> int:
     )
     from stcsnn.analysis.reproduce import finished_cells, stc_pairs
 
+    if args.lags and args.lag_probes < 0:
+        raise StcsnnError(f"--lag-probes must be 0 (exact) or a number of probes, got {args.lag_probes}")
     cells = finished_cells(args.grid)
     out = out_dir(args.out, str(Path(args.grid) / "gradients"))
-    rows, summaries, hists, paths = [], [], [], []
+    rows, summaries, hists, paths, lag_rows = [], [], [], [], []
     for dataset_name in dict.fromkeys(c.dataset for c in cells):
         groups: dict[str, list] = {}
         for c in (c for c in cells if c.dataset == dataset_name):
             model, cfg, dataset = resolve_model(None, args.set, str(c.checkpoint), device, args.split)
             frames = get_batch(dataset, batch_indices(dataset, args.batch_size), device)
+            if args.lags:
+                lag_rows += _grid_lag_rows(c, model, cfg, frames, args.lag_probes or None, device)
             trace = trace_gradients(model, frames, cfg)
             rows += [{"dataset": c.dataset, "seed": c.seed, "checkpoint": str(c.checkpoint), **r}
                      for r in gradient_rows(trace)]
@@ -204,8 +208,54 @@ def _gradients_grid(args: argparse.Namespace, device: torch.device) -> int:
                 paths.append(png)
     paths = [write_csv(out / "gradients.csv", rows, ["dataset", "seed", "checkpoint", *FIELDS]),
              write_csv(out / "factor_summary.csv", summaries), write_csv(out / "factor_hist.csv", hists), *paths]
+    if lag_rows:
+        paths += _write_grid_lags(lag_rows, out, args)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _grid_lag_rows(cell, model, cfg, frames, probes: int | None, device) -> list[dict]:
+    """The per-lag profiles of one grid cell: its trained weights and a fresh model of its config and seed."""
+    import torch
+
+    from stcsnn.analysis.gradients import lag_jacobian, lag_profile
+    from stcsnn.models import build_model
+
+    torch.manual_seed(cfg.seed)
+    fresh = build_model(cfg).to(device)
+    out = []
+    for state, m in (("fresh", fresh), ("trained", model)):
+        profile = lag_profile(lag_jacobian(m, frames[:, :cfg.input_frames], cfg.output_frames, probes))
+        out += [{"dataset": cell.dataset, "model": cell.model, "seed": cell.seed, "state": state, **r,
+                 "estimate": "exact" if probes is None else f"{probes} probes"} for r in profile]
+    return out
+
+
+def _write_grid_lags(lag_rows: list[dict], out, args) -> list:
+    """lags.csv (every cell, fresh and trained), lags_summary.csv (per model: the seeds' mean of log10 of the
+    relative norm with a 95% t interval), lags_pairs.csv (STC neuron minus its base, paired by seed) and a plot
+    per dataset; one line per model and the largest lag printed."""
+    from stcsnn.analysis.common import write_csv
+    from stcsnn.analysis.gradients import lag_pair_rows, lag_summary_rows, plot_lags
+    from stcsnn.analysis.reproduce import stc_pairs
+
+    summary = lag_summary_rows(lag_rows)
+    pairs = lag_pair_rows(lag_rows, stc_pairs(list(dict.fromkeys(r["model"] for r in lag_rows))))
+    paths = [write_csv(out / "lags.csv", lag_rows), write_csv(out / "lags_summary.csv", summary)]
+    if pairs:
+        paths.append(write_csv(out / "lags_pairs.csv", pairs))
+    for d in dict.fromkeys(r["dataset"] for r in summary):
+        rows_d = [r for r in summary if r["dataset"] == d]
+        last = max(r["lag"] for r in rows_d)
+        for r in (r for r in rows_d if r["lag"] == last):
+            print(f"{d}: {r['model']:<17} {r['state']:<8} |dx_hat[t+{last}]/dx[t]| / lag 1: "
+                  f"{r['relative_geomean']:.3g} (95% t over {r['seeds']} seed(s): {10 ** r['ci_low']:.3g} to "
+                  f"{10 ** r['ci_high']:.3g})")
+        png = plot_lags(rows_d, out / f"lags_{d}.png", f"{d}: per-lag input-output Jacobian, geometric mean over "
+                                                      f"seeds, 95% t band ({args.split} batch of {args.batch_size})")
+        if png is not None:
+            paths.append(png)
+    return paths
 
 
 # ---------------------------------------------------------------------------------------------- dynamics
