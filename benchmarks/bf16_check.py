@@ -120,7 +120,9 @@ def run_one(out: Path, base: Path, neuron: str, precision: str, seed: int) -> tu
         f.flush()
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
     seconds = (datetime.datetime.now() - start).total_seconds()
-    print(f"{name}: {'done' if rc == 0 else f'FAILED (exit {rc})'} in {seconds:.0f} s", flush=True)
+    # 130: stopped by Ctrl-C, after saving last.pt (the next start continues it)
+    what = "done" if rc == 0 else "stopped" if rc == 130 else f"FAILED (exit {rc})"
+    print(f"{name}: {what} in {seconds:.0f} s", flush=True)
     return name, rc
 
 
@@ -289,8 +291,17 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(base, BASE_CONFIG)
         # seed by seed, so that a stopped check has whole seeds of every neuron and precision to show
         todo = [(n, prec, s) for s in seeds for n in neurons for prec in PRECISIONS]
-        with ThreadPoolExecutor(args.jobs) as pool:
+        pool = ThreadPoolExecutor(args.jobs)
+        try:
             done = list(pool.map(lambda t: run_one(out, base, *t), todo))
+        except KeyboardInterrupt:
+            # the running trainings got the Ctrl-C too (same process group): they save last.pt and stop; the
+            # queued ones must not start (a plain `with` would wait for every one of them)
+            pool.shutdown(wait=True, cancel_futures=True)
+            print(f"stopped: run the same command again to continue (finished runs are kept in {out})",
+                  file=sys.stderr)
+            return 130
+        pool.shutdown()
         failed = [name for name, rc in done if rc != 0]
         if failed:
             raise CheckError(f"{len(failed)} run(s) failed ({', '.join(failed)}): see {out / 'logs'}; run the "
