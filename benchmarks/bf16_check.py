@@ -37,7 +37,6 @@ from pathlib import Path
 
 import torch
 
-from stcsnn.analysis.scales import SCALES
 from stcsnn.device import cpu_model
 from stcsnn.errors import StcsnnError
 from stcsnn.io import atomic_write_text
@@ -54,6 +53,7 @@ SPREAD = 2.0
 THREADS = 1
 #: ``stcsnn train`` needs a config file; every key is given by ``--set`` so that the logged command is complete
 BASE_CONFIG = "{}\n"
+DATASET = "mfmnist"
 
 
 class CheckError(StcsnnError):
@@ -63,16 +63,22 @@ class CheckError(StcsnnError):
 # ------------------------------------------------------------------------------------------------ the runs
 
 
+#: The training schedule of the check: the ``small`` scale's as it was when the check ran (commit aceeb65; the
+#: scale has since changed to a smaller task, see scales.py), written out so that the check reruns as it ran.
+SCHEDULE = {"batch_size": 4, "eval_batch_size": 16, "lr": 1.0e-3, "min_lr": 1.0e-5, "warmup_epochs": 1,
+            "warmup_lr": 1.0e-4, "sampling": "scheduled", "sampling_changing_rate": 1.5e-3, "sampling_stop_iter": 700,
+            "max_val_batches": 4, "num_visualize": 4, "data_options": {}}
+
+
 def run_config(neuron: str, seed: int) -> dict:
-    """The config keys of one run: the ``small`` scale's training schedule, the bench's ``small`` model and
-    frames, 300 steps with validation every epoch."""
-    scale = SCALES["small"]
-    return {**scale["config"], **CONFIGS["small"],
+    """The config keys of one run: :data:`SCHEDULE`, the bench's ``small`` model and frames (two garments on
+    64x64, 10 -> 10), 300 steps with validation every epoch."""
+    return {**SCHEDULE, **CONFIGS["small"],
             "epochs": EPOCHS, "steps_per_epoch": STEPS_PER_EPOCH, "val_every": 1,
             # the test report only marks the run finished here (the check reads training and validation): one
-            # batch instead of the scale's 16 saves about 15 s a run
+            # batch instead of 16 saves about 15 s a run
             "max_test_batches": 1,
-            "dataset": scale["datasets"][0], "neuron": neuron, "seed": seed, "device": "cpu"}
+            "dataset": DATASET, "neuron": neuron, "seed": seed, "device": "cpu"}
 
 
 def yaml_value(value: object) -> str:
@@ -319,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"cpu": cpu_model() or platform.processor() or "unknown", "cpus": os.cpu_count(),
             "torch": torch.__version__, "threads": THREADS, "jobs": args.jobs,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "commit": _commit(), "dataset": SCALES["small"]["datasets"][0],
+            "commit": _commit(), "dataset": DATASET,
             "command": " ".join(["python", "benchmarks/bf16_check.py", *(argv if argv is not None else sys.argv[1:])]),
             "config": {n: run_config(n, seeds[0]) for n in neurons}}
     text = markdown(summary, meta)

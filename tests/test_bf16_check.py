@@ -105,14 +105,20 @@ def test_yaml_value_keeps_floats_floats(check):
     assert check.yaml_value(True) == "true"
 
 
-def test_run_config_is_the_small_scale_at_300_steps(check):
-    from stcsnn.analysis.scales import SCALES
+def test_run_config_is_the_bench_small_configuration_at_300_steps(check):
+    import json
 
     cfg = check.run_config("lif", 1)
     assert cfg["hidden_channels"] == [64, 64, 64] and cfg["kernel_size"] == 5 and cfg["patch_size"] == 4
     assert cfg["batch_size"] == 4 and cfg["input_frames"] == cfg["output_frames"] == 10
     assert (cfg["epochs"], cfg["steps_per_epoch"], cfg["val_every"]) == (3, 100, 1)
-    assert cfg["lr"] == SCALES["small"]["config"]["lr"] and cfg["max_val_batches"] == 4
+    assert cfg["lr"] == 1.0e-3 and cfg["max_val_batches"] == 4 and cfg["data_options"] == {}
+    # the script reruns what the committed result ran (its config, recorded in bf16_check.json), key for key
+    ran = json.loads((SCRIPT.parent / "results" / "cpu-bf16-check" / "bf16_check.json").read_text())["meta"]
+    for neuron in ("lif", "stc_lif"):
+        expected = {k: v for k, v in ran["config"][neuron].items() if k != "frame_shape"}
+        got = check.run_config(neuron, 0)
+        assert {k: got[k] for k in expected} == expected and set(got) - set(expected) <= {"data_options", "frame_shape"}
     assert (cfg["dataset"], cfg["neuron"], cfg["seed"], cfg["device"]) == ("mfmnist", "lif", 1, "cpu")
 
 
