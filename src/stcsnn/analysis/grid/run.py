@@ -258,8 +258,10 @@ def _run_parallel(todo: list[tuple[int, Cell]], n: int, jobs: int, threads: int,
     source = str(Path(stcsnn.__file__).resolve().parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": str(threads),
            "PYTHONPATH": os.pathsep.join([source, *filter(None, [os.environ.get("PYTHONPATH")])])}
-    # longest cells first, so that the grid does not end waiting on one long cell while the other jobs idle
-    pending = sorted(todo, key=lambda ic: -_relative_cost(ic[1].model))
+    # seed by seed as planned (a grid stopped part-way holds whole seeds of every pair), and within a seed the
+    # longest cells first, so that a seed does not end waiting on one long cell while the other jobs idle
+    seed_rank = {s: r for r, s in enumerate(dict.fromkeys(c.seed for _, c in todo))}
+    pending = sorted(todo, key=lambda ic: (seed_rank[ic[1].seed], -_relative_cost(ic[1].model)))
     running: dict[Any, tuple[int, Cell, Path, float, Any]] = {}
     stop = {"rc": 0}
     error: str | None = None
