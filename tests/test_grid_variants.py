@@ -324,3 +324,30 @@ def test_grid_lags_fresh_and_trained_per_cell(memory_grid, tmp_path, capsys):
     summary = read_csv(out / "lags_summary.csv")
     assert {r["seeds"] for r in summary} == {"2"} and (out / "lags_mem_d0.png").is_file()
     assert "|dx_hat[t+" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- comparisons
+
+
+def test_comparisons_join_the_base_pairs_and_the_holm_family():
+    from stcsnn.analysis.grid.aggregate import paired_differences
+    from stcsnn.analysis.stats import holm
+    from stcsnn.metrics import reported_metrics
+
+    metrics = list(reported_metrics())
+    mse = {("if", 0): 60.0, ("if", 1): 62.0, ("lif", 0): 55.0, ("lif", 1): 56.0, ("stc_lif", 0): 44.0,
+           ("stc_lif", 1): 45.0, ("stc_lif_temporal", 0): 47.0, ("stc_lif_temporal", 1): 49.0}
+    rows = [{"dataset": "d", "model": m, "seed": s, **{k: v + i for i, k in enumerate(metrics)}}
+            for (m, s), v in mse.items()]
+    comparisons = [("stc_lif", "lif"), ("stc_lif", "stc_lif_temporal"), ("stc_lif", "plif"), ("stc_lif", "if")]
+    out = paired_differences(rows, comparisons)
+    # the registry's pairs first (both STC-LIF variants wrap IF); then the comparisons present in the rows; the
+    # one already a base pair and the one naming an absent model are not repeated
+    assert [(p["stc"], p["base"], p["against"]) for p in out] == [
+        ("stc_lif", "if", "base"), ("stc_lif_temporal", "if", "base"), ("stc_lif", "lif", "comparison"),
+        ("stc_lif", "stc_lif_temporal", "comparison")]
+    against_lif = out[2]
+    assert [s["mse"] for s in against_lif["per_seed"]] == [44.0 - 55.0, 45.0 - 56.0]
+    assert against_lif["mse_mean"] == -11.0 and against_lif["mse_stc_better"] == 2
+    family = [p[f"{k}_p"] for p in out for k in metrics]
+    assert [p[f"{k}_p_holm"] for p in out for k in metrics] == pytest.approx(holm(family))

@@ -7,6 +7,7 @@ and ``seed``). ``fallback`` names, per default dataset, the dataset used when th
 hyper-parameters, ``scripts/make_configs.py``) with each model's neuron set in it. ``help`` is the scale's
 line in ``stcsnn reproduce --help``.
 
+``comparisons`` (optional) lists ``(model, against)`` pairs compared like each STC neuron against its base.
 ``variants`` (optional) maps a label to config overrides, deep-merged over ``config`` (``data_options`` key by
 key): each label is a dataset of its own in the grid (its folder, its table section, its references) with the
 scale's one dataset under it. ``model_seeds`` (optional) maps a model to how many of the requested seeds it
@@ -69,6 +70,9 @@ SCALES: dict[str, dict[str, Any]] = {
         "fallback": {"mfmnist": "embedded"},
         "models": SMALL_MODELS,
         "model_seeds": {"convlstm": 1},
+        # besides each STC neuron against its declared base: STC-LIF against LIF (the paper's own comparison) and
+        # against each single-pathway ablation (what the other pathway adds)
+        "comparisons": [("stc_lif", "lif"), ("stc_lif", "stc_lif_temporal"), ("stc_lif", "stc_lif_spatial")],
         "seeds": 5,
         "horizon": 0,
         "config": {
@@ -107,6 +111,7 @@ SCALES["recall"] = {
             + ", ".join(map(str, RECALL_DELAYS)) + " (a dataset label recall_d<D> each)",
     "datasets": ["recall"],
     "models": tuple(m for m in SMALL_MODELS if m != "convlstm"),
+    "comparisons": SCALES["small"]["comparisons"],
     "seeds": 3,
     "horizon": 0,
     # the small scale's model and optimiser on the recall data (its own 32x32 canvas and options: the moving

@@ -251,25 +251,32 @@ def _statistics(diffs: list[float], sequences: np.ndarray | None) -> dict[str, A
     return out
 
 
-def paired_differences(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per dataset and pair (STC neuron, its base): the difference STC minus base of every metric for each
-    seed both finished, its mean and sample std, in how many seeds the STC neuron was the better one, and the
-    statistics of the module docstring (``<metric>_ci_t_low`` ..., ``<metric>_p``, ``<metric>_p_holm``,
-    ``<metric>_shown``)."""
+def paired_differences(rows: list[dict[str, Any]], comparisons: Sequence[tuple[str, str]] = ()
+                       ) -> list[dict[str, Any]]:
+    """Per dataset and pair (STC neuron, its base; then each of ``comparisons``, ``(model, against)``, present in
+    the rows, e.g. STC-LIF against LIF or against its single-pathway ablations): the difference of every metric
+    for each seed both finished, its mean and sample std, in how many seeds the first model was the better one,
+    and the statistics of the module docstring (``<metric>_ci_t_low`` ..., ``<metric>_p``, ``<metric>_p_holm``,
+    ``<metric>_shown``); ``against`` is ``"base"`` or ``"comparison"``. Holm's family is every pair of both
+    kinds x reported metric."""
     from stcsnn.neurons.registry import stc_pairs
 
     out = []
     for d in dict.fromkeys(r["dataset"] for r in rows):
         by = {(r["model"], r["seed"]): r for r in rows if r["dataset"] == d}
         models = list(dict.fromkeys(m for m, _ in by))
-        for stc, base in stc_pairs(models):
+        pairs = [(*p, "base") for p in stc_pairs(models)]
+        pairs += [(a, b, "comparison") for a, b in comparisons if a in models and b in models
+                  and (a, b, "base") not in pairs]
+        for stc, base, kind in pairs:
             seeds = sorted({s for m, s in by if m == stc} & {s for m, s in by if m == base})
             if not seeds:
                 continue
             keys = [k for k in (*reported_metrics(), *range_keys([by[(stc, s)] for s in seeds]))
                     if all(k in by[(m, s)] for m in (stc, base) for s in seeds)]
             per_seed = [{"seed": s, **{k: by[(stc, s)][k] - by[(base, s)][k] for k in keys}} for s in seeds]
-            row: dict[str, Any] = {"dataset": d, "stc": stc, "base": base, "seeds": seeds, "per_seed": per_seed}
+            row: dict[str, Any] = {"dataset": d, "stc": stc, "base": base, "against": kind, "seeds": seeds,
+                                   "per_seed": per_seed}
             for k in keys:
                 diffs = [p[k] for p in per_seed]
                 row[f"{k}_mean"], row[f"{k}_std"] = mean_std(diffs)

@@ -72,6 +72,8 @@ class Grid:
     horizon: int | None  # the requested horizon (None: each cell's 3 x T_out)
     data_notes: dict[str, str] = field(default_factory=dict)  # dataset label -> where its data came from
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant label -> its config overrides
+    #: paired comparisons beyond each STC neuron against its declared base: ``(model, against)``, same seeds
+    comparisons: list[tuple[str, str]] = field(default_factory=list)
 
 
 def read_cell_json(path: Path, what: str, keys: Sequence[str] = ()) -> dict[str, Any]:

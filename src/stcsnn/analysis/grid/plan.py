@@ -109,12 +109,15 @@ def data_note(dataset: str, cfg: Config) -> str:
     """Where ``dataset``'s sequences come from, for the caption."""
     from stcsnn.data.registry import get_dataset_spec
 
+    # the cells' own data options (one garment on a 40x40 canvas, say) amend the dataset's default description
+    options = "; data_options: " + ", ".join(f"{k} = {v}" for k, v in cfg.data_options.items()) \
+        if cfg.data_options else ""
     if dataset == "embedded":
         return ("embedded: Moving Fashion-MNIST generated from the Fashion-MNIST subset shipped with stcsnn "
-                "(2,000 train / 500 test images, src/stcsnn/data/embedded)")
+                "(2,000 train / 500 test images, src/stcsnn/data/embedded)" + options)
     spec = get_dataset_spec(dataset)
     files = [str(path) for _, path in spec.files(cfg.data_root) if path.is_file()]
-    return f"{dataset}: {spec.description}" + (f", from {', '.join(files)}" if files else "")
+    return f"{dataset}: {spec.description}" + (f", from {', '.join(files)}" if files else "") + options
 
 
 def _check_request(models: list[str], datasets: list[str], horizon: int | None) -> None:
@@ -260,4 +263,5 @@ def plan_grid(scale: str | dict[str, Any], datasets: Sequence[str] | None = None
                                       f"be 0 (no long-term evaluation), got {h}")
                 cells.append(Cell(d, m, s, cfg, root / d / m / f"seed{s}", h))
     variants = {d: sources[d][1] for d in chosen if sources[d][1]}
-    return Grid(name, root, cells, horizon, notes, variants)
+    comparisons = [(a, b) for a, b in spec.get("comparisons", ()) if a in models and b in models]
+    return Grid(name, root, cells, horizon, notes, variants, comparisons)

@@ -116,11 +116,15 @@ def _pairs_markdown(pairs: list[dict[str, Any]]) -> list[str]:
               f"(or, with one seed, none exists), whatever the mean. Bootstrap: {pct} percentile interval, "
               "resampling seeds and then test sequences within each seed (two-level) where per-sequence values "
               "exist (the MSE a-b ranges: seeds only). p: two-sided paired t-test / Holm-adjusted over every pair "
-              "and reported metric of the grid.", "",
+              "and reported metric of the grid."
+              + ("" if all(p.get("against", "base") == "base" for p in pairs) else
+                 " Rows marked *(comparison)* pair two models named by the scale's `comparisons` (e.g. STC-LIF "
+                 "against LIF, the paper's own comparison, or against one of its single-pathway ablations); they "
+                 "are in the same Holm family."), "",
               "| pair | seed | " + " | ".join(f"Δ{label(k)}" for k in keys) + " |",
               "|---|---|" + "---:|" * len(keys)]
     for p in pairs:
-        name = f"{p['stc']} − {p['base']}"
+        name = f"{p['stc']} − {p['base']}" + (" (comparison)" if p.get("against") == "comparison" else "")
         n = len(p["seeds"])
         for s in p["per_seed"]:
             lines.append(f"| {name} | {s['seed']} | "
@@ -260,7 +264,7 @@ def write_results(grid: Grid, command: str | None = None, plots: bool = True) ->
     table = aggregate(rows + references)
     for r in table:
         r["mse_vs_mean_image"] = mean_image_ratio(r["mse_mean"], mean_mse.get(r["dataset"]))
-    paired = paired_differences(rows)
+    paired = paired_differences(rows, grid.comparisons)
     horizon = horizon_series(rows + references)
     root.mkdir(parents=True, exist_ok=True)
     flat = [{k: v for k, v in r.items() if k not in DETAILS} for r in rows]
