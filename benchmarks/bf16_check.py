@@ -135,13 +135,18 @@ def run_one(out: Path, base: Path, neuron: str, precision: str, seed: int) -> tu
 # --------------------------------------------------------------------------------- reading and the verdict
 
 
-def read_step_losses(path: Path) -> dict[int, float]:
-    """``steps.csv`` -> {step: training loss}."""
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file a run wrote (one error line when it cannot be read)."""
     try:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            return list(csv.DictReader(f))
     except OSError as exc:
         raise CheckError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_step_losses(path: Path) -> dict[int, float]:
+    """``steps.csv`` -> {step: training loss}."""
+    rows = read_rows(path)
     try:
         return {int(r["step"]): float(r["loss"]) for r in rows}
     except (KeyError, TypeError, ValueError):
@@ -150,11 +155,7 @@ def read_step_losses(path: Path) -> dict[int, float]:
 
 def read_val_mse(path: Path, step: int = LAST_STEP) -> float:
     """``metrics.csv`` -> the validation MSE of the epoch that ended at ``step``."""
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as exc:
-        raise CheckError(f"cannot read {path}: {exc.strerror}") from None
+    rows = read_rows(path)
     try:
         found = [float(r["val_mse"]) for r in rows if int(r["step"]) == step]
     except (KeyError, TypeError, ValueError):
