@@ -18,7 +18,7 @@ from helpers import one_error
 from stcsnn.analysis.grid.aggregate import delay_series, mean_image_ratio, t_interval
 from stcsnn.analysis.grid.plan import deep_merge
 from stcsnn.analysis.reproduce import plan_grid, run_grid
-from stcsnn.analysis.scales import RECALL_DELAYS, RECALL_SHOW, SCALES, SMALL_MODELS
+from stcsnn.analysis.scales import RECALL_DELAYS, RECALL_MODELS, RECALL_SHOW, SCALES, SMALL_MODELS
 from stcsnn.cli import main
 from stcsnn.data import build_split
 from stcsnn.device import cpu_model
@@ -58,7 +58,7 @@ def test_recall_scale_one_label_per_delay_over_the_small_config(tmp_path):
 
     assert RECALL_SHOW == RECALL_DEFAULTS["show"]  # scales.py repeats it to stay torch-free
     spec = SCALES["recall"]
-    assert spec["models"] == tuple(m for m in SMALL_MODELS if m != "convlstm") and spec["seeds"] == 3
+    assert spec["models"] == RECALL_MODELS and set(RECALL_MODELS) < set(SMALL_MODELS) and spec["seeds"] == 3
     assert spec["horizon"] == 0 and "model_seeds" not in spec
     small = SCALES["small"]["config"]
     assert spec["config"] == {**small, "data_options": {}, "output_frames": 2, "epochs": 3,

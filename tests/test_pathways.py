@@ -141,3 +141,16 @@ def split_pathways_grad(cell) -> tuple[torch.Tensor, torch.Tensor]:
     c, m = cell.autapse.channels, cell.autapse.channels // 16
     g = g.reshape(16, 2, m, *g.shape[1:])
     return g[:, 0].reshape(c, *g.shape[3:]), g[:, 1].reshape(c, *g.shape[3:])
+
+
+def test_registered_interventions_default_their_temporal_gain_and_pair_with_if():
+    for name, option in (("stc_lif_capped", "capped"), ("stc_lif_detached", "detached")):
+        assert get_spec(name).base == "if" and get_spec(name).temporal_gain == option
+        assert build_neuron(name, 4, 32, 3).autapse.temporal_gain == option
+        assert build_neuron(name, 4, 32, 3, temporal_gain="free").autapse.temporal_gain == "free"  # the option wins
+    assert build_neuron("stc_lif", 4, 32, 3).autapse.temporal_gain == "free"
+    with pytest.raises(StcsnnError, match="temporal_gain must be one of free, capped, detached"):
+        from stcsnn.neurons.lif import IF
+        from stcsnn.neurons.stc import register_stc
+
+        register_stc("stc_lif_bad", IF, "never registered", temporal_gain="halved")

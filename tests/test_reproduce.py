@@ -283,7 +283,8 @@ def test_scales_are_plain_data_and_grid_defaults(tmp_path):
     assert len(grid.cells) == 5 * (len(SMALL_MODELS) - 1) + 1
     assert [c.seed for c in grid.cells if c.model == "convlstm"] == [0]
     assert stc_pairs(SMALL_MODELS) == [("stc_lif", "if"), ("stc_lif_temporal", "if"), ("stc_lif_spatial", "if"),
-                                       ("stc_plif", "plif"), ("stc_lmh", "lmh")]
+                                       ("stc_plif", "plif"), ("stc_lmh", "lmh"), ("stc_lif_capped", "if"),
+                                       ("stc_lif_detached", "if")]
     assert "lif" in SMALL_MODELS and {c.cfg.val_every for c in grid.cells} == {1}
     assert {c.dataset for c in grid.cells} == {"mfmnist"} and {c.horizon for c in grid.cells} == {0}
     assert str(data / "train-images-idx3-ubyte.gz") in grid.data_notes["mfmnist"]

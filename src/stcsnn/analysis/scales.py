@@ -28,7 +28,10 @@ MAX_SEEDS = 1000
 #: ``stc_lif`` wraps ``if``), paired by seed; ``lif``, the paper's own comparison for STC-LIF, first; the two
 #: single-pathway ablations of STC-LIF (base ``if`` too); ConvLSTM, the ANN reference.
 SMALL_MODELS = ("lif", "if", "stc_lif", "stc_lif_temporal", "stc_lif_spatial", "plif", "stc_plif", "lmh", "stc_lmh",
-                "convlstm")
+                "convlstm", "stc_lif_capped", "stc_lif_detached")
+#: The ``recall`` grid's models: the ``small`` grid's spiking models without the temporal-gain interventions
+#: (added to ``small`` after the memory grid had run)
+RECALL_MODELS = ("lif", "if", "stc_lif", "stc_lif_temporal", "stc_lif_spatial", "plif", "stc_plif", "lmh", "stc_lmh")
 
 SCALES: dict[str, dict[str, Any]] = {
     # The whole default grid for one seed on 2 CPU cores in well under 20 minutes: the embedded Moving
@@ -70,9 +73,11 @@ SCALES: dict[str, dict[str, Any]] = {
         "fallback": {"mfmnist": "embedded"},
         "models": SMALL_MODELS,
         "model_seeds": {"convlstm": 1},
-        # besides each STC neuron against its declared base: STC-LIF against LIF (the paper's own comparison) and
-        # against each single-pathway ablation (what the other pathway adds)
-        "comparisons": [("stc_lif", "lif"), ("stc_lif", "stc_lif_temporal"), ("stc_lif", "stc_lif_spatial")],
+        # besides each STC neuron against its declared base: STC-LIF against LIF (the paper's own comparison),
+        # against each single-pathway ablation (what the other pathway adds) and against each temporal-gain
+        # intervention (what a gain above 1, and learning through the gain, add)
+        "comparisons": [("stc_lif", "lif"), ("stc_lif", "stc_lif_temporal"), ("stc_lif", "stc_lif_spatial"),
+                        ("stc_lif", "stc_lif_capped"), ("stc_lif", "stc_lif_detached")],
         "seeds": 5,
         "horizon": 0,
         "config": {
@@ -110,7 +115,7 @@ SCALES["recall"] = {
     "help": "the memory task: the small scale's spiking models x 3 seeds on recall at delays "
             + ", ".join(map(str, RECALL_DELAYS)) + " (a dataset label recall_d<D> each)",
     "datasets": ["recall"],
-    "models": tuple(m for m in SMALL_MODELS if m != "convlstm"),
+    "models": RECALL_MODELS,
     "comparisons": SCALES["small"]["comparisons"],
     "seeds": 3,
     "horizon": 0,

@@ -48,6 +48,7 @@ class NeuronSpec:
     module: str | None = None
     circuit: type | None = None  # an STC composition's circuit (stcsnn.neurons.stc.STC)
     pathways: str = "both"  # an STC composition's default ``pathways`` option (an ablation keeps one)
+    temporal_gain: str = "free"  # an STC composition's default ``temporal_gain`` option (an intervention's)
 
     @property
     def built_in(self) -> bool:
@@ -87,7 +88,7 @@ def register_neuron(name: str, description: str, cls: type | None = None) -> Cal
 
 
 def add_stc(name: str, base: type, description: str, circuit: type, base_name: str | None, module: str | None,
-            pathways: str = "both") -> None:
+            pathways: str = "both", temporal_gain: str = "free") -> None:
     """Record ``circuit(base(...))`` under ``name``: what :func:`stcsnn.neurons.stc.register_stc` (the public
     form, which supplies the circuit and the calling module) registers."""
     if base_name is None:
@@ -96,7 +97,7 @@ def add_stc(name: str, base: type, description: str, circuit: type, base_name: s
         raise StcsnnError(f"register_stc({name!r}): base_name {base_name!r} is not a registered neuron of class "
                           f"{base.__name__}")
     _add(NeuronSpec(name, description, base, is_stc=True, base=base_name, module=module, circuit=circuit,
-                    pathways=pathways))
+                    pathways=pathways, temporal_gain=temporal_gain))
 
 
 #: entry-point group through which installed packages add neurons (loaded when a name is not registered)
@@ -239,7 +240,7 @@ def build_neuron(name: str, in_channels: int | None, hidden_channels: int, kerne
     if spec.is_stc:
         detach = options.pop("gradient_detach", False)
         kept = options.pop("pathways", spec.pathways)
-        temporal = options.pop("temporal_gain", "free")
+        temporal = options.pop("temporal_gain", spec.temporal_gain)
         return spec.circuit(spec.cls(in_channels, hidden_channels, kernel_size, **options), gradient_detach=detach,
                             dims=dims, pathways=kept, temporal_gain=temporal)
     return spec.cls(in_channels, hidden_channels, kernel_size, **options)

@@ -199,15 +199,20 @@ def _nest_base_keys(module: STC, state_dict: dict, prefix: str, *args) -> None:
 
 
 def register_stc(name: str, base: type, description: str, base_name: str | None = None,
-                 pathways: str = "both") -> None:
+                 pathways: str = "both", temporal_gain: str = "free") -> None:
     """Register ``STC(base(...))`` under ``name``: the STC circuit around a registered or any cell class. ``base_name``:
     the registered name of ``base`` (default: the plain neuron registered with that class), the neuron ``stcsnn
     reproduce`` compares it with; ``pathways``: the default of its ``pathways`` option (a registered ablation
-    keeps one pathway, so that a grid can name it as a model). The calling module is recorded as the neuron's (a
-    plugin that wraps a built-in neuron defines the composition, not the built-in module)."""
+    keeps one pathway, so that a grid can name it as a model); ``temporal_gain``: the default of that option (a
+    registered intervention caps or detaches it). The calling module is recorded as the neuron's (a plugin that
+    wraps a built-in neuron defines the composition, not the built-in module)."""
     if pathways not in PATHWAYS:
         raise StcsnnError(f"register_stc({name!r}): pathways must be one of {', '.join(PATHWAYS)}, got {pathways!r}")
-    add_stc(name, base, description, STC, base_name, sys._getframe(1).f_globals.get("__name__"), pathways)
+    if temporal_gain not in TEMPORAL_GAIN:
+        raise StcsnnError(f"register_stc({name!r}): temporal_gain must be one of {', '.join(TEMPORAL_GAIN)}, got "
+                          f"{temporal_gain!r}")
+    add_stc(name, base, description, STC, base_name, sys._getframe(1).f_globals.get("__name__"), pathways,
+            temporal_gain)
 
 
 register_stc("stc_lif", IF, "STC-LIF: autaptic temporal and spatial gains on an IF neuron (the paper)")
@@ -220,5 +225,10 @@ register_stc("stc_lif_temporal", IF, "STC-LIF ablation: the temporal pathway onl
              pathways="temporal")
 register_stc("stc_lif_spatial", IF, "STC-LIF ablation: the spatial pathway only (temporal gain fixed at 1)",
              pathways="spatial")
+# the interventions on STC-LIF's temporal gain (any STC neuron takes neuron_options: {temporal_gain: ...})
+register_stc("stc_lif_capped", IF, "STC-LIF intervention: temporal gain capped at 1 (the membrane never grows)",
+             temporal_gain="capped")
+register_stc("stc_lif_detached", IF, "STC-LIF intervention: no gradient through the temporal gain (forward same)",
+             temporal_gain="detached")
 
 __all__ = ["PATHWAYS", "TEMPORAL_GAIN", "Autapse", "STC", "fuse_pathways", "register_stc", "split_pathways"]
