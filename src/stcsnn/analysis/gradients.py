@@ -356,21 +356,16 @@ def lag_summary_rows(rows: list[dict], confidence: float = 0.95) -> list[dict]:
     """Per (dataset, model, state, lag) over seeds: the mean of ``log10(relative)`` with its ``confidence`` t
     interval (NaN bounds for one seed) and the geometric-mean relative norm ``10 ** mean``. ``rows``: the cells'
     profile rows ``{dataset, model, seed, state, lag, relative, ...}``."""
-    from stcsnn.analysis.stats import t_ppf
+    from stcsnn.analysis.stats import t_interval
 
     groups: dict[tuple, list[float]] = {}
     for r in rows:
         groups.setdefault((r["dataset"], r["model"], r["state"], r["lag"]), []).append(math.log10(r["relative"]))
     out = []
     for (d, m, state, lag), logs in groups.items():
-        n = len(logs)
-        mean = sum(logs) / n
-        half = float("nan")
-        if n > 1:
-            sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1))
-            half = t_ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
-        out.append({"dataset": d, "model": m, "state": state, "lag": lag, "seeds": n, "log10_relative": mean,
-                    "ci_low": mean - half, "ci_high": mean + half, "relative_geomean": 10 ** mean})
+        mean, low, high = t_interval(logs, confidence)
+        out.append({"dataset": d, "model": m, "state": state, "lag": lag, "seeds": len(logs), "log10_relative": mean,
+                    "ci_low": low, "ci_high": high, "relative_geomean": 10 ** mean})
     return out
 
 

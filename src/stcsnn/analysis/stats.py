@@ -161,3 +161,17 @@ def sign_test_p(successes: int, n: int) -> float:
     k = max(successes, n - successes)
     tail = sum(math.comb(n, i) for i in range(k, n + 1)) / 2.0 ** n
     return min(1.0, 2.0 * tail)
+
+
+def t_interval(values: Sequence[float | None], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and the ``confidence`` Student t interval of the mean of the finite ``values``: mean +- t(n - 1) x
+    s / sqrt(n) with the sample standard deviation s (NaN bounds for fewer than two values, NaN mean for none)."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return float("nan"), float("nan"), float("nan")
+    mean = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return mean, float("nan"), float("nan")
+    sd = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1))
+    half = t_ppf(0.5 + confidence / 2, len(vals) - 1) * sd / math.sqrt(len(vals))
+    return mean, mean - half, mean + half

@@ -24,7 +24,7 @@ import numpy as np
 
 from stcsnn.analysis.grid.cells import Cell, read_cell_json
 from stcsnn.analysis.grid.evaluate import cell_energy, horizon_ranges, long_horizon, sequence_record
-from stcsnn.analysis.stats import holm, paired_summary, t_ppf
+from stcsnn.analysis.stats import holm, paired_summary, t_interval
 from stcsnn.metrics import METRICS, reported_metrics
 
 #: the metric the comparison is judged on (declared before any run; the others are secondary)
@@ -194,17 +194,6 @@ def mean_image_ratio(mse: float | None, mean_image_mse: float | None) -> float:
             or mean_image_mse <= 0:
         return float("nan")
     return mse / mean_image_mse
-
-
-def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """Mean and the ``confidence`` Student t interval of the mean of the finite ``values``: mean +- t(n - 1) x
-    s / sqrt(n) (NaN bounds for fewer than two values)."""
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    mean, std = mean_std(vals)
-    if len(vals) < 2:
-        return mean, float("nan"), float("nan")
-    half = t_ppf(0.5 + confidence / 2, len(vals) - 1) * std / math.sqrt(len(vals))
-    return mean, mean - half, mean + half
 
 
 def delay_series(rows: list[dict[str, Any]], delays: dict[str, tuple[str, int]],
