@@ -37,9 +37,10 @@ from pathlib import Path
 
 import torch
 
+from stcsnn.children import python_command
 from stcsnn.device import cpu_model
 from stcsnn.errors import StcsnnError
-from stcsnn.io import atomic_write_text
+from stcsnn.io import NOFOLLOW, atomic_write_text
 from stcsnn.perf.bench import CONFIGS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,8 @@ SPREAD = 2.0
 THREADS = 1
 #: ``stcsnn train`` needs a config file; every key is given by ``--set`` so that the logged command is complete
 BASE_CONFIG = "{}\n"
+#: the code of each training child: the stcsnn command line, its arguments after it
+CLI_CODE = "import sys; from stcsnn.cli import main; sys.exit(main())"
 DATASET = "mfmnist"
 
 
@@ -101,8 +104,9 @@ def run_name(neuron: str, precision: str, seed: int) -> str:
 
 
 def train_command(base: Path, run_dir: Path, neuron: str, precision: str, seed: int) -> list[str]:
-    cmd = [sys.executable, "-m", "stcsnn", "train", "--config", str(base), "--out", str(run_dir),
-           "--resume", "auto", "--threads", str(THREADS), "--quiet"]
+    # a fresh interpreter that imports nothing from the current directory (``-m stcsnn`` would put it first)
+    cmd = python_command(CLI_CODE, "train", "--config", str(base), "--out", str(run_dir),
+                         "--resume", "auto", "--threads", str(THREADS), "--quiet")
     if precision == "bf16":
         cmd += ["--amp", "bf16"]
     for key, value in run_config(neuron, seed).items():
@@ -121,7 +125,8 @@ def run_one(out: Path, base: Path, neuron: str, precision: str, seed: int) -> tu
     log = out / "logs" / f"{name}.log"
     print(f"{name}: training (log {log})", flush=True)
     start = datetime.datetime.now()
-    with open(log, "a") as f:
+    # appended, never through a symbolic link planted at the log's place
+    with open(log, "a", opener=lambda p, flags: os.open(p, flags | NOFOLLOW, 0o644)) as f:
         f.write(f"# {start.isoformat(timespec='seconds')} {' '.join(cmd)}\n")
         f.flush()
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
