@@ -333,7 +333,7 @@ def test_eval_refuses_overrides_that_contradict_the_model(key, value, saved, mmn
 
 def test_model_keys_and_same_value_overrides():
     assert {"neuron", "neuron_options", "hidden_channels", "kernel_size", "patch_size", "gradient_detach",
-            "frame_shape", "dtype"} == set(MODEL_KEYS)
+            "norm_eps", "frame_shape", "dtype"} == set(MODEL_KEYS)
     saved = make_config({**TINY, "frame_shape": [1, 32, 32]})
     cfg = checkpoint_config(saved, {"neuron": "stc_lif", "hidden_channels": "[16]", "data_root": "/data"})
     assert cfg.neuron == "stc_lif" and cfg.data_root == "/data"

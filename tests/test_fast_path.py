@@ -597,3 +597,40 @@ def test_the_policy_is_frozen_and_given_not_poked() -> None:
         model.run_policy(x, fast=False, policy=policy)
     with torch.no_grad():
         assert model.run_policy(x) == ExecutionPolicy(True, END_TO_END)
+
+
+# ------------------------------------------------------------------------------------------- norm_eps
+
+
+@pytest.mark.parametrize("name", ["lif", "stc_lif", "lmh"])
+def test_norm_eps_reaches_every_group_norm_and_both_paths(name: str) -> None:
+    """``norm_eps`` (config key) is the epsilon of every GroupNorm of the model, on the fast and the plain path
+    alike: both paths equal ``F.group_norm`` with that epsilon (checked by the float64 equality, whose plain
+    path is torch's own GroupNorm) and differ from the default-epsilon model on the same weights."""
+    from stcsnn.config import make_config
+
+    cfg = make_config({"neuron": name, "hidden_channels": [16, 32], "kernel_size": 3, "patch_size": 2,
+                       "frame_shape": [1, SIZE, SIZE], "norm_eps": 0.5})
+    torch.manual_seed(0)
+    model = build_model(cfg).to(DT)
+    norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms and all(m.eps == 0.5 for m in norms)
+    frames, mask = make_inputs("scheduled")
+    ref = run(model, frames, mask, "scheduled", plain=True)
+    assert_runs_close(run(model, frames, mask, "scheduled"), ref)
+    default = build_model(make_config({**cfg.__dict__, "norm_eps": 1e-5})).to(DT)
+    default.load_state_dict(model.state_dict())
+    other = run(default, frames, mask, "scheduled", plain=True)
+    assert (other[0] - ref[0]).abs().max() > 1e-3
+
+
+def test_group_norm_of_an_all_zero_group_amplifies_gradients_by_one_over_sqrt_eps() -> None:
+    """Why ``norm_eps`` exists: GroupNorm's input gradient is ``(dy - mean dy - xhat mean(dy xhat)) / sqrt(var +
+    eps)``; over an all-zero group (a blank frame's convolution, a silent layer's spikes) xhat = 0 and var = 0,
+    so the gradient is ``(dy - mean dy) / sqrt(eps)``: 316x at PyTorch's 1e-5 (hand-computed), 10x at 1e-2."""
+    dy = torch.tensor([[[[1.0, -1.0]], [[3.0, -3.0]]]], dtype=DT)  # (1, 2, 1, 2), one group, mean 0
+    for eps in (1e-5, 1e-2):
+        x = torch.zeros(1, 2, 1, 2, dtype=DT, requires_grad=True)
+        torch.nn.functional.group_norm(x, 1, eps=eps).backward(dy)
+        torch.testing.assert_close(x.grad, dy / eps ** 0.5, rtol=1e-12, atol=0)
+    assert round(1 / 1e-5 ** 0.5) == 316

@@ -51,6 +51,10 @@ class Config:
     kernel_size: int = 5
     patch_size: int = 4
     gradient_detach: bool = False  # STC neurons: stop the gradient through S[t-1] into the pathways
+    # every GroupNorm's epsilon (synapses, STC pathways; ConvLSTM has none); 1e-5: PyTorch's and the reference's.
+    # Its backward multiplies by 1/sqrt(var + eps): over an all-zero group (blank frames, a silent layer) that is
+    # 316x at 1e-5, and a rollout of silent steps compounds it (why the grids raise it: analysis/scales.py)
+    norm_eps: float = 1e-5
     # --- optimisation (the reference: Adam, lr 1e-3, cosine with 10 warm-up epochs, min lr 1e-5) ---
     batch_size: int = 16  # global batch (split evenly across DDP ranks)
     eval_batch_size: int | None = None  # None: batch_size
@@ -120,7 +124,7 @@ CHOICES = {
 #: Keys that define a trained model (its architecture and the frames it was built for): evaluating or predicting
 #: with a checkpoint may change the data keys, never these (see :func:`checkpoint_config`).
 MODEL_KEYS: tuple[str, ...] = ("neuron", "neuron_options", "hidden_channels", "kernel_size", "patch_size",
-                               "gradient_detach", "frame_shape", "dtype")
+                               "gradient_detach", "norm_eps", "frame_shape", "dtype")
 
 #: Integer keys and the least value each takes (keys typed ``int | None`` may also be null).
 INT_MINIMUM: dict[str, int] = {
@@ -135,7 +139,7 @@ INT_MINIMUM: dict[str, int] = {
 FLOAT_RANGES: dict[str, tuple[float, bool, float | None]] = {
     "lr": (0.0, False, None), "min_lr": (0.0, True, None), "warmup_lr": (0.0, True, None),
     "weight_decay": (0.0, True, None), "grad_clip": (0.0, False, None), "sampling_start": (0.0, True, 1.0),
-    "sampling_changing_rate": (0.0, True, None), "r_exp_alpha": (0.0, False, None),
+    "sampling_changing_rate": (0.0, True, None), "r_exp_alpha": (0.0, False, None), "norm_eps": (0.0, False, None),
 }
 #: The highest learning rate (lr, min_lr, warmup_lr): a step of more than 10x the gradient's scale diverges at
 #: once, and 1e300 overflows inside Adam.

@@ -32,7 +32,7 @@ def meta_parameters(cfg, shape: tuple[int, int, int]) -> int | None:
 def _predictor(cfg, channels: int, policy: ExecutionPolicy | None = None) -> SpikingPredictor:
     return SpikingPredictor(
         cfg.neuron, channels, cfg.hidden_channels, cfg.kernel_size, cfg.patch_size, cfg.gradient_detach,
-        cfg.neuron_options, checkpoint_steps=cfg.checkpoint_steps, policy=policy,
+        cfg.neuron_options, checkpoint_steps=cfg.checkpoint_steps, policy=policy, norm_eps=cfg.norm_eps,
     )
 
 

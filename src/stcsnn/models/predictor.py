@@ -142,6 +142,7 @@ class SpikingPredictor(nn.Module):
         neuron_options: dict | None = None,
         checkpoint_steps: int = 0,
         policy: ExecutionPolicy | None = None,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.neuron = neuron
@@ -157,6 +158,13 @@ class SpikingPredictor(nn.Module):
             build_neuron(neuron, widths[i], widths[i + 1], kernel_size, **options) for i in range(len(widths) - 1)
         )
         self.readout = nn.Conv2d(self.hidden_channels[-1], patch_channels, 1, bias=False)
+        #: every GroupNorm's epsilon (``Config.norm_eps``: why it matters there); the fast paths read ``norm.eps``
+        self.norm_eps = float(norm_eps)
+        if not self.norm_eps > 0:
+            raise StcsnnError(f"norm_eps must be > 0, got {norm_eps}")
+        for module in self.cells.modules():
+            if isinstance(module, nn.GroupNorm):
+                module.eps = self.norm_eps
         if policy is not None and not isinstance(policy, ExecutionPolicy):
             raise StcsnnTypeError(f"policy must be an ExecutionPolicy or None, got {type(policy).__name__}")
         #: the policy of every run; ``None``: :func:`choose_policy` for each run's device and kind
