@@ -29,9 +29,10 @@ MAX_SEEDS = 1000
 #: single-pathway ablations of STC-LIF (base ``if`` too); ConvLSTM, the ANN reference.
 SMALL_MODELS = ("lif", "if", "stc_lif", "stc_lif_temporal", "stc_lif_spatial", "plif", "stc_plif", "lmh", "stc_lmh",
                 "convlstm", "stc_lif_capped", "stc_lif_detached")
-#: The ``recall`` grid's models: the ``small`` grid's spiking models without the temporal-gain interventions
-#: (added to ``small`` after the memory grid had run)
-RECALL_MODELS = ("lif", "if", "stc_lif", "stc_lif_temporal", "stc_lif_spatial", "plif", "stc_plif", "lmh", "stc_lmh")
+#: The ``recall`` grid's models: the ``small`` grid's spiking models (with the temporal-gain interventions: does
+#: a gain above 1, or learning through it, carry the memory?)
+RECALL_MODELS = ("lif", "if", "stc_lif", "stc_lif_temporal", "stc_lif_spatial", "plif", "stc_plif", "lmh", "stc_lmh",
+                 "stc_lif_capped", "stc_lif_detached")
 
 SCALES: dict[str, dict[str, Any]] = {
     # The whole default grid for one seed on 2 CPU cores in well under 20 minutes: the embedded Moving
