@@ -532,3 +532,25 @@ def test_export_refuses_a_given_frame_shape_the_model_cannot_read(tmp_path):
     with pytest.raises(CheckpointError, match=r"frame_shape \[3, 16, 16\] has 3 channel\(s\), the model .* reads 1"):
         export(tmp_path / "m.pt", tmp_path / "out", frame_shape=[3, 16, 16])
     assert not (tmp_path / "out").exists()
+
+
+def test_norm_eps_travels_through_checkpoint_export_and_onnx(tmp_path, capsys):
+    """A model trained with ``norm_eps`` keeps it: the checkpoint's model, the exported folder's model and the
+    ONNX graph (its normalisation nodes' ``epsilon``) all use it, and ONNX Runtime agrees with PyTorch."""
+    onnx = pytest.importorskip("onnx")
+    cfg = tiny_config("stc_lif", norm_eps=0.25)
+    torch.manual_seed(0)
+    path = tmp_path / "eps.pt"
+    atomic_torch_save(model_checkpoint(stcsnn.build_model(cfg), cfg), path)
+    for source in (path, tmp_path / "x"):
+        if source != path:
+            assert main(["export", str(path), "--out", str(source), "--onnx"]) == 0
+        model, loaded = load_model(source)
+        assert loaded.norm_eps == 0.25
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+        assert norms and {m.eps for m in norms} == {0.25}
+    assert "onnxruntime check of step.onnx: max |ONNX - PyTorch|" in capsys.readouterr().out
+    proto = onnx.load(tmp_path / "x" / "step.onnx")
+    eps = [a.f for n in proto.graph.node if "Normalization" in n.op_type for a in n.attribute if a.name == "epsilon"]
+    assert eps and all(abs(e - 0.25) < 1e-7 for e in eps)
+    _ort_vs_torch(tmp_path / "x", steps=6)
