@@ -58,8 +58,8 @@ def test_recall_scale_one_label_per_delay_over_the_small_config(tmp_path):
 
     assert RECALL_SHOW == RECALL_DEFAULTS["show"]  # scales.py repeats it to stay torch-free
     spec = SCALES["recall"]
-    assert spec["models"] == RECALL_MODELS and set(RECALL_MODELS) < set(SMALL_MODELS) and spec["seeds"] == 3
-    assert spec["horizon"] == 0 and "model_seeds" not in spec
+    assert spec["models"] == RECALL_MODELS and set(RECALL_MODELS) == set(SMALL_MODELS) and spec["seeds"] == 3
+    assert spec["horizon"] == 0 and spec["model_seeds"] == {"convlstm": 1}
     small = SCALES["small"]["config"]
     assert spec["config"] == {**small, "data_options": {}, "output_frames": 2, "epochs": 3,
                               "sampling_changing_rate": 5.0e-3, "sampling_stop_iter": 200}
@@ -170,7 +170,11 @@ def test_source_commit_of_a_real_checkout_clean_and_dirty(tmp_path):
     (package / "__init__.py").write_text("x = 2\n")
     assert source_commit(package) == head + "-dirty"
     _git(repo, "commit", "-q", "-am", "second")
-    assert source_commit(package) == _git(repo, "rev-parse", "HEAD") != head
+    second = _git(repo, "rev-parse", "HEAD")
+    assert source_commit(package) == second != head
+    (repo / "README.md").write_text("results\n")
+    _git(repo, "commit", "-q", "-am", "results, outside src")  # what a running grid commits: not the code
+    assert _git(repo, "rev-parse", "HEAD") != second and source_commit(package) == second
     # not a checkout's src/stcsnn: an installed copy (here: a folder of another repository, or no repository)
     other = repo / "venv" / "site-packages" / "stcsnn"
     other.mkdir(parents=True)

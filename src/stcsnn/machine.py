@@ -38,9 +38,11 @@ def available_memory() -> int | None:
 
 
 def source_commit(package_dir: str | os.PathLike | None = None) -> str | None:
-    """The git commit of the stcsnn source tree that runs (``package_dir``: the ``stcsnn`` package folder, this
-    one by default), with ``-dirty`` when ``git status --porcelain -- src`` lists changes; ``None`` when the
-    package is not ``src/stcsnn`` of a git checkout (an installed copy) or git cannot tell."""
+    """The git commit of the stcsnn source tree that runs: the last commit that changed ``src/`` (``package_dir``:
+    the ``stcsnn`` package folder, this one by default), with ``-dirty`` when ``git status --porcelain -- src``
+    lists changes; ``None`` when the package is not ``src/stcsnn`` of a git checkout (an installed copy) or git
+    cannot tell. Why not HEAD: a grid commits its finished cells' rows while it runs, which moves HEAD but not the
+    code that the next cell runs."""
     import subprocess
     from pathlib import Path
 
@@ -58,7 +60,7 @@ def source_commit(package_dir: str | os.PathLike | None = None) -> str | None:
     # a package installed into some other checkout (a virtual environment inside a repository) is not its source
     if top is None or Path(top.strip()).resolve() / "src" / package.name != package.resolve():
         return None
-    head = git("rev-parse", "HEAD", where=package)
+    head = git("log", "-1", "--format=%H", "--", "src", where=Path(top.strip()))
     status = git("status", "--porcelain", "--", "src", where=Path(top.strip()))
     if head is None or status is None:
         return None
