@@ -1,0 +1,53 @@
+"""STC-LIF inference under each memory-layout policy, interleaved, one process (1 thread).
+
+    python benchmarks/infer_policy.py [--neuron stc_lif] [--repeats 5]
+
+The `small` bench configuration (hidden 64 x 3, kernel 5, patch 4, batch 4, 10 -> 10 frames of 1x64x64), no
+gradients; each policy's rollout timed in turn per round after 2 warm-up rollouts each; medians printed. Every
+policy computes the same numbers (tests/test_fast_path.py); only the layout differs. Why: the default inference
+policy for STC on a CPU (channels-last end to end) was chosen on an AMD EPYC; this checks it on the machine at
+hand. Nothing here asserts a time."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from stcsnn.models import SpikingPredictor
+from stcsnn.models.predictor import END_TO_END, ExecutionPolicy
+
+POLICIES = {
+    "end_to_end (STC default on CPU)": ExecutionPolicy(fast=True, channels_last=END_TO_END),
+    "batched+grouped": ExecutionPolicy(fast=True, channels_last=("batched", "grouped")),
+    "batched": ExecutionPolicy(fast=True, channels_last=("batched",)),
+    "none (NCHW)": ExecutionPolicy(fast=True, channels_last=()),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--neuron", default="stc_lif")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = SpikingPredictor(args.neuron, 1, [64, 64, 64], 5, 4).eval()
+    x = torch.rand(4, 20, 1, 64, 64)
+    times: dict[str, list[float]] = {k: [] for k in POLICIES}
+    with torch.no_grad():
+        for policy in POLICIES.values():
+            for _ in range(2):
+                model.rollout(x, 10, 10, policy=policy)
+        for _ in range(args.repeats):
+            for name, policy in POLICIES.items():
+                t = time.perf_counter()
+                model.rollout(x, 10, 10, policy=policy)
+                times[name].append(time.perf_counter() - t)
+    for name, v in times.items():
+        print(f"{args.neuron} {name:32s} median {sorted(v)[len(v) // 2] * 1e3:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
