@@ -6,8 +6,8 @@ For each checkpoint: its model in training mode, one batch of 8 training sequenc
 the training objective without scheduled sampling on the plain path
 (:func:`stcsnn.analysis.gradients.rollout_loss`), and the global gradient norm over all parameters, with every
 GroupNorm's epsilon set to each value in turn (``1e-5`` is the default; the weights stay the same). A loss that
-barely moves while the gradient norm changes by orders of magnitude is GroupNorm's 1/sqrt(var + eps) acting on all-
-zero groups (blank frames, silent layers), not a real sensitivity of the loss. Prints one line per checkpoint."""
+barely moves while the gradient norm changes by orders of magnitude is GroupNorm's 1/sqrt(var + eps) acting on
+all-zero groups (blank frames, silent layers), not a real sensitivity of the loss. Prints one line per checkpoint."""
 
 from __future__ import annotations
 
