@@ -97,15 +97,17 @@ def accepts(name: str, **option) -> bool:
 
 
 def option_cases() -> list:
-    """Every registered neuron x every surrogate it takes x gradient_detach x train_gates (where accepted)."""
+    """Every registered neuron x every surrogate it takes x gradient_detach x train_gates x detach_reset (where
+    accepted)."""
     cases = []
     for name in NEURONS:
         surrogates = [s for s in SURROGATES if accepts(name, surrogate=s)] or [None]
         detach = (False, True) if accepts(name, gradient_detach=True) else (None,)
         gates = (False, True) if accepts(name, train_gates=True) else (None,)
-        for surrogate, d, g in itertools.product(surrogates, detach, gates):
-            opts = {k: v for k, v in (("surrogate", surrogate), ("gradient_detach", d), ("train_gates", g))
-                    if v is not None}
+        resets = (True, False) if accepts(name, detach_reset=True) else (None,)
+        for surrogate, d, g, r in itertools.product(surrogates, detach, gates, resets):
+            opts = {k: v for k, v in (("surrogate", surrogate), ("gradient_detach", d), ("train_gates", g),
+                                      ("detach_reset", r)) if v is not None}
             cases.append(pytest.param(name, opts, id="-".join([name, *(f"{k}={v}" for k, v in opts.items())])))
     return cases
 
@@ -192,6 +194,8 @@ def test_option_matrix_fast_path_matches_plain(name: str, options: dict) -> None
         assert cell.autapse.gradient_detach == options["gradient_detach"]
     if "train_gates" in options:
         assert getattr(cell, "base", cell).train_gates == options["train_gates"]
+    if "detach_reset" in options:
+        assert getattr(cell, "base", cell).detach_reset == options["detach_reset"]
     frames, mask = make_inputs("scheduled", 2, 2)
     ref = run(model, frames, mask, "scheduled", plain=True, t_in=2, t_out=2)
     if not getattr(cell, "is_ann", False):
@@ -304,7 +308,8 @@ def test_fused_functions_pass_gradcheck(name: str, options: dict, monkeypatch) -
     neuron's trainable parameters, with the Heaviside swapped for the surrogate's smooth primitive ``P`` (then
     the hand-written backward, which uses ``P'``, must be the true derivative). S[t-1] is an input where the
     step passes it a gradient (GLIF), a constant where it is a stop-gradient (TC-LIF) or unused; LM-H's
-    V = H - sg(S) is left out of the outputs (not the derivative of a smooth function of H)."""
+    V = H - sg(S) (its default ``detach_reset``) is left out of the outputs (not the derivative of a smooth
+    function of H); with ``detach_reset=False`` V = H - S is checked too."""
     cell = build_neuron(name, 16, 16, 1, **options).to(DT)
     with torch.no_grad():  # move the neuron's scalars off their initial values
         for n, p in cell.named_parameters():
@@ -322,7 +327,8 @@ def test_fused_functions_pass_gradcheck(name: str, options: dict, monkeypatch) -
     outs = [t for t in (s, *new) if t.requires_grad]
     s_has_grad = bool(outs) and torch.autograd.grad([t.sum() for t in outs], probe, allow_unused=True)[0] is not None
     fields = [f for f in state._fields if f != "s" or s_has_grad]
-    keep = [f for f in state._fields if not (name in STOP_GRADIENT_RESET and f == "v")]
+    detached = name in STOP_GRADIENT_RESET and getattr(getattr(cell, "base", cell), "detach_reset", True)
+    keep = [f for f in state._fields if not (detached and f == "v")]
     smooth_heaviside(monkeypatch, cell.spike_fn.name, cell.spike_fn.alpha)
 
     def f(current, paths, *args):

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stcsnn.errors import StcsnnError
 from stcsnn.neurons import (
     GLIF,
     IF,
@@ -163,11 +164,11 @@ def step_tclif(I, st, P, ga, gb, **_):
     return s, {"d": d, "v": v, "s": s}
 
 
-def step_lmh(I, st, P, ga, gb, **_):
+def step_lmh(I, st, P, ga, gb, detach_reset=True, **_):
     d = (torch.sigmoid(P["d_u"]) - 0.5) * st["d"] + (torch.sigmoid(P["s_u"]) - 0.5) * st["v"] + mul(I, gb)
     h = (torch.sigmoid(P["d_p"]) + 0.5) * d + (torch.sigmoid(P["s_p"]) + 0.5) * mul(st["v"], ga)
     s = ref_spike(h - 1.0)
-    return s, {"d": d, "v": h - s.detach(), "s": s}
+    return s, {"d": d, "v": h - (s.detach() if detach_reset else s), "s": s}
 
 
 STEP = {"if": step_if, "lif": step_lif, "plif": step_plif, "glif": step_glif, "tclif": step_tclif,
@@ -254,10 +255,10 @@ def inputs(T=3, B=2, C=2, H=4, W=4, seed=3, scale=1.5):
 # matters, and are run with and without gradient_detach
 CASES = [
     ("if", {}), ("lif", {}), ("plif", {}), ("plif", {"input_gain": "raw"}), ("glif", {}),
-    ("glif", {"train_gates": True}), ("tclif", {}), ("lmh", {}),
+    ("glif", {"train_gates": True}), ("tclif", {}), ("lmh", {}), ("lmh", {"detach_reset": False}),
     ("stc_lif", {}), ("stc_lif", {"gradient_detach": True}), ("stc_plif", {}),
     ("stc_plif", {"input_gain": "raw", "gradient_detach": True}), ("stc_lmh", {}),
-    ("stc_lmh", {"gradient_detach": True}), ("stc_glif", {}), ("stc_glif", {"gradient_detach": True}),
+    ("stc_lmh", {"gradient_detach": True}), ("stc_lmh", {"detach_reset": False}), ("stc_glif", {}), ("stc_glif", {"gradient_detach": True}),
     ("stc_tclif", {}), ("stc_tclif", {"gradient_detach": True}),
 ]
 
@@ -547,6 +548,41 @@ def test_lmh_reset_is_stop_gradient():
                                rtol=1e-14, atol=0)
     (gs,) = torch.autograd.grad(s.sum(), current)  # the spike itself still has its surrogate gradient
     assert gs.abs().sum() > 0
+
+
+def test_lmh_without_detached_reset_trains_like_if_at_its_initial_couplings():
+    """At d_u = s_u = d_p = s_p = 0, LM-H's forward is IF's (D = I, H = D + V). With ``detach_reset=False`` its
+    gradients are IF's too (IF's own code, lif.py, is the reference); the default stop-gradient reset changes
+    them: the only difference between the two LM-H runs is the backward through the reset."""
+    xs = inputs()
+    g = torch.Generator().manual_seed(3)
+    weights = [torch.randn(x.shape[0], 16, *x.shape[2:], generator=g, dtype=DT) for x in xs]
+
+    def train_step(cell):  # a loss on the spikes alone (the two neurons' states differ in fields)
+        traj = run_cell(cell, [x.clone() for x in xs])
+        spikes = torch.stack([s for s, _ in traj])
+        assert 0.05 < spikes.mean().item() < 0.95
+        sum((w * s).sum() for w, (s, _) in zip(weights, traj)).backward()
+        return spikes.detach(), cell.synapse.conv.weight.grad
+
+    ref = make("if")
+    ref_spikes, want = train_step(ref)
+    grads = {}
+    for detach in (True, False):
+        cell = make("lmh", detach_reset=detach)
+        cell.load_state_dict({**cell.state_dict(), **ref.state_dict()})
+        with torch.no_grad():
+            for p in (cell.d_u, cell.s_u, cell.d_p, cell.s_p):
+                p.zero_()
+        spikes, grads[detach] = train_step(cell)
+        assert torch.equal(spikes, ref_spikes)
+    torch.testing.assert_close(grads[False], want, rtol=1e-9, atol=1e-12)
+    assert (grads[True] - want).abs().max() > 1e-3 * want.abs().max()
+
+
+def test_lmh_detach_reset_must_be_a_bool():
+    with pytest.raises(StcsnnError, match="detach_reset must be true or false, got 'no'"):
+        build_neuron("lmh", 1, 16, 1, detach_reset="no")
 
 
 def test_tclif_previous_spike_is_stop_gradient():

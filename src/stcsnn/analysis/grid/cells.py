@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stcsnn.config import Config, make_config
-from stcsnn.errors import StcsnnError
+from stcsnn.config import Config, load_config, make_config
+from stcsnn.errors import StcsnnError, short
 from stcsnn.metrics import DEFAULT_METRICS
+from stcsnn.runs import RESUMABLE_CHANGES
 
 #: the keys each JSON file of a cell must hold (dotted: nested), checked when it is read. A test report holds
 #: the default metrics (a metric registered later is taken from the grid's own per-sequence evaluation).
@@ -62,6 +63,21 @@ class Cell:
     @property
     def label(self) -> str:
         return f"{self.dataset}/{self.model} seed {self.seed}"
+
+    def check_trained_config(self) -> None:
+        """A finished cell must have been trained with the config the grid gives it now, to the keys a resume may
+        change (:data:`stcsnn.runs.RESUMABLE_CHANGES`): a scale edited since (another neuron option, learning
+        rate, ...) would otherwise put an old result in the new table under the new protocol's name."""
+        if not self.finished or not (self.run_dir / "config.yaml").is_file():
+            return
+        saved, now = load_config(self.run_dir / "config.yaml").to_dict(), self.cfg.to_dict()
+        changed = sorted(k for k, v in now.items() if k != "frame_shape" and k not in RESUMABLE_CHANGES
+                         and saved.get(k) != v)
+        if changed:
+            k = changed[0]
+            raise StcsnnError(f"{self.label}: {self.run_dir} was trained with {k}={short(saved.get(k))}, the grid "
+                              f"now gives {short(now[k])}: move that folder away (or use another --out) to train "
+                              "the cell again")
 
 
 @dataclass

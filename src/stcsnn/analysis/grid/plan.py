@@ -205,6 +205,16 @@ def _model_seeds(spec: dict[str, Any], name: str, seed_list: list[int]) -> dict[
     return out
 
 
+def _model_options(spec: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
+    """The scale's ``model_options``: per model, neuron options merged over its cells' ``neuron_options``."""
+    out = spec.get("model_options") or {}
+    for model, opts in out.items():
+        if not isinstance(opts, dict):
+            raise ConfigError(f"scale {name!r}: model_options of {model!r} must be a mapping of neuron options, "
+                              f"got {opts!r}")
+    return out
+
+
 def plan_grid(scale: str | dict[str, Any], datasets: Sequence[str] | None = None,
               models: Sequence[str] | None = None, seeds: int | Sequence[int] | None = None,
               out: str | os.PathLike = "runs/reproduce", overrides: dict[str, Any] | None = None,
@@ -215,7 +225,8 @@ def plan_grid(scale: str | dict[str, Any], datasets: Sequence[str] | None = None
     Default datasets whose files are absent are replaced by the scale's ``fallback`` (logged, and stated in
     the table's caption); datasets named explicitly are used as named. A scale with ``variants`` makes each
     variant a dataset label of its own (``--datasets`` selects labels), the cells' configs holding the scale's
-    dataset with the variant's overrides; ``model_seeds`` limits a model to the first N seeds. ``horizon``:
+    dataset with the variant's overrides; ``model_seeds`` limits a model to the first N seeds; ``model_options``
+    adds a model's neuron options to its cells' configs. ``horizon``:
     frames of the long-term evaluation (None: the scale's, else 3 x ``output_frames``; 0: none)."""
     name, spec = get_scale(scale)
     explicit = datasets is not None
@@ -223,6 +234,7 @@ def plan_grid(scale: str | dict[str, Any], datasets: Sequence[str] | None = None
     models = list(models or spec.get("models") or DEFAULT_MODELS)
     seed_list = _seed_list(seeds, int(spec.get("seeds", 1)))
     per_model = _model_seeds(spec, name, seed_list)
+    model_options = _model_options(spec, name)
     if horizon is None:
         horizon = spec.get("horizon")
     _check_request(models, list(dict.fromkeys(d for d, _ in sources.values())), horizon)
@@ -238,6 +250,8 @@ def plan_grid(scale: str | dict[str, Any], datasets: Sequence[str] | None = None
             raw = json.loads(json.dumps(spec.get("config", {})))  # a deep copy of plain data
         raw = deep_merge(raw, variant)
         raw.update({"dataset": d, "neuron": m, "seed": s})
+        if m in model_options:
+            raw["neuron_options"] = {**(raw.get("neuron_options") or {}), **model_options[m]}
         return raw
 
     def config(label: str, m: str, s: int) -> Config:

@@ -92,6 +92,8 @@ def run_grid(scale: str | dict[str, Any], datasets: Sequence[str] | None = None,
         log(f"{jobs} cells at a time, {per_job} thread(s) each"
             + (f" (--jobs {jobs} exceeds the {threads} thread(s): {jobs * per_job} in all)"
                if threads < jobs else ""))
+    for cell in cells:  # before anything runs: a stale cell stops the grid, not its last table
+        cell.check_trained_config()
     with RunLock(grid.root, "stcsnn reproduce"):
         todo = []
         for i, cell in enumerate(cells, 1):
