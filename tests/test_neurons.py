@@ -258,7 +258,8 @@ CASES = [
     ("glif", {"train_gates": True}), ("tclif", {}), ("lmh", {}), ("lmh", {"detach_reset": False}),
     ("stc_lif", {}), ("stc_lif", {"gradient_detach": True}), ("stc_plif", {}),
     ("stc_plif", {"input_gain": "raw", "gradient_detach": True}), ("stc_lmh", {}),
-    ("stc_lmh", {"gradient_detach": True}), ("stc_lmh", {"detach_reset": False}), ("stc_glif", {}), ("stc_glif", {"gradient_detach": True}),
+    ("stc_lmh", {"gradient_detach": True}), ("stc_lmh", {"detach_reset": False}), ("stc_glif", {}),
+    ("stc_glif", {"gradient_detach": True}),
     ("stc_tclif", {}), ("stc_tclif", {"gradient_detach": True}),
 ]
 
