@@ -22,7 +22,7 @@ from stcsnn.analysis.scales import RECALL_DELAYS, RECALL_MODELS, RECALL_SHOW, SC
 from stcsnn.cli import main
 from stcsnn.data import build_split
 from stcsnn.device import cpu_model
-from stcsnn.errors import ConfigError
+from stcsnn.errors import ConfigError, StcsnnError
 from stcsnn.machine import source_commit
 
 #: Student's t quantiles, from scipy.stats.t.ppf (independent of stcsnn.analysis.stats): t(0.975; 1) and t(0.975; 2)
@@ -131,6 +131,39 @@ def test_model_seeds_gives_a_model_the_first_n_seeds(tmp_path):
     assert [(c.model, c.seed) for c in grid.cells] == [("convlstm", 4), ("lif", 4), ("lif", 2)]
     with pytest.raises(ConfigError, match="model_seeds of 'convlstm' must be a count >= 1, got 0"):
         plan_grid({**scale, "model_seeds": {"convlstm": 0}}, models=["lif"], out=tmp_path)
+
+
+def test_model_options_reach_that_models_cells_only(tmp_path):
+    scale = {**MEMORY, "variants": {"mem_d0": MEMORY["variants"]["mem_d0"]},
+             "model_options": {"lmh": {"detach_reset": False}}}
+    grid = plan_grid(scale, models=["lif", "lmh"], seeds=1, out=tmp_path)
+    assert [(c.model, c.cfg.neuron_options) for c in grid.cells] == [("lif", {}), ("lmh", {"detach_reset": False})]
+    with pytest.raises(ConfigError, match="model_options of 'lmh' must be a mapping of neuron options, got 3"):
+        plan_grid({**scale, "model_options": {"lmh": 3}}, models=["lmh"], out=tmp_path)
+    with pytest.raises(ConfigError, match=r"model_options of .lif.: no option .detach_reset. \(it takes surrogate"):
+        plan_grid({**scale, "model_options": {"lif": {"detach_reset": False}}}, models=["lif"], out=tmp_path)
+
+
+def test_the_grids_train_lm_h_with_the_gradient_through_the_reset():
+    """The small and recall protocol: every neuron's reset passes its gradient (scales.py says why)."""
+    for name in ("small", "recall"):
+        assert SCALES[name]["model_options"] == {"lmh": {"detach_reset": False}, "stc_lmh": {"detach_reset": False}}
+
+
+def test_a_finished_cell_trained_with_another_config_is_refused(tmp_path):
+    scale = {**MEMORY, "variants": {"mem_d0": MEMORY["variants"]["mem_d0"]}}
+    assert run_grid(scale, models=["lmh"], seeds=1, out=tmp_path, progress=False, log=lambda m: None,
+                    plots=False) == 0
+    report = tmp_path / "memory" / "mem_d0" / "lmh" / "seed0" / "report.json"
+    before = report.read_bytes()
+    changed = {**scale, "model_options": {"lmh": {"detach_reset": False}}}
+    with pytest.raises(StcsnnError, match=r"mem_d0/lmh seed 0: .* was trained with neuron_options=\{\}, the grid now "
+                                          r"gives \{'detach_reset': False\}: move that folder away"):
+        run_grid(changed, models=["lmh"], seeds=1, out=tmp_path, progress=False, log=lambda m: None, plots=False)
+    assert report.read_bytes() == before
+    # a resume-time key (epochs may grow on resume) is not a different protocol: the finished cell is kept
+    assert run_grid({**scale, "config": {**scale["config"], "log_every": 7}}, models=["lmh"], seeds=1,
+                    out=tmp_path, progress=False, log=lambda m: None, plots=False) == 0
 
 
 def test_cli_lists_the_scales_and_their_help(capsys):

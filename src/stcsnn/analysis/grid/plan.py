@@ -207,11 +207,18 @@ def _model_seeds(spec: dict[str, Any], name: str, seed_list: list[int]) -> dict[
 
 def _model_options(spec: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
     """The scale's ``model_options``: per model, neuron options merged over its cells' ``neuron_options``."""
+    from stcsnn.neurons.registry import COMMON_OPTIONS, get_spec
+
     out = spec.get("model_options") or {}
     for model, opts in out.items():
         if not isinstance(opts, dict):
             raise ConfigError(f"scale {name!r}: model_options of {model!r} must be a mapping of neuron options, "
                               f"got {opts!r}")
+        valid = (*COMMON_OPTIONS, *get_spec(model).options)
+        unknown = sorted(set(opts) - set(valid))
+        if unknown:
+            raise ConfigError(f"scale {name!r}: model_options of {model!r}: no option {unknown[0]!r} (it takes "
+                              f"{', '.join(valid)})")
     return out
 
 
