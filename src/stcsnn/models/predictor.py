@@ -27,9 +27,10 @@ Two paths compute the same numbers. The **plain** path (:data:`PLAIN`, ``fast=Fa
 * **channels-last convolutions** (:attr:`ExecutionPolicy.channels_last`): the convolutions batched over the
   prefix frames and, in training, the grouped pathway convolution run on NHWC inputs, where oneDNN is faster;
   the elementwise work stays NCHW (its pathway halves are contiguous there), so each such convolution converts
-  its input and output. An STC model's inference on CPU runs **end to end** channels-last instead: every tensor
-  NHWC from the input frames on, no conversion at all, GroupNorm by :func:`stcsnn.neurons.fusion.group_norm`
-  (torch's own is slow on NHWC).
+  its input and output. An STC model's inference on CPU runs **end to end** channels-last instead (except on
+  the CPUs of :data:`CPU_INFERENCE_LAYOUT`, where NCHW measured faster): every tensor NHWC from the input
+  frames on, no conversion at all, GroupNorm by :func:`stcsnn.neurons.fusion.group_norm` (torch's own is slow
+  on NHWC).
 * **activation checkpointing over time** (``checkpoint_steps = K > 0``, training only): the rollout runs in
   chunks of K steps under :func:`torch.utils.checkpoint.checkpoint`, keeping only the states between chunks
   (the last chunk, whose backward comes first, is not checkpointed); the backward recomputes one chunk at a
@@ -52,6 +53,7 @@ whose ``update`` is replaced on the instance (the trainer's ``--compile`` wraps 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -60,6 +62,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from stcsnn.device import cpu_model
 from stcsnn.errors import StcsnnError, StcsnnTypeError
 from stcsnn.models.patch import from_patches, to_patches
 from stcsnn.neurons import fusion
@@ -106,18 +109,36 @@ class ExecutionPolicy:
 PLAIN = ExecutionPolicy(fast=False)
 
 
-def choose_policy(device: torch.device | str, *, stc: bool, training: bool) -> ExecutionPolicy:
+#: STC inference on a CPU whose model name contains the key: the convolutions to run channels-last instead of
+#: :data:`END_TO_END` (the default elsewhere). oneDNN picks kernels by CPU: end to end measured faster than NCHW on
+#: an AMD EPYC, slower on an Intel Xeon (``python benchmarks/infer_policy.py``; the README's Performance section).
+CPU_INFERENCE_LAYOUT: dict[str, tuple[str, ...]] = {"Intel": ("batched",)}
+
+
+@functools.cache
+def _this_cpu() -> str | None:
+    """This machine's CPU model name, read once (every inference run asks it)."""
+    return cpu_model()
+
+
+def choose_policy(device: torch.device | str, *, stc: bool, training: bool, cpu: str | None = None
+                  ) -> ExecutionPolicy:
     """The fast path with the memory layout that measured faster (CPU, small configuration, one thread; see
     ``stcsnn bench`` and the README's tables): in training the batched and the grouped convolutions
     channels-last (end to end was slower there: the per-frame dense convolutions run slower on NHWC, and the
     pathway halves alternate every C/16 channels); without gradients, STC models on CPU end to end (the grouped
-    convolution without any conversion), the others batched only. Elsewhere (not measured): the grouped
+    convolution without any conversion) unless ``cpu`` (the CPU's model name, :func:`stcsnn.device.cpu_model`)
+    is one of :data:`CPU_INFERENCE_LAYOUT`'s, the others batched only. Elsewhere (not measured): the grouped
     convolution only in training, where it pays for its conversions. ``stc``: the model's neurons carry the STC
     circuit; ``training``: gradients are recorded."""
     if training:
         return ExecutionPolicy(True, ("batched", "grouped"))
-    cpu = torch.device(device).type == "cpu"
-    return ExecutionPolicy(True, END_TO_END if (stc and cpu) else ("batched",))
+    if torch.device(device).type != "cpu" or not stc:
+        return ExecutionPolicy(True, ("batched",))
+    layout = next((kinds for key, kinds in CPU_INFERENCE_LAYOUT.items() if key in (cpu or "")), END_TO_END)
+    return ExecutionPolicy(True, layout)
+
+
 #: The state of :meth:`SpikingPredictor.step`: one cell state per layer, each the cell's own NamedTuple
 #: (``MembraneState(v, s)``, ``LSTMState(s, c)``, ...) of (B, hidden_channels[l], H / p, W / p) tensors.
 StepState = tuple[NamedTuple, ...]
@@ -198,7 +219,9 @@ class SpikingPredictor(nn.Module):
             return PLAIN
         if self._policy is not None and (fast is None or self._policy.fast):
             return self._policy
-        return choose_policy(x.device, stc=self.is_stc, training=torch.is_grad_enabled())
+        training = torch.is_grad_enabled()
+        cpu = _this_cpu() if (x.device.type == "cpu" and not training) else None
+        return choose_policy(x.device, stc=self.is_stc, training=training, cpu=cpu)
 
     def compile_updates(self) -> None:
         """``torch.compile`` each cell's ``update`` (the trainer's ``compile: true``). The compiled update replaces
