@@ -4,9 +4,11 @@
 
 The `small` bench configuration (hidden 64 x 3, kernel 5, patch 4, batch 4, 10 -> 10 frames of 1x64x64), no
 gradients; each policy's rollout timed in turn per round after 2 warm-up rollouts each; medians printed. Every
-policy computes the same numbers (tests/test_fast_path.py); only the layout differs. Why: the default inference
-policy for STC on a CPU (channels-last end to end) was chosen on an AMD EPYC; this checks it on the machine at
-hand. Nothing here asserts a time."""
+policy computes the same numbers (tests/test_fast_path.py); only the layout differs. Why: oneDNN picks kernels by
+CPU, and the default inference layout for STC on a CPU is chosen by the CPU's name
+(``stcsnn.models.predictor.CPU_INFERENCE_LAYOUT``: channels-last end to end, measured faster on an AMD EPYC;
+batched NCHW on Intel, measured faster on an Intel Xeon); this checks it on the machine at hand. Nothing here
+asserts a time."""
 
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ import time
 
 import torch
 
-from stcsnn.models import SpikingPredictor
+from stcsnn.device import cpu_model
+from stcsnn.models import SpikingPredictor, choose_policy
 from stcsnn.models.predictor import END_TO_END, ExecutionPolicy
 
 POLICIES = {
-    "end_to_end (STC default on CPU)": ExecutionPolicy(fast=True, channels_last=END_TO_END),
+    "end_to_end": ExecutionPolicy(fast=True, channels_last=END_TO_END),
     "batched+grouped": ExecutionPolicy(fast=True, channels_last=("batched", "grouped")),
     "batched": ExecutionPolicy(fast=True, channels_last=("batched",)),
     "none (NCHW)": ExecutionPolicy(fast=True, channels_last=()),
@@ -45,8 +48,11 @@ def main() -> None:
                 t = time.perf_counter()
                 model.rollout(x, 10, 10, policy=policy)
                 times[name].append(time.perf_counter() - t)
+    default = choose_policy("cpu", stc=model.is_stc, training=False, cpu=cpu_model())
     for name, v in times.items():
-        print(f"{args.neuron} {name:32s} median {sorted(v)[len(v) // 2] * 1e3:.1f} ms")
+        mark = "  <- default on this CPU" if POLICIES[name] == default else ""
+        print(f"{args.neuron} {name:32s} median {sorted(v)[len(v) // 2] * 1e3:.1f} ms{mark}")
+    print(f"CPU: {cpu_model()}")
 
 
 if __name__ == "__main__":
