@@ -58,7 +58,7 @@ def test_recall_scale_one_label_per_delay_over_the_small_config(tmp_path):
 
     assert RECALL_SHOW == RECALL_DEFAULTS["show"]  # scales.py repeats it to stay torch-free
     spec = SCALES["recall"]
-    assert spec["models"] == RECALL_MODELS and set(RECALL_MODELS) == set(SMALL_MODELS) and spec["seeds"] == 3
+    assert spec["models"] == RECALL_MODELS and set(RECALL_MODELS) == set(SMALL_MODELS) and spec["seeds"] == 5
     assert spec["horizon"] == 0 and spec["model_seeds"] == {"convlstm": 1}
     small = SCALES["small"]["config"]
     assert spec["config"] == {**small, "data_options": {}, "output_frames": 2, "epochs": 3,

@@ -132,14 +132,14 @@ RECALL_SHOW = 2
 # show + delay, the data's own rule), two recalled frames; no long horizon (the task has none beyond the recall).
 # ConvLSTM (about 7x an SNN step) with one seed, as in `small`: the ANN reference for memory.
 SCALES["recall"] = {
-    "help": "the memory task: the small scale's models (spiking x 3 seeds, ConvLSTM 1) on recall at delays "
+    "help": "the memory task: the small scale's models (spiking x 5 seeds, ConvLSTM 1) on recall at delays "
             + ", ".join(map(str, RECALL_DELAYS)) + " (a dataset label recall_d<D> each)",
     "datasets": ["recall"],
     "models": RECALL_MODELS,
     "model_seeds": {"convlstm": 1},
     "model_options": SCALES["small"]["model_options"],
     "comparisons": SCALES["small"]["comparisons"],
-    "seeds": 3,
+    "seeds": 5,
     "horizon": 0,
     # the small scale's model and optimiser on the recall data (its own 32x32 canvas and options: the moving
     # garments' data_options do not apply), 300 steps: a pilot STC-LIF at delay 10 reached a validation MSE of
