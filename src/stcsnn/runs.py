@@ -185,6 +185,11 @@ def same_run(out: Path, cfg: Config) -> bool:
     return all(saved.get(k) == v for k, v in now.items() if k not in RESUMABLE_CHANGES and k != "frame_shape")
 
 
+def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> set[str]:
+    """The keys whose values differ between two configs' dicts (``frame_shape`` aside: it follows the data)."""
+    return {k for k, v in now.items() if k != "frame_shape" and saved.get(k) != v}
+
+
 def resumed_config(out: Path, cfg: Config, saved_config: dict[str, Any], given: Collection[str] | None = None
                    ) -> Config:
     """The checkpoint's config with the changes a resume may make (``RESUMABLE_CHANGES``); others refused.
@@ -193,7 +198,7 @@ def resumed_config(out: Path, cfg: Config, saved_config: dict[str, Any], given: 
     checkpoint. A ``config.yaml`` in ``out`` edited by hand (it differs from the checkpoint's config) is refused
     unless each edited key is given: the resume would continue the checkpoint's value and rewrite the file."""
     saved, now = make_config(saved_config).to_dict(), cfg.to_dict()
-    changed = {k for k, v in now.items() if k != "frame_shape" and saved[k] != v}
+    changed = changed_keys(saved, now)
     if changed - RESUMABLE_CHANGES:
         key = sorted(changed - RESUMABLE_CHANGES)[0]
         raise TrainingError(f"cannot resume {out}: its run has {key}={short(saved[key])}, the config now says "

@@ -18,7 +18,7 @@ from typing import Any
 from stcsnn.config import Config, load_config, make_config
 from stcsnn.errors import StcsnnError, short
 from stcsnn.metrics import DEFAULT_METRICS
-from stcsnn.runs import RESUMABLE_CHANGES
+from stcsnn.runs import RESUMABLE_CHANGES, changed_keys
 
 #: the keys each JSON file of a cell must hold (dotted: nested), checked when it is read. A test report holds
 #: the default metrics (a metric registered later is taken from the grid's own per-sequence evaluation).
@@ -71,8 +71,7 @@ class Cell:
         if not self.finished or not (self.run_dir / "config.yaml").is_file():
             return
         saved, now = load_config(self.run_dir / "config.yaml").to_dict(), self.cfg.to_dict()
-        changed = sorted(k for k, v in now.items() if k != "frame_shape" and k not in RESUMABLE_CHANGES
-                         and saved.get(k) != v)
+        changed = sorted(changed_keys(saved, now) - RESUMABLE_CHANGES)
         if changed:
             k = changed[0]
             raise StcsnnError(f"{self.label}: {self.run_dir} was trained with {k}={short(saved.get(k))}, the grid "
