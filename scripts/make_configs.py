@@ -36,7 +36,8 @@ def main() -> None:
         folder = ROOT / dataset
         folder.mkdir(parents=True, exist_ok=True)
         cfg = {"dataset": dataset, "neuron": REFERENCE_NEURON, **COMMON, **settings}
-        head = (f"# The reference setting on {dataset} (the paper's code's hyper-parameters; scripts/make_configs.py).\n"
+        head = (f"# The reference setting on {dataset} "
+                "(the paper's code's hyper-parameters; scripts/make_configs.py).\n"
                 f"# Neuron {REFERENCE_NEURON}; another one: --set neuron=NAME (the names of `stcsnn neurons`).\n")
         (folder / NAME).write_text(head + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None))
 
