@@ -105,7 +105,7 @@ def test_the_data_registry_only_ever_sees_the_real_dataset(tmp_path, monkeypatch
 def test_unknown_variant_is_one_error_line(tmp_path, capsys):
     rc = main(["reproduce", "--scale", "recall", "--datasets", "recall_d3", "--out", str(tmp_path)])
     line = one_error(capsys, rc)
-    assert "recall_d3" in line and "recall_d0, recall_d5, recall_d10, recall_d20" in line
+    assert "recall_d3" in line and "recall_d0, recall_d5, recall_d10, recall_d20, recall_d40" in line
     assert not (tmp_path / "recall").exists()
 
 

@@ -123,7 +123,7 @@ SCALES: dict[str, dict[str, Any]] = {
 }
 
 #: The delays (blank frames between showing an image and recalling it) of the ``recall`` scale's variants.
-RECALL_DELAYS = (0, 5, 10, 20)
+RECALL_DELAYS = (0, 5, 10, 20, 40)
 #: Frames the recall image is shown: ``stcsnn.data.recall.RECALL_DEFAULTS["show"]``, repeated here because that
 #: module imports torch and this one must not (the command line reads it); a test asserts the two agree.
 RECALL_SHOW = 2
