@@ -156,8 +156,8 @@ def step_glif(I, st, P, ga, gb, train_gates=False, **_):
     return s, {"u": u, "s": s}
 
 
-def step_tclif(I, st, P, ga, gb, **_):
-    sp = st["s"].detach()
+def step_tclif(I, st, P, ga, gb, detach_reset=True, **_):
+    sp = st["s"].detach() if detach_reset else st["s"]
     d = st["d"] - torch.sigmoid(P["s_u"]) * st["v"] + mul(I, gb) - P["gamma"] * sp
     v = mul(st["v"], ga) + torch.sigmoid(P["s_p"]) * d - sp
     s = ref_spike(v - 1.0)
@@ -255,12 +255,13 @@ def inputs(T=3, B=2, C=2, H=4, W=4, seed=3, scale=1.5):
 # matters, and are run with and without gradient_detach
 CASES = [
     ("if", {}), ("lif", {}), ("plif", {}), ("plif", {"input_gain": "raw"}), ("glif", {}),
-    ("glif", {"train_gates": True}), ("tclif", {}), ("lmh", {}), ("lmh", {"detach_reset": False}),
+    ("glif", {"train_gates": True}), ("tclif", {}), ("tclif", {"detach_reset": False}), ("lmh", {}),
+    ("lmh", {"detach_reset": False}),
     ("stc_lif", {}), ("stc_lif", {"gradient_detach": True}), ("stc_plif", {}),
     ("stc_plif", {"input_gain": "raw", "gradient_detach": True}), ("stc_lmh", {}),
     ("stc_lmh", {"gradient_detach": True}), ("stc_lmh", {"detach_reset": False}), ("stc_glif", {}),
     ("stc_glif", {"gradient_detach": True}),
-    ("stc_tclif", {}), ("stc_tclif", {"gradient_detach": True}),
+    ("stc_tclif", {}), ("stc_tclif", {"gradient_detach": True}), ("stc_tclif", {"detach_reset": False}),
 ]
 
 
@@ -581,9 +582,10 @@ def test_lmh_without_detached_reset_trains_like_if_at_its_initial_couplings():
     assert (grads[True] - want).abs().max() > 1e-3 * want.abs().max()
 
 
-def test_lmh_detach_reset_must_be_a_bool():
+@pytest.mark.parametrize("name", ["lmh", "tclif", "stc_lmh", "stc_tclif"])
+def test_detach_reset_must_be_a_bool(name):
     with pytest.raises(StcsnnError, match="detach_reset must be true or false, got 'no'"):
-        build_neuron("lmh", 1, 16, 1, detach_reset="no")
+        build_neuron(name, 1, 16, 1, detach_reset="no")
 
 
 def test_tclif_previous_spike_is_stop_gradient():
@@ -603,6 +605,29 @@ def test_tclif_previous_spike_is_stop_gradient():
     g_s, g_v = torch.autograd.grad(st.d.sum() + st.v.sum() + s.sum(), (prev_s, v0), allow_unused=True)
     assert g_s is None or not g_s.any(), "TC-LIF must stop the gradient through S[t-1]"
     assert g_v.abs().sum() > 0
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_tclif_reset_gradient_without_detach_reset(fused):
+    """``detach_reset=False``: the same values, and S[t-1] gets its gradient through the charge, by hand:
+    dD/dS = -gamma = -0.5, dV/dS = -1 + sigmoid(s_p) dD/dS = -1.25 (module update and fused function alike)."""
+    shape = (1, 16, 2, 2)
+    cells = {d: build_neuron("tclif", 1, 16, 1, detach_reset=d).to(DT) for d in (True, False)}
+    out = {}
+    for detach, cell in cells.items():
+        with torch.no_grad():
+            cell.gamma.fill_(0.5)
+        prev_s = torch.tensor([0.0, 1.0, 1.0, 0.0], dtype=DT).view(1, 1, 2, 2).expand(shape).clone()
+        prev_s.requires_grad_(True)
+        state = TwoCompartmentState(torch.full(shape, 0.3, dtype=DT), torch.full(shape, 0.8, dtype=DT), prev_s)
+        current = torch.full(shape, 0.4, dtype=DT)
+        s, st = cell.fused_update(current, state, None) if fused else cell.update(current, state)
+        (g,) = torch.autograd.grad(st.d.sum() + st.v.sum(), prev_s, allow_unused=True)
+        out[detach] = (s.detach(), st.d.detach(), st.v.detach(), g)
+    for a, b in zip(out[True][:3], out[False][:3]):
+        assert torch.equal(a, b)
+    assert out[True][3] is None or not out[True][3].any()
+    torch.testing.assert_close(out[False][3], torch.full(shape, -0.5 - 1.25, dtype=DT))
 
 
 def test_glif_previous_spike_carries_gradient():

@@ -50,6 +50,13 @@ class Synapse(nn.Module):
         return self.norm(self.conv(x))
 
 
+def bool_option(name: str, value: Any) -> bool:
+    """A neuron option that must be ``true`` or ``false`` (YAML booleans), else one clear error."""
+    if not isinstance(value, bool):
+        raise StcsnnError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def check_channels(channels: int, groups: int, what: str) -> None:
     if channels <= 0 or channels % groups:
         raise StcsnnError(f"{what} must be a positive multiple of {groups} (GroupNorm groups), got {channels}")

@@ -8,9 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import Function
 
-from stcsnn.errors import StcsnnError
 from stcsnn.neurons import fusion
-from stcsnn.neurons.base import SpikingCell, gain
+from stcsnn.neurons.base import SpikingCell, bool_option, gain
 from stcsnn.neurons.registry import register_neuron
 from stcsnn.neurons.tclif import TwoCompartmentState
 
@@ -99,9 +98,7 @@ class LMH(SpikingCell):
 
     def __init__(self, *args, detach_reset: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if not isinstance(detach_reset, bool):
-            raise StcsnnError(f"detach_reset must be true or false, got {detach_reset!r}")
-        self.detach_reset = detach_reset
+        self.detach_reset = bool_option("detach_reset", detach_reset)
         self.d_u = nn.Parameter(torch.zeros(()))
         self.s_u = nn.Parameter(torch.zeros(()))
         self.d_p = nn.Parameter(torch.zeros(()))

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from stcsnn.neurons import fusion
-from stcsnn.neurons.base import SpikingCell, gain
+from stcsnn.neurons.base import SpikingCell, bool_option, gain
 from stcsnn.neurons.registry import register_neuron
 
 
@@ -34,7 +34,8 @@ def tclif_charge(current: Tensor, d: Tensor, v: Tensor, s_prev: Tensor, k_u, k_p
 
 
 class TCLIFUpdate(Function):
-    """:func:`tclif_charge` + firing as one autograd node; returns ``(S, D, V)``."""
+    """:func:`tclif_charge` + firing as one autograd node; returns ``(S, D, V)``. ``s_prev`` gets a gradient where
+    it requires one (``detach_reset=False``): ``dL/dS[t-1] = -gamma dL/dD[t] - dL/dV[t]`` (through the charge)."""
 
     @staticmethod
     def forward(ctx, current, d_prev, v, s_prev, pathways, k1, k2, gamma, spike_fn):  # type: ignore[override]
@@ -65,7 +66,8 @@ class TCLIFUpdate(Function):
         d_k1 = -(dd * v).sum() if need[5] else None
         d_k2 = (dv * d).sum() if need[6] else None
         d_gamma = -(dd * s_prev).sum() if need[7] else None
-        return d_current, d_dprev, d_v, None, d_path, d_k1, d_k2, d_gamma, None
+        d_sprev = torch.mul(dd, gamma).add_(dv).neg_() if need[3] else None
+        return d_current, d_dprev, d_v, d_sprev, d_path, d_k1, d_k2, d_gamma, None
 
 
 @register_neuron("tclif", "two-compartment LIF (Zhang et al. 2024): dendrite + soma")
@@ -77,26 +79,34 @@ class TCLIF(SpikingCell):
         V[t] &= V[t-1] + \sigma(s_p)\,D[t] - \mathrm{sg}(S[t-1]) \\
         S[t] &= \Theta(V[t] - 1)
 
-    (sg = stop-gradient; the reset is the subtraction of the previous spike.)
+    (sg = stop-gradient; the reset is the subtraction of the previous spike, detached as in the reference.)
+    ``detach_reset=False`` (option) lets the gradient through that reset (S[t-1] for sg(S[t-1])): the same
+    forward, another backward, as LM-H's option of the same name and the IF family's reset.
     State: :class:`TwoCompartmentState` ``(d, v, s)``. STC contract: the temporal gain scales ``V[t-1]``
     in the somatic update, the spatial gain scales ``I[t]``.
     """
 
     State = TwoCompartmentState
+    options = ("detach_reset",)
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, detach_reset: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.detach_reset = bool_option("detach_reset", detach_reset)
         self.gamma = nn.Parameter(torch.zeros(()))
         self.s_u = nn.Parameter(torch.zeros(()))
         self.s_p = nn.Parameter(torch.zeros(()))
 
+    def previous_spikes(self, state: TwoCompartmentState) -> Tensor:
+        """S[t-1] as the reset reads it: sg(S[t-1]), or S[t-1] without ``detach_reset``."""
+        return state.s.detach() if self.detach_reset else state.s
+
     def update(self, current, state, temporal_gain=None, spatial_gain=None):
-        d, v = tclif_charge(current, state.d, state.v, state.s.detach(), torch.sigmoid(self.s_u),
+        d, v = tclif_charge(current, state.d, state.v, self.previous_spikes(state), torch.sigmoid(self.s_u),
                             torch.sigmoid(self.s_p), self.gamma, temporal_gain, spatial_gain)
         s = self.spike_fn(v - 1.0)
         return s, TwoCompartmentState(d, v, s)
 
     def fused_update(self, current, state, pathways):
-        s, d, v = TCLIFUpdate.apply(current, state.d, state.v, state.s.detach(), pathways,
+        s, d, v = TCLIFUpdate.apply(current, state.d, state.v, self.previous_spikes(state), pathways,
                                     torch.sigmoid(self.s_u), torch.sigmoid(self.s_p), self.gamma, self.spike_fn)
         return s, TwoCompartmentState(d, v, s)
