@@ -1,8 +1,20 @@
-"""Pieces shared by the tests: the one-error-line assertion, the tiny training config."""
+"""Pieces shared by the tests: the one-error-line assertion, the tiny training config, loading a script."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 from stcsnn.config import Config, make_config
+
+
+def load_file(path: Path, name: str) -> ModuleType:
+    """The Python file ``path`` (a script, an example: not a package module) imported as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def one_error(capsys, rc: int) -> str:

@@ -3,24 +3,20 @@ files with hand-computed values (no training: every run folder holds report.json
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import one_error
+from tests.helpers import load_file, one_error
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bf16_check.py"
 
 
 @pytest.fixture(scope="module")
 def check():
-    spec = importlib.util.spec_from_file_location("bf16_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(SCRIPT, "bf16_check")
 
 
 def write(path: Path, text: str) -> Path:

@@ -28,6 +28,7 @@ from stcsnn.data.formats import read_idx
 from stcsnn.data.kth import resize_bilinear, sequence_starts
 from stcsnn.data.moving import DEBIAN_FASHION_MNIST, moving_sequence, trajectory
 from stcsnn.errors import ConfigError, DataError
+from tests.helpers import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,13 +133,10 @@ def test_models_layer_needs_a_frame_shape_the_package_fills_it() -> None:
 def test_make_configs_reproduces_the_committed_configs(tmp_path, monkeypatch) -> None:
     """scripts/make_configs.py reads the specs' default frames and reference settings: the configs it writes
     hold the same settings as the committed ones (header comments aside, which quote neuron descriptions)."""
-    import importlib.util
 
     import yaml
 
-    spec = importlib.util.spec_from_file_location("make_configs", REPO / "scripts" / "make_configs.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_file(REPO / "scripts" / "make_configs.py", "make_configs")
     monkeypatch.setattr(script, "ROOT", tmp_path)
     script.main()
     written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.yaml"))

@@ -22,6 +22,7 @@ from stcsnn.config import make_config
 from stcsnn.errors import CheckpointError, StcsnnError
 from stcsnn.io import atomic_torch_save
 from stcsnn.models.loading import load_model, model_checkpoint
+from tests.helpers import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 T_IN, T_OUT = 3, 2
@@ -448,10 +449,7 @@ def test_onnx_without_its_packages_is_one_line(ckpt, tmp_path, monkeypatch, caps
 
 # ---------------------------------------------------------------------------------------------- hubconf
 def _hubconf():
-    spec = importlib.util.spec_from_file_location("stcsnn_hubconf_test", ROOT / "hubconf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(ROOT / "hubconf.py", "stcsnn_hubconf_test")
 
 
 def test_hubconf_has_an_entry_point_per_neuron_and_a_loader(exported):

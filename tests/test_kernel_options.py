@@ -3,7 +3,6 @@ reports, checked here against float32 tolerances), and its --out folder rule. No
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,15 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_file
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "kernel_options.py"
 
 
 @pytest.fixture(scope="module")
 def options():
-    spec = importlib.util.spec_from_file_location("kernel_options", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(SCRIPT, "kernel_options")
 
 
 def test_alternatives_compute_the_same_numbers(options):

@@ -7,7 +7,6 @@ hand-written GroupNorm; the conv cells (synapse + the same neuron) for the compo
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from torch import nn
 
 from stcsnn.errors import StcsnnError
 from stcsnn.neurons import MembraneState, NeuronLayer, build_layer, build_neuron, get_spec, spiking_neurons
+from tests.helpers import load_file
 
 DT = torch.float64
 SPIKING = spiking_neurons()
@@ -275,9 +275,7 @@ def test_sequential_fmnist_example_beats_chance():
     """docs/examples/sequential_fmnist.py, shortened (80 Adam steps, 64 neurons): the held-out accuracy of the
     row-by-row STC-LIF classifier is far above chance (10 %) -- the layer trains through a user's nn.Linear."""
     path = Path(__file__).resolve().parents[1] / "docs" / "examples" / "sequential_fmnist.py"
-    spec = importlib.util.spec_from_file_location("sequential_fmnist", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_file(path, "sequential_fmnist")
     model, acc = example.train(steps=80, hidden=64)
     assert acc > 0.4, acc
     assert isinstance(model.neuron, NeuronLayer) and model.neuron.name == "stc_lif"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -12,6 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import load_file
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "official.py"
 
@@ -115,13 +116,10 @@ TINY = ["--set", "hidden_channels=[16,16]", "--set", "frame_shape=[1,16,16]", "-
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("official_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        return load_file(SCRIPT, "official_bench")
     except ImportError as exc:  # the script's optional imports (none beyond stcsnn's own today)
         pytest.skip(f"benchmarks/official.py cannot be imported here: {exc}")
-    return module
 
 
 @pytest.fixture(scope="module")
