@@ -181,8 +181,7 @@ def same_run(out: Path, cfg: Config) -> bool:
         saved = load_config(out / "config.yaml").to_dict()
     except StcsnnError:
         return False
-    now = cfg.to_dict()
-    return all(saved.get(k) == v for k, v in now.items() if k not in RESUMABLE_CHANGES and k != "frame_shape")
+    return not changed_keys(saved, cfg.to_dict()) - RESUMABLE_CHANGES
 
 
 def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> set[str]:
