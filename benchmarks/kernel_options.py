@@ -43,20 +43,17 @@ from stcsnn.device import cpu_model
 from stcsnn.neurons import fusion
 from stcsnn.neurons.lif import MembraneUpdate
 from stcsnn.neurons.registry import build_neuron
+from stcsnn.perf.measure import time_calls
 
 CL = torch.channels_last
 B, C, HW, K, GROUPS, FRAMES = 4, 64, 16, 5, 16, 19  # the `small` bench configuration's per-frame shapes
 
 
 def median_ms(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2] * 1e3
+    """Milliseconds of the middle call (upper middle for an even count) of ``repeats`` after 3 warm-up calls."""
+    time_calls(fn, 3)
+    times = sorted(time_calls(fn, repeats))
+    return times[len(times) // 2] * 1e3
 
 
 def conv_flops(batch: int, cin: int, cout: int, groups: int) -> float:
