@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stcsnn.device import cpu_model
+from stcsnn.io import atomic_write_text
 from stcsnn.neurons import fusion
 from stcsnn.neurons.lif import MembraneUpdate
 from stcsnn.neurons.registry import build_neuron
@@ -224,8 +225,9 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true", help="skip part 5 (torch.compile needs a C++ compiler)")
     ap.add_argument("--out", type=Path, help="write kernel_options.md and .json here (a new or empty folder)")
     args = ap.parse_args()
-    if args.out is not None and args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
-        sys.exit(f"kernel_options.py: --out must be a new or empty folder, got {args.out}")
+    if args.out is not None and (args.out.is_symlink() or args.out.exists() and (
+            not args.out.is_dir() or any(args.out.iterdir()))):
+        sys.exit(f"kernel_options.py: --out must be a new or empty folder (not a symbolic link), got {args.out}")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "n/a"
@@ -242,8 +244,9 @@ def main() -> None:
     print(text)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "kernel_options.md").write_text(text + "\n")
-        (args.out / "kernel_options.json").write_text(json.dumps({"machine": head, "rows": rows}, indent=1) + "\n")
+        atomic_write_text(args.out / "kernel_options.md", text + "\n")
+        report = json.dumps({"machine": head, "rows": rows}, indent=1)
+        atomic_write_text(args.out / "kernel_options.json", report + "\n")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,15 @@ def test_out_must_be_new_or_empty(tmp_path):
     assert "Traceback" not in r.stderr and (tmp_path / "kept.txt").read_text() == "mine"
 
 
+def test_out_may_not_be_a_symlink(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    r = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "link")], capture_output=True, text=True)
+    assert r.returncode != 0 and "not a symbolic link" in r.stderr and "Traceback" not in r.stderr
+    assert not any(target.iterdir())
+
+
 def test_writes_its_report(tmp_path):
     out = tmp_path / "new"  # a subprocess: the script sets torch's thread count for its process
     r = subprocess.run([sys.executable, str(SCRIPT), "--repeats", "1", "--no-compile", "--out", str(out)],
