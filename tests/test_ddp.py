@@ -119,3 +119,39 @@ def test_two_processes_with_frozen_parameters(single, tmp_path):
     train(glif, tmp_path / "two", 2)
     train(glif, tmp_path / "one", 1)
     compare(tmp_path / "one", tmp_path / "two")
+
+
+def test_run_destroys_only_the_process_group_it_created(monkeypatch, tmp_path):
+    """A finished run destroys the group it created (left to the interpreter's exit, gloo's threads can abort a
+    rank that succeeded: pytorch/pytorch#190489); a group the caller made before calling train() is the caller's.
+    A real one-process gloo group, in this process."""
+    import torch.distributed as dist
+
+    from stcsnn.config import Config
+    from stcsnn.train.runtime import close_runtime, setup_runtime
+
+    for key, value in (("WORLD_SIZE", "2"), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(key, value)
+    cfg = Config(**{**TINY, "data_options": dict(TINY["data_options"])})
+    created, real_init = [], dist.init_process_group
+
+    def init_process_group(**kwargs):  # the launcher's two processes, as one: a group of world size 1
+        created.append(kwargs)
+        real_init(kwargs["backend"], init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+
+    assert not dist.is_initialized()
+    monkeypatch.setattr(dist, "init_process_group", init_process_group)
+    rt = setup_runtime(cfg)
+    assert created == [{"backend": "gloo"}] and rt.owns_group and dist.is_initialized()
+    close_runtime(rt)
+    assert not dist.is_initialized() and not rt.owns_group
+
+    # the caller's own group: joined, used, and left standing
+    real_init("gloo", init_method=f"file://{tmp_path / 'rendezvous2'}", rank=0, world_size=1)
+    try:
+        rt = setup_runtime(cfg)
+        assert rt.backend == "gloo" and not rt.owns_group
+        close_runtime(rt)
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()

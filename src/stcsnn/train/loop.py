@@ -56,7 +56,7 @@ from stcsnn.train.evaluate import evaluate_model, run_metrics, write_report
 from stcsnn.train.objective import RolloutLoss
 from stcsnn.train.progress import Progress, summary_writer_class
 from stcsnn.train.records import Records, p_true, position
-from stcsnn.train.runtime import Runtime, all_reduce, barrier, is_main_process, setup_runtime
+from stcsnn.train.runtime import Runtime, all_reduce, barrier, close_runtime, is_main_process, setup_runtime
 from stcsnn.train.schedule import learning_rate, sampling_mask
 from stcsnn.train.signals import Requests, Terminated, save_signal, sigterm_raises
 
@@ -494,11 +494,13 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: str | None = None, pr
             if main:
                 remove_stale_temporaries(out)
             try:
-                return trainer.fit()
+                code = trainer.fit()
             except BaseException as exc:
                 if main:
                     _after_failure(trainer, exc)
                 raise
+            close_runtime(trainer.rt)
+            return code
     except Terminated:
         last = out / "last.pt"
         then = (f"resume with: stcsnn train --out {out} --resume auto" if last.exists()

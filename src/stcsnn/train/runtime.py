@@ -28,6 +28,7 @@ class Runtime:
     local_rank: int
     device: torch.device
     backend: str | None = None  # the process group's (nccl, gloo); None for one process
+    owns_group: bool = False  # this run created the process group (and so destroys it: :func:`close_runtime`)
 
     @property
     def distributed(self) -> bool:
@@ -64,7 +65,7 @@ def setup_runtime(cfg: Config) -> Runtime:
         # a run's convolutions keep their shapes step after step: let cuDNN time its algorithms once per shape
         # and keep the fastest (cuDNN's backward convolutions are not bitwise reproducible on GPUs either way)
         torch.backends.cudnn.benchmark = True
-    backend = None
+    backend, owns_group = None, False
     if world > 1:
         import torch.distributed as dist
 
@@ -74,10 +75,25 @@ def setup_runtime(cfg: Config) -> Runtime:
             # before the process group: NCCL binds each rank's communicator to the current device, and a rank
             # that has not chosen one talks through GPU 0 (every rank's memory and traffic on one GPU)
             torch.cuda.set_device(device)
-        if not dist.is_initialized():
+        if not dist.is_initialized():  # a caller's own group (train() called from its script) is left to it
             dist.init_process_group(**process_group_options(device))
+            owns_group = True
         backend = str(dist.get_backend())
-    return Runtime(rank, world, local_rank, device, backend)
+    return Runtime(rank, world, local_rank, device, backend, owns_group)
+
+
+def close_runtime(rt: Runtime) -> None:
+    """Destroy the process group this run created, once every rank has finished with it.
+
+    Called on the ranks' agreed way out (done, or stopped by a signal they agreed on), never after an error: a rank
+    that raised may leave the others inside a collective, and destroying the group then can hang. Without it, gloo's
+    worker threads are torn down with the interpreter, and a rank can abort at exit ("terminate called without an
+    active exception", SIGABRT) after a run that succeeded: pytorch/pytorch#190489."""
+    if rt.owns_group:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+        rt.owns_group = False
 
 
 def process_group_options(device: torch.device) -> dict:
