@@ -155,3 +155,45 @@ def test_run_destroys_only_the_process_group_it_created(monkeypatch, tmp_path):
         assert dist.is_initialized()
     finally:
         dist.destroy_process_group()
+
+
+def test_sigterm_stops_both_ranks_at_one_step_and_saves(tmp_path):
+    """SIGTERM to torchrun (a scheduler's pre-emption) reaches both ranks; they agree on the step to stop at,
+    rank 0 saves last.pt there and says so once, and both leave through the process group's orderly end (no
+    rank aborts at exit). The same two processes resume it."""
+    import signal
+    import time
+
+    cfg = tmp_path / "long.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "epochs": 100000}))
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+            "--master_port", str(free_port()), "-m", "stcsnn", "train", "--config", str(cfg), "--out", str(out),
+            "--quiet"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        # metrics.csv gets its first row at the end of epoch 1: both ranks are training
+        while time.monotonic() < deadline and proc.poll() is None and not (
+                (out / "metrics.csv").exists() and len((out / "metrics.csv").read_text().splitlines()) > 1):
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert stderr.count("SIGTERM: finishing this step, saving last.pt") == 1, stderr[-3000:]
+    assert stderr.count("resume with: stcsnn train --out") == 1, stderr[-3000:]
+    assert "terminate called" not in stderr and "SIGABRT" not in stderr, stderr[-3000:]
+    saved = read_checkpoint(out / "last.pt")
+    assert saved["step"] >= 2 and saved["step"] == 2 * saved["epoch"] + saved["batch"]  # 2 batches an epoch
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".last.pt.")]
+    # resumed by the same two processes, to the end of the next epoch (epochs is a key a resume may change)
+    end = saved["epoch"] + 1
+    args = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+            str(free_port()), "-m", "stcsnn", "train", "--out", str(out), "--resume", "auto", "--set",
+            f"epochs={end}", "--quiet"]
+    res = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env(), cwd=REPO, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("test (best.pt): MSE") == 1, res.stdout
+    assert read_checkpoint(out / "last.pt")["step"] == 2 * end
