@@ -60,8 +60,8 @@ def source_commit(package_dir: str | os.PathLike | None = None) -> str | None:
     # a package installed into some other checkout (a virtual environment inside a repository) is not its source
     if top is None or Path(top.strip()).resolve() / "src" / package.name != package.resolve():
         return None
-    head = git("log", "-1", "--format=%H", "--", "src", where=Path(top.strip()))
+    changed = git("log", "-1", "--format=%H", "--", "src", where=Path(top.strip()))
     status = git("status", "--porcelain", "--", "src", where=Path(top.strip()))
-    if head is None or status is None:
+    if changed is None or status is None:
         return None
-    return head.strip() + ("-dirty" if status.strip() else "")
+    return changed.strip() + ("-dirty" if status.strip() else "")
