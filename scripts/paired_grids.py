@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -42,10 +43,16 @@ def read_runs(folder: Path) -> dict[tuple[str, str], dict[int, dict[str, float]]
     return out
 
 
+def _natural(key: tuple[str, str]) -> list:
+    """Sort key: numbers inside names by value (recall_d5 before recall_d10)."""
+    return [int(part) if part.isdigit() else part for name in key for part in re.split(r"(\d+)", name)]
+
+
 def compare(a: dict, b: dict, metrics: tuple[str, ...]) -> list[dict]:
-    """One row per (dataset, model, metric) present in both, with the B - A summary over the common seeds."""
+    """One row per (dataset, model, metric) present in both, with the B - A summary over the common seeds;
+    datasets and models in natural order."""
     rows = []
-    for key in sorted(set(a) & set(b)):
+    for key in sorted(set(a) & set(b), key=_natural):
         seeds = sorted(set(a[key]) & set(b[key]))
         if len(seeds) < 2:
             continue

@@ -97,3 +97,12 @@ def test_a_csv_without_the_columns_is_refused(tmp_path, capsys):
     (tmp_path / "x" / "runs.csv").write_text("model,seed\nlif,0\n")
     rc = pg.main([str(tmp_path / "x"), str(tmp_path / "x")])
     assert "found no 'dataset'" in one_error(capsys, rc)
+
+
+def test_rows_in_natural_order(tmp_path):
+    rows = [(d, "if", "SNN", s, 10.0 + s, 1.0, 0.5, 20.0, 1) for d in ("recall_d10", "recall_d5", "recall_d0")
+            for s in (0, 1)]
+    a = write_runs(tmp_path / "a", rows)
+    b = write_runs(tmp_path / "b", [(*r[:4], r[4] + 1.0, *r[5:]) for r in rows])
+    out = pg.compare(pg.read_runs(a), pg.read_runs(b), ("mse",))
+    assert [r["dataset"] for r in out] == ["recall_d0", "recall_d5", "recall_d10"]
