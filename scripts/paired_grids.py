@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -71,9 +71,7 @@ def compare(a: dict, b: dict, metrics: tuple[str, ...]) -> list[dict]:
 
 
 def _mean_sd(values: list[float], fmt: str) -> str:
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return f"{format(mean, fmt)} ± {format(sd, fmt)}"
+    return f"{format(statistics.fmean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
 
 
 def table(rows: list[dict], names: tuple[str, str]) -> str:
