@@ -48,14 +48,21 @@ def env() -> dict[str, str]:
     return e
 
 
-def train(cfg: Path, out: Path, nproc: int, quiet: bool = True) -> subprocess.CompletedProcess:
-    args = ["-m", "stcsnn", "train", "--config", str(cfg), "--out", str(out), *(["--quiet"] if quiet else [])]
-    if nproc > 1:
-        args = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
-                "--master_port", str(free_port()), *args]
-    res = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env(), cwd=REPO, timeout=300)
+def command(nproc: int, *args: str) -> list[str]:
+    """``python -m stcsnn ARGS``, under torchrun with ``nproc`` processes when more than one."""
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
+                "--master_port", str(free_port())] if nproc > 1 else []
+    return [sys.executable, *launcher, "-m", "stcsnn", *args]
+
+
+def run(nproc: int, *args: str) -> subprocess.CompletedProcess:
+    res = subprocess.run(command(nproc, *args), capture_output=True, text=True, env=env(), cwd=REPO, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     return res
+
+
+def train(cfg: Path, out: Path, nproc: int, quiet: bool = True) -> subprocess.CompletedProcess:
+    return run(nproc, "train", "--config", str(cfg), "--out", str(out), *(["--quiet"] if quiet else []))
 
 
 def compare(one: Path, two: Path, atol: float = 1e-9) -> None:
@@ -167,10 +174,8 @@ def test_sigterm_stops_both_ranks_at_one_step_and_saves(tmp_path):
     cfg = tmp_path / "long.yaml"
     cfg.write_text(yaml.safe_dump({**TINY, "epochs": 100000}))
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-            "--master_port", str(free_port()), "-m", "stcsnn", "train", "--config", str(cfg), "--out", str(out),
-            "--quiet"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=REPO)
+    proc = subprocess.Popen(command(2, "train", "--config", str(cfg), "--out", str(out), "--quiet"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=REPO)
     try:
         deadline = time.monotonic() + 120
         # metrics.csv gets its first row at the end of epoch 1: both ranks are training
@@ -190,10 +195,6 @@ def test_sigterm_stops_both_ranks_at_one_step_and_saves(tmp_path):
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".last.pt.")]
     # resumed by the same two processes, to the end of the next epoch (epochs is a key a resume may change)
     end = saved["epoch"] + 1
-    args = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-            str(free_port()), "-m", "stcsnn", "train", "--out", str(out), "--resume", "auto", "--set",
-            f"epochs={end}", "--quiet"]
-    res = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env(), cwd=REPO, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = run(2, "train", "--out", str(out), "--resume", "auto", "--set", f"epochs={end}", "--quiet")
     assert res.stdout.count("test (best.pt): MSE") == 1, res.stdout
     assert read_checkpoint(out / "last.pt")["step"] == 2 * end
